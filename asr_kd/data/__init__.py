@@ -1,0 +1,1 @@
+"""Data: manifests, audio reading, text normalisation, tokenizer, datasets and importers."""

@@ -1,0 +1,152 @@
+"""Training/eval batches from the feature store (and, for distillation, the posterior cache)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from asr_kd.data.manifest import Utterance
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.features.cmvn import GlobalCMVN
+from asr_kd.features.store import FeatureStore
+
+__all__ = ["Batch", "UtteranceDataset", "DurationBatchSampler", "collate"]
+
+
+@dataclass
+class Batch:
+    """A padded batch. ``teacher_*`` are present only when distilling (K = cache top-k)."""
+
+    ids: list[str]
+    feats: torch.Tensor  # (B, T, F), CMVN applied, zero-padded
+    lengths: torch.Tensor  # (B,)
+    targets: torch.Tensor  # (B, U) token ids, zero-padded
+    target_lengths: torch.Tensor  # (B,)
+    teacher_values: torch.Tensor | None = None  # (B, T', K) teacher log-posteriors
+    teacher_indices: torch.Tensor | None = None  # (B, T', K) their token ids
+    teacher_lengths: torch.Tensor | None = None  # (B,)
+
+
+class UtteranceDataset(Dataset):
+    """Item ``i``: normalised features, token ids and (optionally) cached teacher targets."""
+
+    def __init__(
+        self,
+        utts: Sequence[Utterance],
+        store: FeatureStore,
+        cmvn: GlobalCMVN,
+        tokenizer: CharTokenizer,
+        cache=None,
+    ):
+        missing = [u.id for u in utts if u.id not in store]
+        if missing:
+            raise KeyError(f"{len(missing)} utterance(s) have no features, e.g. {missing[:3]}; re-run features")
+        self.utts = list(utts)
+        self.store, self.cmvn, self.tokenizer, self.cache = store, cmvn, tokenizer, cache
+
+    @classmethod
+    def from_exp(cls, paths, split: str, cmvn: GlobalCMVN, tokenizer: CharTokenizer, cache=None):
+        """The dataset of ``split`` in an experiment directory (an :class:`asr_kd.paths.ExpPaths`)."""
+        from asr_kd.data.manifest import read_manifest
+
+        return cls(read_manifest(paths.manifest(split)), FeatureStore(paths.features(split)), cmvn, tokenizer, cache)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def num_frames(self, i: int) -> int:
+        return self.store.num_frames(self.utts[i].id)
+
+    def __getitem__(self, i: int) -> dict:
+        utt = self.utts[i]
+        item = {
+            "id": utt.id,
+            "feats": self.cmvn(torch.from_numpy(self.store[utt.id])),
+            "tokens": torch.tensor(self.tokenizer.encode(utt.text), dtype=torch.long),
+        }
+        if self.cache is not None:
+            key = self.cache.key(utt.id, self.store.utts[utt.id]["audio_sha"])
+            values, indices = self.cache[key]
+            item["teacher_values"] = torch.from_numpy(values)
+            item["teacher_indices"] = torch.from_numpy(indices)
+        return item
+
+
+def _pad(seqs: list[torch.Tensor]) -> torch.Tensor:
+    return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+
+
+def collate(items: list[dict]) -> Batch:
+    batch = Batch(
+        ids=[it["id"] for it in items],
+        feats=_pad([it["feats"] for it in items]),
+        lengths=torch.tensor([len(it["feats"]) for it in items]),
+        targets=_pad([it["tokens"] for it in items]),
+        target_lengths=torch.tensor([len(it["tokens"]) for it in items]),
+    )
+    if "teacher_values" in items[0]:
+        batch.teacher_values = _pad([it["teacher_values"] for it in items])
+        batch.teacher_indices = _pad([it["teacher_indices"] for it in items])
+        batch.teacher_lengths = torch.tensor([len(it["teacher_values"]) for it in items])
+    return batch
+
+
+class DurationBatchSampler(Sampler[list[int]]):
+    """Batches of similar length holding at most ``max_frames`` feature frames (padding included).
+
+    Utterances are sorted by length inside random buckets of ``bucket_size`` batches' worth, then
+    the batches are shuffled; each epoch (``set_epoch``) reshuffles deterministically from ``seed``.
+    With ``rank``/``world_size`` each DDP rank takes every ``world_size``-th batch.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_frames: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        bucket_size: int = 50,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.lengths = list(lengths)
+        self.max_frames, self.shuffle, self.seed = max_frames, shuffle, seed
+        self.bucket_size, self.rank, self.world_size = bucket_size, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        order = list(range(len(self.lengths)))
+        rng = random.Random(self.seed + self.epoch)
+        if self.shuffle:
+            rng.shuffle(order)
+            per_bucket = max(1, self.bucket_size * self.max_frames // max(1, max(self.lengths, default=1)))
+            buckets = [order[i : i + per_bucket] for i in range(0, len(order), per_bucket)]
+            order = [i for b in buckets for i in sorted(b, key=self.lengths.__getitem__)]
+        else:
+            order.sort(key=self.lengths.__getitem__)
+        batches, current, longest = [], [], 0
+        for i in order:
+            longest_if_added = max(longest, self.lengths[i])
+            if current and longest_if_added * (len(current) + 1) > self.max_frames:
+                batches.append(current)
+                current, longest_if_added = [], self.lengths[i]
+            current.append(i)
+            longest = longest_if_added
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())

@@ -1,0 +1,122 @@
+"""Helpers every importer shares: strict text reading, audio paths, numbers, utterance construction."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import soundfile as sf
+
+from asr_kd.data.manifest import Utterance
+from asr_kd.data.validate import lost_characters
+from asr_kd.scoring.text import normalize_text
+
+__all__ = [
+    "read_text",
+    "read_lines",
+    "split_key",
+    "as_list",
+    "parse_float",
+    "existing_audio",
+    "file_duration",
+    "transcript",
+    "make_utterance",
+]
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The whole of a UTF-8 text file (a leading BOM dropped).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the line of the first byte
+    that is not valid UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file does not exist")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(
+            f"{path}:{lineno}: not valid UTF-8 (byte {data[e.start]:#04x}); re-encode the file as UTF-8"
+        ) from e
+    return text.removeprefix("\ufeff")
+
+
+def read_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """Non-blank lines of a UTF-8 text file with their 1-based line numbers (for error messages)."""
+    lines = read_text(path).split("\n")
+    return [(n, line.rstrip("\r")) for n, line in enumerate(lines, 1) if line.strip()]
+
+
+def split_key(line: str) -> tuple[str, str]:
+    """Split a ``KEY REST OF LINE`` line (Kaldi tables, LibriSpeech transcripts) into key and rest."""
+    parts = line.split(maxsplit=1)
+    return parts[0], parts[1].strip() if len(parts) > 1 else ""
+
+
+def as_list(value: str | os.PathLike | Iterable[str]) -> list[str]:
+    """A single name or a list of names, as a list (configs may give either)."""
+    return [str(value)] if isinstance(value, str | os.PathLike) else [str(v) for v in value]
+
+
+def parse_float(value: object, where: str, field: str) -> float:
+    """``float(value)``, or a ``ValueError`` naming the place and the field."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {field} is not a number: {value!r}") from None
+
+
+def existing_audio(name: str | os.PathLike, base: str | os.PathLike, where: str) -> Path:
+    """Absolute path of an audio file named at ``where``; a relative name resolves against ``base``.
+
+    Raises ``FileNotFoundError`` naming ``where`` when the file is missing (a wrong root or layout).
+    """
+    path = Path(os.path.abspath(Path(base) / Path(name).expanduser()))
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: audio file {path} does not exist")
+    return path
+
+
+def file_duration(path: str | os.PathLike) -> float:
+    """Duration of an audio file from its header; 0.0 when unreadable (validation rejects it later)."""
+    try:
+        return sf.info(str(path)).duration
+    except (sf.LibsndfileError, RuntimeError):
+        return 0.0
+
+
+def transcript(raw: str) -> str:
+    """``normalize_text(raw)``, unless that would drop a letter or digit: then ``raw`` is kept as is.
+
+    Keeping the raw text lets :func:`asr_kd.data.validate.validate_utterances` reject (or skip) the
+    utterance with a reason, instead of silently training on a transcript with words missing.
+    """
+    return raw.strip() if lost_characters(raw) else normalize_text(raw)
+
+
+def make_utterance(
+    utt_id: str,
+    audio: Path,
+    raw_text: str,
+    *,
+    speaker: str = "unknown",
+    start: float = 0.0,
+    end: float | None = None,
+    duration: float | None = None,
+) -> Utterance:
+    """An utterance over ``audio[start:end]``; a missing duration comes from the span or the file header."""
+    if duration is None:
+        duration = end - start if end is not None else max(file_duration(audio) - start, 0.0)
+    return Utterance(
+        id=utt_id,
+        audio=str(audio),
+        duration=round(duration, 6),
+        text=transcript(raw_text),
+        speaker=speaker or "unknown",
+        start=start,
+        end=end,
+    )

@@ -1,0 +1,121 @@
+"""Kaldi data directories: ``wav.scp`` and ``text``, optional ``utt2spk`` and ``segments``.
+
+``wav.scp`` must list plain audio files (relative paths resolve against the data directory): piped
+commands (``sph2pipe ... |``) and extended filenames (``foo.ark:123``, ``foo.wav[0:100]``) are refused;
+convert such audio to files first. With ``segments``, utterances are spans (``start``/``end``) of the
+recordings; an end of ``-1`` means "to the end of the file".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from asr_kd.data.importers._common import existing_audio, make_utterance, parse_float, read_lines, split_key
+from asr_kd.data.manifest import Utterance
+
+__all__ = ["import_kaldi", "read_data_dir"]
+
+#: Kaldi extended filenames: ``ark:``/``scp:`` specifiers, archive offsets ``:123``, ranges ``[...]``.
+_EXTENDED = re.compile(r"^(ark|scp)[,:]|:\d+$|\[[^\]]*\]$")
+
+#: One table: key -> (value, "file:line" of its entry).
+Table = dict[str, tuple[str, str]]
+
+
+def import_kaldi(work_dir: Path, dirs: Mapping[str, str | os.PathLike]) -> dict[str, list[Utterance]]:
+    """Utterances of each split from its Kaldi data directory (``dirs: {train: data/train, ...}``)."""
+    return {split: read_data_dir(Path(folder)) for split, folder in dirs.items()}
+
+
+def read_data_dir(folder: Path) -> list[Utterance]:
+    """The utterances of one Kaldi data directory, in the order of ``segments`` (or ``wav.scp``)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: Kaldi data directory does not exist")
+    recordings = {
+        rec: _audio_path(value, folder, where)
+        for rec, (value, where) in _read_table(folder / "wav.scp").items()
+    }
+    spans = (
+        _read_segments(folder / "segments", recordings)
+        if (folder / "segments").exists()
+        else {rec: (rec, 0.0, None) for rec in recordings}
+    )
+    texts = _read_table(folder / "text")
+    _check_same_utterances(spans, texts, folder)
+    speakers = _read_table(folder / "utt2spk") if (folder / "utt2spk").exists() else {}
+    return [
+        make_utterance(
+            utt_id,
+            recordings[rec],
+            texts[utt_id][0],
+            speaker=speakers.get(utt_id, ("unknown", ""))[0],
+            start=start,
+            end=end,
+        )
+        for utt_id, (rec, start, end) in spans.items()
+    ]
+
+
+def _read_table(path: Path) -> Table:
+    """A Kaldi ``KEY VALUE`` table; a repeated key is an error naming both lines."""
+    table: Table = {}
+    for lineno, line in read_lines(path):
+        key, value = split_key(line)
+        where = f"{path}:{lineno}"
+        if key in table:
+            raise ValueError(f"{where}: duplicate key {key!r} (first at {table[key][1]})")
+        if not value and path.name != "text":
+            raise ValueError(f"{where}: malformed line, expected 'KEY VALUE', got {line[:60]!r}")
+        table[key] = (value, where)
+    return table
+
+
+def _audio_path(value: str, folder: Path, where: str) -> Path:
+    """The audio file of one ``wav.scp`` entry; pipes and extended filenames are refused."""
+    if value == "-" or value.endswith("|"):
+        raise ValueError(
+            f"{where}: piped wav.scp entry {value!r} is not supported; write the audio to files "
+            "(e.g. with sox or ffmpeg) and list their paths"
+        )
+    if _EXTENDED.search(value):
+        raise ValueError(
+            f"{where}: extended filename {value!r} is not supported; list plain audio file paths"
+        )
+    return existing_audio(value, folder, where)
+
+
+def _read_segments(path: Path, recordings: Mapping[str, Path]) -> dict[str, tuple[str, float, float | None]]:
+    """``segments`` as utterance -> (recording, start, end or ``None``)."""
+    spans = {}
+    for utt_id, (value, where) in _read_table(path).items():
+        fields = value.split()
+        if len(fields) != 3:
+            raise ValueError(
+                f"{where}: malformed line, expected 'UTT RECORDING START END', got {utt_id} {value!r}"
+            )
+        rec, start, end = (
+            fields[0],
+            parse_float(fields[1], where, "start"),
+            parse_float(fields[2], where, "end"),
+        )
+        if rec not in recordings:
+            raise ValueError(f"{where}: recording {rec!r} is not in wav.scp")
+        if start < 0 or (end != -1 and end <= start):
+            raise ValueError(f"{where}: bad segment times start={start} end={end}")
+        spans[utt_id] = (rec, start, None if end == -1 else end)
+    return spans
+
+
+def _check_same_utterances(spans: Mapping[str, object], texts: Table, folder: Path) -> None:
+    """Every utterance needs a transcript and every transcript an utterance (as fix_data_dir.sh ensures)."""
+    source = "segments" if (folder / "segments").exists() else "wav.scp"
+    for missing, where in ((spans.keys() - texts.keys(), "text"), (texts.keys() - spans.keys(), source)):
+        if missing:
+            examples = ", ".join(sorted(missing)[:3])
+            raise ValueError(
+                f"{folder / where}: {len(missing)} utterance(s) missing (e.g. {examples}); "
+                "run utils/fix_data_dir.sh or complete the file"
+            )

@@ -1,0 +1,176 @@
+"""Lhotse manifests in and out: a CutSet (or RecordingSet + SupervisionSet) <-> our utterances.
+
+``lhotse`` is imported inside the functions, so the rest of the package works without it.
+Only recordings with one ``file`` source and no transforms are supported (piped commands, URLs, Shar
+archives and speed/volume perturbation are refused); relative source paths resolve against the
+manifest's folder. A cut becomes one utterance (its span; the texts of its supervisions joined in
+time order); a lone supervision becomes one utterance. Multi-channel audio is mixed down to mono
+when read, whatever channel a cut names.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from asr_kd.data.importers._common import existing_audio, make_utterance
+from asr_kd.data.manifest import Utterance
+from asr_kd.utils import atomic_path, fingerprint
+
+__all__ = ["import_lhotse", "export_lhotse"]
+
+PathMap = Mapping[str, str | os.PathLike]
+
+
+def import_lhotse(
+    work_dir: Path,
+    cuts: PathMap | None = None,
+    recordings: PathMap | None = None,
+    supervisions: PathMap | None = None,
+) -> dict[str, list[Utterance]]:
+    """Utterances of each split from a CutSet file, or from a RecordingSet and a SupervisionSet file.
+
+    Give either ``cuts: {split: path}`` or both ``recordings`` and ``supervisions`` with the same splits.
+    """
+    if cuts and (recordings or supervisions):
+        raise ValueError("import_lhotse: give either cuts or recordings + supervisions, not both")
+    if cuts:
+        return {split: _from_cuts(Path(path)) for split, path in cuts.items()}
+    if not recordings or not supervisions or set(recordings) != set(supervisions):
+        raise ValueError("import_lhotse: give cuts, or recordings and supervisions for the same splits")
+    return {
+        split: _from_supervisions(Path(recordings[split]), Path(supervisions[split])) for split in recordings
+    }
+
+
+def _load(path: Path, loader: Callable[[Path], Any]) -> Any:
+    """A Lhotse manifest read with ``loader``; failures become errors naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: Lhotse manifest does not exist")
+    try:
+        return loader(path)
+    except (ValueError, KeyError, TypeError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable Lhotse manifest ({type(e).__name__}: {e})") from e
+
+
+def _from_cuts(path: Path) -> list[Utterance]:
+    """One utterance per cut: the cut's span and its supervisions' texts (a cut without any: empty text)."""
+    from lhotse import CutSet
+
+    utts = []
+    for cut in _load(path, CutSet.from_file):
+        recording = getattr(cut, "recording", None)
+        if recording is None:
+            raise ValueError(f"{path}: cut {cut.id!r} ({type(cut).__name__}) has no single recording")
+        sups = sorted(cut.supervisions, key=lambda s: s.start)
+        text = " ".join(s.text or "" for s in sups)
+        speaker = next((s.speaker for s in sups if s.speaker), "unknown")
+        utts.append(
+            _utterance(
+                cut.id, _audio_file(recording, path), recording, cut.start, cut.duration, text, speaker
+            )
+        )
+    return utts
+
+
+def _from_supervisions(recordings_path: Path, supervisions_path: Path) -> list[Utterance]:
+    """One utterance per supervision segment, over its span of its recording."""
+    from lhotse import RecordingSet, SupervisionSet
+
+    recordings = {r.id: r for r in _load(recordings_path, RecordingSet.from_file)}
+    audio: dict[str, Path] = {}
+    utts = []
+    for sup in _load(supervisions_path, SupervisionSet.from_file):
+        rec = recordings.get(sup.recording_id)
+        if rec is None:
+            raise ValueError(
+                f"{supervisions_path}: supervision {sup.id!r} names recording {sup.recording_id!r}, "
+                f"which {recordings_path} lacks"
+            )
+        if rec.id not in audio:
+            audio[rec.id] = _audio_file(rec, recordings_path)
+        utts.append(
+            _utterance(sup.id, audio[rec.id], rec, sup.start, sup.duration, sup.text or "", sup.speaker)
+        )
+    return utts
+
+
+def _audio_file(recording: Any, manifest: Path) -> Path:
+    """The one audio file behind a Lhotse recording; other kinds of source are refused."""
+    where = f"{manifest}: recording {recording.id!r}"
+    if recording.transforms:
+        raise ValueError(f"{where} has audio transforms (speed/volume perturbation, resampling); drop them")
+    kinds = [s.type for s in recording.sources]
+    if kinds != ["file"]:
+        raise ValueError(f"{where} has source(s) of type {kinds}; only one 'file' source is supported")
+    return existing_audio(recording.sources[0].source, manifest.parent, where)
+
+
+def _utterance(
+    utt_id: str, audio: Path, recording: Any, start: float, duration: float, text: str, speaker: str | None
+) -> Utterance:
+    """An utterance over ``[start, start + duration)`` of ``recording``; no ``end`` when that is all of it."""
+    whole = start == 0 and abs(duration - recording.duration) < 1e-3
+    end = None if whole else round(start + duration, 6)
+    return make_utterance(
+        utt_id, audio, text, speaker=speaker or "unknown", start=start, end=end, duration=duration
+    )
+
+
+def export_lhotse(utts: Iterable[Utterance], path: str | os.PathLike) -> None:
+    """Write utterances as a Lhotse CutSet (``.jsonl.gz``, or ``.jsonl``), one MonoCut per utterance.
+
+    Utterances sharing an audio file share a Recording. The file is written atomically and, gzipped,
+    byte-identical for identical input (no timestamp in the gzip header).
+    """
+    from lhotse import MonoCut, SupervisionSegment
+
+    path = Path(path)
+    recordings: dict[str, Any] = {}
+    rec_ids: set[str] = set()
+    lines = []
+    for u in utts:
+        if u.audio not in recordings:
+            recordings[u.audio] = _recording(u, taken=rec_ids)
+            rec_ids.add(recordings[u.audio].id)
+        rec = recordings[u.audio]
+        sup = SupervisionSegment(
+            id=u.id, recording_id=rec.id, start=0.0, duration=u.duration, text=u.text, speaker=u.speaker
+        )
+        cut = MonoCut(
+            id=u.id, start=u.start, duration=u.duration, channel=0, recording=rec, supervisions=[sup]
+        )
+        lines.append(json.dumps(cut.to_dict(), ensure_ascii=False) + "\n")
+    data = "".join(lines).encode("utf-8")
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        if path.suffix == ".gz":
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
+                gz.write(data)
+        else:
+            raw.write(data)
+
+
+def _recording(utt: Utterance, taken: set[str]) -> Any:
+    """A Lhotse Recording of ``utt``'s audio file, read from its header; id = file stem (made unique)."""
+    from lhotse import Recording
+    from lhotse.audio import AudioSource
+
+    if not os.path.isfile(utt.audio):
+        raise FileNotFoundError(f"{utt.audio}: audio of utterance {utt.id!r} does not exist")
+    info = sf.info(utt.audio)
+    rec_id = Path(utt.audio).stem
+    if rec_id in taken:
+        rec_id = f"{rec_id}-{fingerprint(utt.audio)[:8]}"
+    return Recording(
+        id=rec_id,
+        sources=[AudioSource(type="file", channels=list(range(info.channels)), source=utt.audio)],
+        sampling_rate=info.samplerate,
+        num_samples=info.frames,
+        duration=info.frames / info.samplerate,
+    )

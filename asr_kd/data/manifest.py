@@ -1,0 +1,65 @@
+"""The manifest: one JSON line per utterance, the interface between data preparation and the rest.
+
+Format (``<exp_dir>/data/<split>.jsonl``), one object per line::
+
+    {"id": "spk1-0001", "audio": "/abs/path.wav", "duration": 2.31,
+     "text": "set an alarm for seven", "speaker": "spk1", "start": 0.0, "end": null}
+
+``audio`` is an absolute path (or relative to the manifest's folder); ``start``/``end`` (seconds,
+optional) select a segment of a longer recording, as Kaldi ``segments`` and Lhotse cuts do.
+``duration`` is the duration of the utterance (the segment, not the whole file).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from asr_kd.utils import read_jsonl, write_jsonl
+
+__all__ = ["Utterance", "read_manifest", "write_manifest"]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One supervised utterance: an audio span and its transcript."""
+
+    id: str
+    audio: str
+    duration: float
+    text: str
+    speaker: str = "unknown"
+    start: float = 0.0
+    end: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_manifest(path: str | os.PathLike) -> list[Utterance]:
+    """Read a manifest; relative audio paths resolve against the manifest's folder.
+
+    Raises ``ValueError`` naming the file and line for a row that lacks a field or repeats an id.
+    """
+    path = Path(path)
+    utts, seen = [], set()
+    fields = set(Utterance.__dataclass_fields__)
+    for lineno, row in enumerate(read_jsonl(path), 1):
+        missing = {"id", "audio", "duration", "text"} - row.keys()
+        if missing:
+            raise ValueError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
+        if row["id"] in seen:
+            raise ValueError(f"{path}:{lineno}: duplicate utterance id {row['id']!r}")
+        seen.add(row["id"])
+        row = {k: v for k, v in row.items() if k in fields}
+        if not os.path.isabs(row["audio"]):
+            row["audio"] = str((path.parent / row["audio"]).resolve())
+        utts.append(Utterance(**row))
+    return utts
+
+
+def write_manifest(path: str | os.PathLike, utts: Iterable[Utterance]) -> None:
+    """Write utterances as JSON lines, atomically."""
+    write_jsonl(path, (u.to_dict() for u in utts))

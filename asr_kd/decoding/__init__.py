@@ -1,0 +1,1 @@
+"""Decoding: greedy CTC (offline) and the streaming recognizer."""

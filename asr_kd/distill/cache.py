@@ -1,0 +1,212 @@
+"""The teacher posterior cache: top-k frame log-posteriors, sharded, checksummed, memory-mapped.
+
+Layout of ``<exp_dir>/cache/``::
+
+    meta.json            what made the cache (see :func:`cache_meta`); checked before training
+    shard-NNNNN.val      float16 log-posteriors, shape (frames, K) (K = V when ``k`` is null)
+    shard-NNNNN.idx      token ids of those values, uint8 (V <= 256) or uint16, shape (frames, K);
+                         absent for full posteriors, where column j is token j
+    shard-NNNNN.json     {"utts": {key: [offset, frames]}, "frames": int, "sha256": {file: hex}}
+                         written last, so its presence marks a finished shard
+    summary.json         utterances, frames, bytes_per_frame, size_bytes, k, x_realtime
+
+Entries are keyed by content, ``"<utt id>:<audio sha>"`` (:meth:`PosteriorCache.key`): a changed
+recording gets a new key instead of silently reusing stale targets. The mass outside the top k is
+``1 - sum(exp(values))`` per frame, so it is not stored (see asr_kd.distill.loss).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from asr_kd.utils import atomic_path, read_json, write_json
+
+__all__ = ["FORMAT_VERSION", "cache_meta", "ShardWriter", "PosteriorCache", "CacheMismatchError"]
+
+FORMAT_VERSION = 1
+
+
+class CacheMismatchError(ValueError):
+    """The cache was made by another teacher, feature set or vocabulary, or a shard is damaged."""
+
+
+def cache_meta(
+    *,
+    teacher_sha: str,
+    teacher_config: dict,
+    vocabulary: list[str],
+    frontend: dict,
+    cmvn_sha: str,
+    subsampling: int,
+    k: int | None,
+) -> dict:
+    """Everything a student must agree with to use the cache (creation time excluded from checks)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "teacher_sha": teacher_sha,
+        "teacher_config": teacher_config,
+        "vocabulary": vocabulary,
+        "frontend": frontend,
+        "cmvn_sha": cmvn_sha,
+        "subsampling": subsampling,
+        "frame_shift_ms": frontend["frame_shift_ms"] * subsampling,
+        "k": k,
+    }
+
+
+def _index_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint8 if vocab_size <= 256 else np.uint16)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+class ShardWriter:
+    """Writes one shard: :meth:`add` each utterance's top-k, then :meth:`close` to publish it."""
+
+    def __init__(self, folder: str | os.PathLike, shard: int, vocab_size: int, k: int | None):
+        self.folder, self.name = Path(folder), shard_name(shard)
+        self.full = k is None
+        self.index_dtype = _index_dtype(vocab_size)
+        self.values: list[np.ndarray] = []
+        self.indices: list[np.ndarray] = []
+        self.utts: dict[str, list[int]] = {}
+        self.frames = 0
+
+    def add(self, key: str, values: np.ndarray, indices: np.ndarray | None) -> None:
+        """``values`` (T, K) log-posteriors (sorted or not), ``indices`` (T, K) token ids."""
+        self.utts[key] = [self.frames, int(values.shape[0])]
+        self.frames += values.shape[0]
+        self.values.append(values.astype(np.float16))
+        if not self.full:
+            self.indices.append(indices.astype(self.index_dtype))
+
+    def close(self) -> None:
+        sha = {}
+        parts = [(".val", self.values)] + ([] if self.full else [(".idx", self.indices)])
+        for suffix, arrays in parts:
+            path = self.folder / f"{self.name}{suffix}"
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    for a in arrays:
+                        f.write(np.ascontiguousarray(a).tobytes())
+                sha[path.name] = _sha256(tmp)
+        write_json(self.folder / f"{self.name}.json", {"utts": self.utts, "frames": self.frames, "sha256": sha})
+
+
+class PosteriorCache:
+    """Read access: ``cache[key] -> (values (T, K) float32, indices (T, K) int64)``.
+
+    Opening checks the format version and, with ``expected``, every field of :func:`cache_meta`
+    (a :class:`CacheMismatchError` lists what differs); ``verify=True`` also checks each shard's
+    SHA-256 so a truncated or corrupted shard is named before the first training step.
+    """
+
+    def __init__(self, folder: str | os.PathLike, expected: dict | None = None, verify: bool = True):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{self.folder}: no posterior cache; run `asr-kd stage=cache` first")
+        self.meta = read_json(meta_path)
+        if expected is not None:
+            check_meta(self.meta, expected, self.folder)
+        self.k = self.meta["k"]
+        self.vocab_size = len(self.meta["vocabulary"])
+        self.width = self.vocab_size if self.k is None else self.k
+        self._entries: dict[str, tuple[int, int, int]] = {}
+        self._values: dict[int, np.memmap] = {}
+        self._indices: dict[int, np.memmap] = {}
+        for shard_json in sorted(self.folder.glob("shard-*.json")):
+            shard = int(shard_json.stem.split("-")[1])
+            info = read_json(shard_json)
+            self._open_shard(shard, info, verify)
+            for key, (offset, frames) in info["utts"].items():
+                self._entries[key] = (shard, offset, frames)
+
+    def _open_shard(self, shard: int, info: dict, verify: bool) -> None:
+        shape = (info["frames"], self.width)
+        files = {".val": (np.float16, self._values)}
+        if self.k is not None:
+            files[".idx"] = (_index_dtype(self.vocab_size), self._indices)
+        for suffix, (dtype, table) in files.items():
+            path = self.folder / f"{shard_name(shard)}{suffix}"
+            expected_size = shape[0] * shape[1] * np.dtype(dtype).itemsize
+            size = path.stat().st_size if path.exists() else -1
+            if size != expected_size:
+                raise CacheMismatchError(
+                    f"{path}: {size} bytes, expected {expected_size} (truncated or missing shard);"
+                    " delete it and re-run `asr-kd stage=cache`"
+                )
+            if verify and _sha256(path) != info["sha256"][path.name]:
+                raise CacheMismatchError(
+                    f"{path}: checksum mismatch (corrupted shard); delete it and re-run `asr-kd stage=cache`"
+                )
+            table[shard] = np.memmap(path, dtype=dtype, mode="r", shape=shape) if shape[0] else np.zeros(
+                shape, dtype
+            )
+
+    @staticmethod
+    def key(utt_id: str, audio_sha: str) -> str:
+        return f"{utt_id}:{audio_sha}"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    @property
+    def frames(self) -> int:
+        return sum(e[2] for e in self._entries.values())
+
+    def __getitem__(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            shard, offset, frames = self._entries[key]
+        except KeyError:
+            raise KeyError(
+                f"{key}: not in the posterior cache at {self.folder} (new or changed audio); "
+                "re-run `asr-kd stage=cache`"
+            ) from None
+        values = np.asarray(self._values[shard][offset : offset + frames], dtype=np.float32)
+        if self.k is None:
+            indices = np.broadcast_to(np.arange(self.width), values.shape)
+        else:
+            indices = self._indices[shard][offset : offset + frames]
+        return values, np.asarray(indices, dtype=np.int64)
+
+
+def check_meta(found: dict, expected: dict, where: Path | str) -> None:
+    """Raise :class:`CacheMismatchError` naming every field where ``found`` differs from ``expected``."""
+    diffs = [
+        f"{name}: cache has {_short(found.get(name))}, this run has {_short(value)}"
+        for name, value in expected.items()
+        if found.get(name) != value
+    ]
+    if diffs:
+        raise CacheMismatchError(
+            f"posterior cache {where} does not match this run:\n  " + "\n  ".join(diffs)
+            + "\nre-run `asr-kd stage=cache force=true` or point distill at the right cache"
+        )
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    write_json(folder / "meta.json", {**meta, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

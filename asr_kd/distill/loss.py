@@ -1,0 +1,126 @@
+"""Losses: CTC, frame-level KD on cached top-k teacher posteriors, and their mix.
+
+KD on top-k targets, two ways (``distill.topk_mode``):
+
+* ``residual`` (default): the distribution over the K cached tokens plus one "rest" bucket holding
+  the teacher mass ``1 - sum(top-k)``; the student's rest is its mass outside the same K tokens.
+  At T = 1 this is the exact KL between the two distributions coarsened to K+1 outcomes, it keeps
+  the teacher's confidence intact, and with ``k = null`` it is the full KL.
+* ``renorm``: both distributions restricted to the K tokens and renormalised (the rest ignored).
+
+Temperature scales teacher and student log-probabilities by ``1/T`` (the teacher's rest bucket is
+treated as one outcome) and the loss is multiplied by ``T^2`` (Hinton et al.) so gradients keep
+their size across temperatures. Losses are summed over frames and averaged over utterances, like
+the CTC loss they are mixed with.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ctc_loss", "kd_loss", "align_teacher", "FrameRateMismatchError"]
+
+
+class FrameRateMismatchError(ValueError):
+    """Teacher and student emit different numbers of frames for the same utterance."""
+
+
+def ctc_loss(
+    logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+) -> torch.Tensor:
+    """CTC (blank 0) summed over each utterance, averaged over the batch. ``logits`` (B, T, V)."""
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)
+    loss = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, reduction="sum", zero_infinity=True)
+    return loss / logits.shape[0]
+
+
+def align_teacher(
+    ids: list[str], student_lengths: torch.Tensor, teacher_lengths: torch.Tensor, tolerance: int = 1
+) -> torch.Tensor:
+    """Frames usable for KD per utterance: ``min`` of both, if they differ by at most ``tolerance``.
+
+    A larger difference means the teacher and student run at different frame rates (or the cache
+    is for other audio): stop with the utterance named rather than distil misaligned frames.
+    """
+    diff = (student_lengths - teacher_lengths).abs()
+    bad = torch.nonzero(diff > tolerance).flatten().tolist()
+    if bad:
+        i = bad[0]
+        raise FrameRateMismatchError(
+            f"utterance {ids[i]}: student emits {int(student_lengths[i])} frames, teacher cache has "
+            f"{int(teacher_lengths[i])} (tolerance {tolerance}); teacher and student must share the "
+            "same subsampling and frame shift"
+        )
+    return torch.minimum(student_lengths, teacher_lengths)
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    lengths: torch.Tensor,
+    teacher_values: torch.Tensor,
+    teacher_indices: torch.Tensor,
+    temperature: float = 1.0,
+    topk_mode: str = "residual",
+    shift_frames: int = 0,
+    blank_weight: float = 1.0,
+    blank_threshold: float = 0.9,
+) -> torch.Tensor:
+    """KL(teacher_T || student_T) per frame, summed over valid frames, averaged over the batch.
+
+    ``student_logits`` (B, T, V); ``teacher_values``/``teacher_indices`` (B, T, K); ``lengths``
+    (B,) frames valid in both. ``shift_frames`` delays the targets: student frame t learns from
+    teacher frame t - shift (the first ``shift`` frames get no KD), for students that emit later
+    than the offline teacher. ``blank_weight`` scales frames where the teacher's blank
+    probability exceeds ``blank_threshold`` (1.0 = plain KD).
+    """
+    b, t, _ = student_logits.shape
+    t = min(t, teacher_values.shape[1])
+    student_logits, teacher_values, teacher_indices = (
+        student_logits[:, :t], teacher_values[:, :t].float(), teacher_indices[:, :t]
+    )
+    blank_prob = _blank_prob(teacher_values, teacher_indices)
+    if shift_frames:
+        teacher_values = _delay(teacher_values, shift_frames)
+        teacher_indices = _delay(teacher_indices, shift_frames)
+        blank_prob = _delay(blank_prob, shift_frames)
+    mask = torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]
+    mask &= torch.arange(t, device=lengths.device)[None, :] >= shift_frames
+    weights = mask.float()
+    if blank_weight != 1.0:
+        weights = weights * torch.where(blank_prob > blank_threshold, blank_weight, 1.0)
+
+    s_logp = (student_logits.float() / temperature).log_softmax(-1)
+    s_top = s_logp.gather(-1, teacher_indices)
+    t_top = teacher_values / temperature
+    if topk_mode == "renorm":
+        t_logp, s_logp_k = t_top.log_softmax(-1), s_top.log_softmax(-1)
+    elif topk_mode == "residual":
+        t_rest = _log_rest(teacher_values) / temperature
+        t_logp = torch.cat([t_top, t_rest.unsqueeze(-1)], -1).log_softmax(-1)
+        s_rest = _log1mexp(torch.logsumexp(s_top, -1))
+        s_logp_k = torch.cat([s_top, s_rest.unsqueeze(-1)], -1)
+    else:
+        raise ValueError(f"topk_mode must be 'residual' or 'renorm', not {topk_mode!r}")
+    kl = (t_logp.exp() * (t_logp - s_logp_k)).sum(-1)  # (B, T)
+    return (kl * weights).sum() * temperature**2 / b
+
+
+def _blank_prob(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Teacher blank probability per frame (0 where blank is outside the top k)."""
+    return (values.exp() * (indices == 0)).sum(-1)
+
+
+def _delay(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Move frames ``shift`` steps later along dim 1 (the first ``shift`` frames repeat frame 0)."""
+    return torch.cat([x[:, :1].expand(-1, shift, *x.shape[2:]), x[:, :-shift]], 1)
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, clamped away from log(0)."""
+    return torch.log(torch.clamp(-torch.expm1(torch.clamp(x, max=0.0)), min=1e-10))
+
+
+def _log_rest(values: torch.Tensor) -> torch.Tensor:
+    """Log of the teacher mass outside the cached top k."""
+    return _log1mexp(torch.logsumexp(values, -1))

@@ -1,0 +1,89 @@
+"""Feature store: one split's log-mel frames in one memory-mapped file plus a JSON index.
+
+Layout of ``<exp_dir>/features/<split>/``:
+
+* ``feats.f16``  raw little-endian float16, shape ``(total_frames, F)``, utterances back to back;
+* ``index.json`` ``{"dim": F, "total_frames": int, "frontend": {...},
+  "utts": {id: {"offset": int, "frames": int, "audio_sha": str}}}``.
+
+Features are stored *before* CMVN so that statistics can change without re-extraction; readers
+apply :class:`asr_kd.features.cmvn.GlobalCMVN`. Both files are written under temporary names and
+renamed when complete, index last, so a present index means a complete store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from asr_kd.utils import atomic_path, read_json, write_json
+
+__all__ = ["FeatureWriter", "FeatureStore"]
+
+DTYPE = np.float16
+
+
+class FeatureWriter:
+    """Append utterances' features in order, then :meth:`close` to publish the store."""
+
+    def __init__(self, folder: str | os.PathLike, dim: int, frontend: dict):
+        self.folder = Path(folder)
+        self.dim = dim
+        self.frontend = frontend
+        self.utts: dict[str, dict] = {}
+        self.total = 0
+        self._ctx = atomic_path(self.folder / "feats.f16")
+        self._tmp = self._ctx.__enter__()
+        self._file = open(self._tmp, "wb")
+
+    def add(self, utt_id: str, feats: np.ndarray, audio_sha: str) -> None:
+        if feats.ndim != 2 or feats.shape[1] != self.dim:
+            raise ValueError(f"{utt_id}: features of shape {feats.shape}, expected (T, {self.dim})")
+        self._file.write(np.ascontiguousarray(feats, dtype=DTYPE).tobytes())
+        self.utts[utt_id] = {"offset": self.total, "frames": int(feats.shape[0]), "audio_sha": audio_sha}
+        self.total += feats.shape[0]
+
+    def close(self) -> None:
+        self._file.close()
+        self._ctx.__exit__(None, None, None)
+        index = {"dim": self.dim, "total_frames": self.total, "frontend": self.frontend, "utts": self.utts}
+        write_json(self.folder / "index.json", index)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._ctx.__exit__(RuntimeError, None, None)
+
+
+class FeatureStore:
+    """Random access to a split's features: ``store[utt_id] -> (T, F) float32`` array."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        index_path = self.folder / "index.json"
+        if not index_path.exists():
+            raise FileNotFoundError(f"{self.folder}: no feature index; run `asr-kd stage=features` first")
+        index = read_json(index_path)
+        self.dim: int = index["dim"]
+        self.frontend: dict = index["frontend"]
+        self.utts: dict[str, dict] = index["utts"]
+        shape = (index["total_frames"], self.dim)
+        expected = shape[0] * shape[1] * np.dtype(DTYPE).itemsize
+        size = (self.folder / "feats.f16").stat().st_size
+        if size != expected:
+            raise ValueError(f"{self.folder}/feats.f16: {size} bytes, index expects {expected}; re-extract")
+        self._data = np.memmap(self.folder / "feats.f16", dtype=DTYPE, mode="r", shape=shape)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __contains__(self, utt_id: str) -> bool:
+        return utt_id in self.utts
+
+    def num_frames(self, utt_id: str) -> int:
+        return self.utts[utt_id]["frames"]
+
+    def __getitem__(self, utt_id: str) -> np.ndarray:
+        entry = self.utts[utt_id]
+        return np.asarray(self._data[entry["offset"] : entry["offset"] + entry["frames"]], dtype=np.float32)

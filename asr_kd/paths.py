@@ -1,0 +1,85 @@
+"""Every artefact's location inside the experiment directory, described once.
+
+Stages talk to each other only through these files::
+
+    <exp_dir>/
+      data/<split>.jsonl            manifests (asr_kd.data.manifest), data/rejects.jsonl
+      data/tokens.txt               the vocabulary, one token per line (index = line number)
+      features/<split>/feats.f16    log-mel frames, float16, (total_frames, F), memory-mapped
+      features/<split>/index.json   per utterance: offset, frames, audio hash (asr_kd.features.store)
+      features/cmvn.json            global CMVN statistics estimated on train
+      models/<system>/model.pt      checkpoint with its config, vocabulary and front end (a bundle)
+      models/<system>/train_log.jsonl, models/<system>/tb/   metrics, TensorBoard events
+      cache/                        teacher posterior cache (asr_kd.distill.cache)
+      decode/<system>/<set>.jsonl   per-utterance hypotheses, references and timings
+      report.json, report.md, report.png
+      stamps/<stage>.json           fingerprint of each finished stage (asr_kd.stages.base)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ExpPaths"]
+
+
+@dataclass(frozen=True)
+class ExpPaths:
+    """Paths of one experiment directory (see module docstring for the layout)."""
+
+    root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def manifest(self, split: str) -> Path:
+        return self.data_dir / f"{split}.jsonl"
+
+    @property
+    def rejects(self) -> Path:
+        return self.data_dir / "rejects.jsonl"
+
+    @property
+    def tokens(self) -> Path:
+        return self.data_dir / "tokens.txt"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    def features(self, split: str) -> Path:
+        return self.features_dir / split
+
+    @property
+    def cmvn(self) -> Path:
+        return self.features_dir / "cmvn.json"
+
+    def model_dir(self, system: str) -> Path:
+        return self.root / "models" / system
+
+    def checkpoint(self, system: str) -> Path:
+        return self.model_dir(system) / "model.pt"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def decode(self, system: str, test_set: str) -> Path:
+        return self.root / "decode" / system / f"{test_set}.jsonl"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_png(self) -> Path:
+        return self.root / "report.png"
+
+    def stamp(self, stage: str) -> Path:
+        return self.root / "stamps" / f"{stage}.json"

@@ -1,0 +1,1 @@
+"""Scoring: the one text normalisation, WER/CER with jiwer, reports."""

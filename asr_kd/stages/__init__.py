@@ -1,0 +1,32 @@
+"""Pipeline stages. Each module has one entry ``run(cfg)`` and a docstring saying what it reads,
+what it writes and how to run it; stages talk only through files in ``exp_dir`` (asr_kd.paths).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+__all__ = ["STAGES", "PIPELINE", "get_stage"]
+
+#: The stages of ``stage=all``, in order.
+PIPELINE = ("prepare", "features", "teacher", "cache", "student", "decode", "score")
+#: Every valid ``stage=`` name.
+STAGES = (*PIPELINE, "all")
+
+
+def get_stage(name: str) -> Callable[[DictConfig], object]:
+    """The ``run`` function of stage ``name``; an unknown name lists the valid ones."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
+    if name == "all":
+        return run_all
+    return importlib.import_module(f"asr_kd.stages.{name}").run
+
+
+def run_all(cfg: DictConfig) -> None:
+    """Every stage in order; each skips itself when its outputs are up to date."""
+    for name in PIPELINE:
+        get_stage(name)(cfg)

@@ -1,0 +1,118 @@
+"""Stage ``cache``: run the teacher once over the training set and store its top-k posteriors.
+
+Reads:  ``models/teacher/model.pt``, ``features/train``, ``data/train.jsonl``.
+Writes: ``cache/`` (format in asr_kd.distill.cache) and ``cache/summary.json``.
+Run:    ``asr-kd stage=cache [cache.k=16|null]``; under ``torchrun`` each rank writes its own shards.
+
+Shards are finished one by one, so a killed run resumes at the first missing shard. A cache
+made with other metadata (teacher, features, vocabulary, k) is cleared before writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
+from asr_kd.distill.cache import PosteriorCache, ShardWriter, cache_meta, shard_name, write_meta
+from asr_kd.stages.base import StageStamp
+from asr_kd.training.checkpoint import Bundle, load_bundle
+from asr_kd.utils import file_hash, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+def expected_meta(paths, bundle: Bundle, k: int | None) -> dict:
+    """The metadata a cache of this experiment's ``bundle`` (teacher) and features must carry."""
+    return cache_meta(
+        teacher_sha=bundle.sha,
+        teacher_config=bundle.model_config,
+        vocabulary=bundle.tokenizer.tokens,
+        frontend={k_: v for k_, v in bundle.frontend.items() if k_ != "fingerprint"},
+        cmvn_sha=file_hash(paths.cmvn),
+        subsampling=bundle.model.subsampling_factor,
+        k=k,
+    )
+
+
+def _prepare_folder(folder, meta: dict) -> None:
+    """Keep finished shards only if they were made with the same metadata."""
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        old = {k: v for k, v in read_json(meta_path).items() if k != "created"}
+        if old == meta:
+            return
+        log.info("cache: metadata changed (new teacher, features or k); clearing %s", folder)
+    for f in folder.glob("shard-*"):
+        f.unlink()
+    write_meta(folder, meta)
+
+
+@torch.no_grad()
+def write_shard(model, dataset: UtteranceDataset, shard: int, items: list[int], k, max_frames: int, folder):
+    """Teacher forward over ``items`` (dataset indices) in length-sorted batches; one shard."""
+    writer = ShardWriter(folder, shard, vocab_size=len(dataset.tokenizer), k=k)
+    lengths = [dataset.num_frames(i) for i in items]
+    for batch_pos in DurationBatchSampler(lengths, max_frames, shuffle=False):
+        batch = collate([dataset[items[p]] for p in batch_pos])
+        logits, out_lengths = model(batch.feats, batch.lengths)
+        log_probs = logits.float().log_softmax(-1)
+        if k is not None:
+            values, indices = log_probs.topk(k, dim=-1)
+        else:
+            values, indices = log_probs, None
+        for row, p in enumerate(batch_pos):
+            utt = dataset.utts[items[p]]
+            key = PosteriorCache.key(utt.id, dataset.store.utts[utt.id]["audio_sha"])
+            n = int(out_lengths[row])
+            writer.add(key, values[row, :n].numpy(), None if indices is None else indices[row, :n].numpy())
+    writer.close()
+
+
+def run(cfg: DictConfig) -> None:
+    stamp = StageStamp(cfg, "cache", {"cache": cfg.cache}, upstream=("teacher", "features"))
+    if stamp.is_done():
+        return
+    paths = stamp.paths
+    folder = paths.cache_dir
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    bundle = load_bundle(paths.checkpoint("teacher"))
+    meta = expected_meta(paths, bundle, cfg.cache.k)
+    if rank == 0:
+        _prepare_folder(folder, meta)
+    dataset = UtteranceDataset.from_exp(paths, "train", bundle.cmvn, bundle.tokenizer)
+    order = sorted(range(len(dataset)), key=lambda i: dataset.utts[i].id)
+    shards = [order[i : i + cfg.cache.shard_utts] for i in range(0, len(order), cfg.cache.shard_utts)]
+    todo = [s for s in range(rank, len(shards), world) if not (folder / f"{shard_name(s)}.json").exists()]
+    log.info("cache: %d shards, %d to write (rank %d/%d)", len(shards), len(todo), rank, world)
+    start = time.perf_counter()
+    for s in tqdm(todo, desc="cache", dynamic_ncols=True):
+        write_shard(bundle.model, dataset, s, shards[s], cfg.cache.k, cfg.cache.max_frames, folder)
+    elapsed = time.perf_counter() - start
+    if rank != 0:
+        return
+    cache = PosteriorCache(folder, expected=meta)
+    if len(cache) != len(dataset):
+        raise RuntimeError(f"cache: {len(cache)} of {len(dataset)} utterances cached; re-run stage=cache")
+    size = sum(f.stat().st_size for f in folder.glob("shard-*") if f.suffix in (".val", ".idx"))
+    audio = sum(u.duration for i in order for u in [dataset.utts[i]])
+    todo_audio = sum(dataset.utts[i].duration for s in todo for i in shards[s])
+    summary = {
+        "utterances": len(cache),
+        "frames": cache.frames,
+        "bytes_per_frame": size / max(1, cache.frames),
+        "size_bytes": size,
+        "k": cfg.cache.k,
+        "x_realtime": todo_audio / elapsed if todo else None,
+        "audio_hours": audio / 3600,
+        "full_fp32_bytes_per_frame": 4 * cache.vocab_size,
+    }
+    write_json(folder / "summary.json", summary)
+    log.info("cache: %s", summary)
+    stamp.done(summary)

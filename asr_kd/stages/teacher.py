@@ -1,0 +1,77 @@
+"""Stage ``teacher``: train the Conformer-CTC teacher, or adopt an existing checkpoint.
+
+Reads:  ``features/{train,dev}``, ``features/cmvn.json``, ``data/tokens.txt``
+        (or ``teacher.checkpoint=PATH``: a bundle written by this stage in another run).
+Writes: ``models/teacher/model.pt`` (bundle), ``train_log.jsonl``, ``tb/``.
+Run:    ``asr-kd stage=teacher [teacher=conformer_small|conformer_large] [train.teacher.steps=N]``
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from omegaconf import DictConfig
+
+from asr_kd.config import instantiate, to_dict
+from asr_kd.data.dataset import UtteranceDataset
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.distill.loss import ctc_loss
+from asr_kd.features.cmvn import GlobalCMVN
+from asr_kd.features.store import FeatureStore
+from asr_kd.stages.base import StageStamp
+from asr_kd.training.checkpoint import count_parameters, load_bundle, save_bundle
+from asr_kd.training.loop import TrainConfig, train
+from asr_kd.utils import atomic_path, file_hash
+
+log = logging.getLogger(__name__)
+
+
+def ctc_objective(logits, lengths, batch):
+    """Plain CTC, the teacher's loss (and the student's when ``alpha = 0``)."""
+    loss = ctc_loss(logits, lengths, batch.targets, batch.target_lengths)
+    return loss, {"ctc": loss.item()}
+
+
+def adopt_checkpoint(path: str, paths, tokenizer: CharTokenizer, frontend: dict) -> dict:
+    """Copy an existing teacher bundle in after checking it fits this experiment's data."""
+    bundle = load_bundle(path)
+    if bundle.tokenizer.tokens != tokenizer.tokens:
+        raise ValueError(f"{path}: the checkpoint's vocabulary differs from {paths.tokens}")
+    theirs = {k: v for k, v in bundle.frontend.items() if k != "fingerprint"}
+    ours = {k: v for k, v in frontend.items() if k != "fingerprint"}
+    if theirs != ours:
+        raise ValueError(f"{path}: the checkpoint expects features {theirs}, this run extracted {ours}")
+    with atomic_path(paths.checkpoint("teacher")) as tmp:
+        shutil.copyfile(path, tmp)
+    return {"params": count_parameters(bundle.model), "adopted_from": str(path)}
+
+
+def run(cfg: DictConfig) -> None:
+    ckpt = cfg.teacher.checkpoint
+    settings = {"checkpoint_sha": file_hash(ckpt)} if ckpt else {"teacher": cfg.teacher, "train": cfg.train.teacher}
+    stamp = StageStamp(cfg, "teacher", settings, upstream=("features",))
+    if stamp.is_done():
+        return
+    paths = stamp.paths
+    tokenizer = CharTokenizer.load(paths.tokens)
+    frontend = FeatureStore(paths.features("train")).frontend
+    if ckpt:
+        stamp.done(adopt_checkpoint(ckpt, paths, tokenizer, frontend))
+        return
+    cmvn = GlobalCMVN.load(paths.cmvn)
+    model_config = {**to_dict(cfg.teacher.model), "input_dim": frontend["num_mel_bins"]}
+    model = instantiate(model_config, vocab_size=len(tokenizer))
+    log.info("teacher: %s, %.2fM parameters", model_config["_target_"], count_parameters(model) / 1e6)
+    dev = UtteranceDataset.from_exp(paths, cfg.dev_set, cmvn, tokenizer)
+    metrics = train(
+        model,
+        ctc_objective,
+        UtteranceDataset.from_exp(paths, "train", cmvn, tokenizer),
+        dev,
+        TrainConfig(**to_dict(cfg.train.teacher)),
+        paths.model_dir("teacher"),
+        name="teacher",
+    )
+    save_bundle(paths.checkpoint("teacher"), model, model_config, tokenizer, frontend, cmvn, {"dev": metrics})
+    stamp.done({"params": count_parameters(model), "dev": metrics})

@@ -1,0 +1,81 @@
+"""Checkpoint bundles: a model together with everything needed to use it on raw audio.
+
+``model.pt`` holds ``{"model_config": {_target_...}, "state_dict", "tokens": [...],
+"frontend": {...}, "cmvn": {...}, "meta": {...}}``, so ``teacher.checkpoint=PATH`` (or a phone
+app) needs nothing else: the config travels with the weights, as in WeNet.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from asr_kd.config import instantiate
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.features.cmvn import GlobalCMVN
+from asr_kd.utils import atomic_path, file_hash
+
+__all__ = ["Bundle", "save_bundle", "load_bundle", "count_parameters"]
+
+
+@dataclass
+class Bundle:
+    """A loaded model with its tokenizer, front-end config and CMVN."""
+
+    model: nn.Module
+    tokenizer: CharTokenizer
+    frontend: dict
+    cmvn: GlobalCMVN
+    model_config: dict
+    sha: str
+    meta: dict
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_bundle(
+    path: str | os.PathLike,
+    model: nn.Module,
+    model_config: dict,
+    tokenizer: CharTokenizer,
+    frontend: dict,
+    cmvn: GlobalCMVN,
+    meta: dict | None = None,
+) -> None:
+    """Write the bundle atomically (see module docstring)."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    payload = {
+        "model_config": model_config,
+        "state_dict": model.state_dict(),
+        "tokens": tokenizer.tokens,
+        "frontend": frontend,
+        "cmvn": cmvn.to_dict(),
+        "meta": meta or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_bundle(path: str | os.PathLike, map_location: str = "cpu") -> Bundle:
+    """Rebuild the model from the config stored beside its weights; eval mode."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    tokenizer = CharTokenizer(payload["tokens"])
+    model = instantiate(payload["model_config"], vocab_size=len(tokenizer))
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return Bundle(
+        model=model,
+        tokenizer=tokenizer,
+        frontend=payload["frontend"],
+        cmvn=GlobalCMVN.from_dict(payload["cmvn"]),
+        model_config=payload["model_config"],
+        sha=file_hash(path),
+        meta=payload.get("meta", {}),
+    )

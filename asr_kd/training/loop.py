@@ -1,0 +1,227 @@
+"""The training loop shared by teacher and students: AdamW, warm-up + cosine LR, SpecAugment,
+gradient clipping, periodic dev WER, JSON-lines + TensorBoard metrics, resumable checkpoints.
+
+Runs on one process or under ``torchrun`` (DDP: each rank takes its share of the batches).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torchaudio.transforms as T
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from asr_kd.data.dataset import Batch, DurationBatchSampler, UtteranceDataset, collate
+from asr_kd.decoding.greedy import ctc_greedy
+from asr_kd.scoring.wer import error_rates
+from asr_kd.utils import atomic_path
+
+__all__ = ["TrainConfig", "SpecAugment", "train", "evaluate_wer", "LossFn"]
+
+log = logging.getLogger(__name__)
+
+#: ``loss_fn(logits (B, T, V), out_lengths (B,), batch) -> (loss, {name: value})``
+LossFn = Callable[[torch.Tensor, torch.Tensor, Batch], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class SpecAugment:
+    """Frequency and time masks (torchaudio), which keep frame alignment so cached targets still fit."""
+
+    freq_masks: int = 2
+    freq_width: int = 15
+    time_masks: int = 2
+    time_width: int = 20
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        """Mask ``(B, T, F)`` features in place of a copy, independently per utterance."""
+        x = feats.transpose(1, 2)  # (B, F, T)
+        for _ in range(self.freq_masks):
+            x = T.FrequencyMasking(self.freq_width, iid_masks=True)(x)
+        for _ in range(self.time_masks):
+            x = T.TimeMasking(min(self.time_width, max(1, x.shape[-1] // 5)), iid_masks=True)(x)
+        return x.transpose(1, 2)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (``conf/train/*.yaml``)."""
+
+    steps: int = 2000
+    max_frames: int = 4000
+    peak_lr: float = 3e-3
+    warmup_steps: int = 200
+    final_lr_ratio: float = 0.02
+    weight_decay: float = 1e-3
+    grad_clip: float = 5.0
+    eval_every: int = 500
+    num_workers: int = 1
+    seed: int = 0
+    spec_augment: dict | None = field(default_factory=lambda: {})
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.peak_lr * (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        floor = self.final_lr_ratio
+        return self.peak_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _loader(dataset: UtteranceDataset, cfg: TrainConfig, shuffle: bool, rank=0, world=1) -> DataLoader:
+    lengths = [dataset.num_frames(i) for i in range(len(dataset))]
+    sampler = DurationBatchSampler(lengths, cfg.max_frames, shuffle, cfg.seed, rank=rank, world_size=world)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+        prefetch_factor=4 if cfg.num_workers > 0 else None,
+    )
+
+
+@torch.no_grad()
+def evaluate_wer(model: nn.Module, dataset: UtteranceDataset, max_frames: int = 20000) -> dict[str, float]:
+    """Greedy-CTC WER/CER of ``model`` on ``dataset`` (full-context forward)."""
+    was_training = model.training
+    model.eval()
+    loader = _loader(dataset, TrainConfig(max_frames=max_frames, num_workers=0), shuffle=False)
+    refs, hyps = [], []
+    texts = {u.id: u.text for u in dataset.utts}
+    for batch in loader:
+        logits, lengths = model(batch.feats, batch.lengths)
+        for utt_id, ids in zip(batch.ids, ctc_greedy(logits, lengths), strict=True):
+            refs.append(texts[utt_id])
+            hyps.append(dataset.tokenizer.decode(ids))
+    model.train(was_training)
+    return error_rates(refs, hyps)
+
+
+class _MetricsLog:
+    """Metrics as JSON lines (always) and TensorBoard events (when available)."""
+
+    def __init__(self, folder: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = folder / "train_log.jsonl"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(folder / "tb"))
+            except ImportError:  # tensorboard is optional
+                self.tb = None
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        import json
+
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train_set: UtteranceDataset,
+    dev_set: UtteranceDataset | None,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    name: str = "model",
+) -> dict[str, float]:
+    """Train ``model`` in place for ``cfg.steps`` steps; returns the final dev metrics.
+
+    ``out_dir/last.pt`` (model + optimiser + step, written atomically at each evaluation) lets a
+    killed run resume where it stopped; it is deleted when training completes.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world = _rank_world()
+    torch.manual_seed(cfg.seed)
+    core = model
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.AdamW(core.parameters(), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
+    augment = SpecAugment(**cfg.spec_augment) if cfg.spec_augment is not None else None
+    step = 0
+    resume_path = out_dir / "last.pt"
+    if resume_path.exists():
+        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        log.info("%s: resuming from step %d (%s)", name, step, resume_path)
+    metrics = _MetricsLog(out_dir, enabled=rank == 0)
+    loader = _loader(train_set, cfg, shuffle=True, rank=rank, world=world)
+    dev_metrics: dict[str, float] = {}
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=rank != 0, dynamic_ncols=True)
+    epoch = step // max(1, len(loader))
+    start, audio_seconds, frame_shift = time.perf_counter(), 0.0, 0.01
+    while step < cfg.steps:
+        loader.batch_sampler.set_epoch(epoch)
+        for batch in loader:
+            if step >= cfg.steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at(step)
+            feats = augment(batch.feats) if augment is not None else batch.feats
+            logits, out_lengths = model(feats, batch.lengths)
+            loss, parts = loss_fn(logits, out_lengths, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(nn.utils.clip_grad_norm_(core.parameters(), cfg.grad_clip))
+            if not math.isfinite(grad_norm):
+                log.warning("%s: non-finite gradient at step %d; batch skipped", name, step)
+                continue
+            optimizer.step()
+            step += 1
+            audio_seconds += float(batch.lengths.sum()) * frame_shift
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % 25 == 0 or step == cfg.steps:
+                elapsed = time.perf_counter() - start
+                metrics.write(
+                    step,
+                    {"loss": loss.item(), **parts, "lr": cfg.lr_at(step), "grad_norm": grad_norm,
+                     "x_realtime": audio_seconds / max(elapsed, 1e-9)},
+                )
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                if dev_set is not None and rank == 0:
+                    dev_metrics = evaluate_wer(core, dev_set)
+                    metrics.write(step, {f"dev_{k}": v for k, v in dev_metrics.items() if k != "words"})
+                    log.info("%s step %d: dev WER %.2f%%", name, step, 100 * dev_metrics["wer"])
+                if rank == 0 and step < cfg.steps:
+                    with atomic_path(resume_path) as tmp:
+                        torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "step": step}, tmp)
+        epoch += 1
+    bar.close()
+    metrics.close()
+    resume_path.unlink(missing_ok=True)
+    model.eval()
+    return dev_metrics

@@ -1,0 +1,61 @@
+"""Front ends and feature store: Kaldi framing for every backend, store round trip, CMVN."""
+
+import numpy as np
+import pytest
+import torch
+
+from asr_kd.features.cmvn import CMVNAccumulator
+from asr_kd.features.frontend import KaldiFbank, LibrosaLogMel
+from asr_kd.features.store import FeatureStore, FeatureWriter
+
+
+@pytest.mark.parametrize("frontend", [KaldiFbank(), LibrosaLogMel()])
+@pytest.mark.parametrize("samples", [399, 400, 559, 560, 16000])
+def test_backends_frame_like_kaldi(frontend, samples):
+    feats = frontend(np.random.default_rng(0).normal(0, 0.1, samples).astype(np.float32))
+    assert feats.shape == (frontend.num_frames(samples), 80)
+    assert frontend.num_frames(samples) == (0 if samples < 400 else 1 + (samples - 400) // 160)
+
+
+def test_piecewise_fbank_equals_whole_file():
+    """What the streaming recognizer relies on: frames computed from a suffix match the whole."""
+    fb = KaldiFbank()
+    wav = np.random.default_rng(1).normal(0, 0.1, 8000).astype(np.float32)
+    whole = fb(wav)
+    part = fb(wav[160 * 10 :])
+    assert torch.allclose(whole[10:], part, atol=1e-4)
+
+
+def test_store_round_trip_and_size_check(tmp_path):
+    rng = np.random.default_rng(0)
+    writer = FeatureWriter(tmp_path, 4, {"backend": "x"})
+    feats = {f"u{i}": rng.normal(size=(5 + i, 4)).astype(np.float32) for i in range(3)}
+    for k, v in feats.items():
+        writer.add(k, v, "sha")
+    writer.close()
+    store = FeatureStore(tmp_path)
+    for k, v in feats.items():
+        np.testing.assert_allclose(store[k], v, atol=1e-2)
+    (tmp_path / "feats.f16").write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError, match="feats.f16: 10 bytes, index expects"):
+        FeatureStore(tmp_path)
+
+
+def test_aborted_writer_leaves_no_store(tmp_path):
+    writer = FeatureWriter(tmp_path, 4, {})
+    writer.add("u", np.zeros((3, 4), np.float32), "sha")
+    writer.abort()
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(FileNotFoundError, match="run `asr-kd stage=features` first"):
+        FeatureStore(tmp_path)
+
+
+def test_cmvn_normalises_to_zero_mean_unit_variance():
+    rng = np.random.default_rng(0)
+    acc = CMVNAccumulator(3)
+    chunks = [rng.normal(5, 2, size=(100, 3)) for _ in range(4)]
+    for c in chunks:
+        acc.update(c)
+    out = acc.finalize()(torch.tensor(np.concatenate(chunks), dtype=torch.float32))
+    assert torch.allclose(out.mean(0), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(out.std(0, unbiased=False), torch.ones(3), atol=1e-3)
