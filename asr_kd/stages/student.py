@@ -17,9 +17,9 @@ from omegaconf import DictConfig
 
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.dataset import UtteranceDataset
-from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.tokenizer import load_tokenizer
 from asr_kd.distill.cache import PosteriorCache
-from asr_kd.distill.loss import FrameRateMismatchError, align_teacher, ctc_loss, kd_loss
+from asr_kd.distill.loss import FrameRateMismatchError, align_teacher, ctc_loss, distill_loss
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 from asr_kd.stages.base import StageStamp
@@ -40,11 +40,12 @@ def make_objective(alpha: float, distill: DictConfig):
         if alpha == 0:
             return ctc, {"ctc": ctc.item()}
         kd_lengths = align_teacher(batch.ids, lengths, batch.teacher_lengths)
-        kd = kd_loss(
+        kd = distill_loss(
             logits,
             kd_lengths,
             batch.teacher_values,
             batch.teacher_indices,
+            method=distill.method,
             temperature=distill.temperature,
             topk_mode=distill.topk_mode,
             shift_frames=distill.shift_frames,
@@ -80,23 +81,29 @@ def train_system(cfg: DictConfig, system: str) -> None:
     if stamp.is_done():
         return
     paths = stamp.paths
-    tokenizer = CharTokenizer.load(paths.tokens)
+    tokenizer = load_tokenizer(paths.tokens)
     frontend = FeatureStore(paths.features("train")).frontend
     cmvn = GlobalCMVN.load(paths.cmvn)
     model_config = {**to_dict(cfg.student.model), "input_dim": frontend["num_mel_bins"]}
     model = instantiate(model_config, vocab_size=len(tokenizer))
     log.info("%s: %.2fM parameters, alpha %.2f", system, count_parameters(model) / 1e6, alpha)
     cache = None
+    train_cfg = TrainConfig(**to_dict(cfg.train.student))
     if alpha > 0:
         cache = open_cache(paths, model.subsampling_factor, frontend["frame_shift_ms"], cfg.cache.k)
+        if train_cfg.spec_augment and train_cfg.spec_augment.get("time_warp", 0) > 0:
+            log.warning("%s: time warping moves frames away from their cached teacher targets; "
+                        "it is off for this distilled system (masks stay on)", system)
+            train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}
     metrics = train(
         model,
         make_objective(alpha, cfg.distill),
         UtteranceDataset.from_exp(paths, "train", cmvn, tokenizer, cache),
         UtteranceDataset.from_exp(paths, cfg.dev_set, cmvn, tokenizer),
-        TrainConfig(**to_dict(cfg.train.student)),
+        train_cfg,
         paths.model_dir(system),
         name=system,
+        resume_key=stamp.fingerprint,
     )
     save_bundle(paths.checkpoint(system), model, model_config, tokenizer, frontend, cmvn,
                 {"dev": metrics, "alpha": alpha})

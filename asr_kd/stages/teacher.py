@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.dataset import UtteranceDataset
-from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.tokenizer import CharTokenizer, load_tokenizer
 from asr_kd.distill.loss import ctc_loss
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
@@ -54,7 +54,7 @@ def run(cfg: DictConfig) -> None:
     if stamp.is_done():
         return
     paths = stamp.paths
-    tokenizer = CharTokenizer.load(paths.tokens)
+    tokenizer = load_tokenizer(paths.tokens)
     frontend = FeatureStore(paths.features("train")).frontend
     if ckpt:
         stamp.done(adopt_checkpoint(ckpt, paths, tokenizer, frontend))
@@ -72,6 +72,7 @@ def run(cfg: DictConfig) -> None:
         TrainConfig(**to_dict(cfg.train.teacher)),
         paths.model_dir("teacher"),
         name="teacher",
+        resume_key=stamp.fingerprint,
     )
     save_bundle(paths.checkpoint("teacher"), model, model_config, tokenizer, frontend, cmvn, {"dev": metrics})
     stamp.done({"params": count_parameters(model), "dev": metrics})

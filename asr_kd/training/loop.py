@@ -36,21 +36,42 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, Batch], tuple[torch.Tensor, dict[
 
 @dataclass
 class SpecAugment:
-    """Frequency and time masks (torchaudio), which keep frame alignment so cached targets still fit."""
+    """SpecAugment: torchaudio's frequency and time masks, plus optional time warping.
+
+    Masks keep frame alignment, so cached teacher targets still fit the masked features. Time
+    warping moves frames in time: it is for CTC training only, and the student stage turns it off
+    (with a warning) for systems that distil frame by frame.
+    """
 
     freq_masks: int = 2
     freq_width: int = 15
     time_masks: int = 2
     time_width: int = 20
+    time_warp: int = 0  # W: the warp point moves by up to W frames (0: off)
 
-    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
-        """Mask ``(B, T, F)`` features in place of a copy, independently per utterance."""
-        x = feats.transpose(1, 2)  # (B, F, T)
-        for _ in range(self.freq_masks):
-            x = T.FrequencyMasking(self.freq_width, iid_masks=True)(x)
-        for _ in range(self.time_masks):
-            x = T.TimeMasking(min(self.time_width, max(1, x.shape[-1] // 5)), iid_masks=True)(x)
-        return x.transpose(1, 2)
+    def __post_init__(self):
+        self.masks = T.SpecAugment(n_time_masks=self.time_masks, time_mask_param=self.time_width,
+                                   n_freq_masks=self.freq_masks, freq_mask_param=self.freq_width, iid_masks=True)
+
+    def __call__(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Augmented copy of ``(B, T, F)`` features (each utterance masked and warped independently)."""
+        if self.time_warp > 0:
+            feats = torch.stack([_time_warp(f, int(n), self.time_warp) for f, n in zip(feats, lengths)])
+        return self.masks(feats.transpose(1, 2)).transpose(1, 2)
+
+
+def _time_warp(feats: torch.Tensor, length: int, width: int) -> torch.Tensor:
+    """Stretch ``feats[:c]`` onto ``[:c + w]`` and squeeze the rest of the ``length`` valid frames after it."""
+    if length <= 2 * width + 1:
+        return feats
+    center = int(torch.randint(width, length - width, ()))
+    dest = center + int(torch.randint(-width + 1, width, ()))
+    valid = feats[:length].T[None]  # (1, F, T)
+    left = nn.functional.interpolate(valid[..., :center], size=dest, mode="linear", align_corners=False)
+    right = nn.functional.interpolate(valid[..., center:], size=length - dest, mode="linear", align_corners=False)
+    out = feats.clone()
+    out[:length] = torch.cat([left, right], dim=-1)[0].T
+    return out
 
 
 @dataclass
@@ -152,11 +173,13 @@ def train(
     cfg: TrainConfig,
     out_dir: str | os.PathLike,
     name: str = "model",
+    resume_key: str = "",
 ) -> dict[str, float]:
     """Train ``model`` in place for ``cfg.steps`` steps; returns the final dev metrics.
 
-    ``out_dir/last.pt`` (model + optimiser + step, written atomically at each evaluation) lets a
-    killed run resume where it stopped; it is deleted when training completes.
+    ``out_dir/last.pt`` (model + optimiser + step + ``resume_key``, written atomically at each
+    evaluation) lets a killed run resume where it stopped; a ``last.pt`` saved under another
+    ``resume_key`` (other settings or inputs) is ignored. It is deleted when training completes.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,8 +192,11 @@ def train(
     augment = SpecAugment(**cfg.spec_augment) if cfg.spec_augment is not None else None
     step = 0
     resume_path = out_dir / "last.pt"
-    if resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+    state = torch.load(resume_path, map_location="cpu", weights_only=False) if resume_path.exists() else None
+    if state is not None and state.get("resume_key") != resume_key:
+        log.warning("%s: %s was saved for other settings or inputs; starting afresh", name, resume_path)
+        state = None
+    if state is not None:
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
@@ -189,7 +215,7 @@ def train(
                 break
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
-            feats = augment(batch.feats) if augment is not None else batch.feats
+            feats = augment(batch.feats, batch.lengths) if augment is not None else batch.feats
             logits, out_lengths = model(feats, batch.lengths)
             loss, parts = loss_fn(logits, out_lengths, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -218,7 +244,7 @@ def train(
                 if rank == 0 and step < cfg.steps:
                     with atomic_path(resume_path) as tmp:
                         torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "step": step}, tmp)
+                                    "step": step, "resume_key": resume_key}, tmp)
         epoch += 1
     bar.close()
     metrics.close()

@@ -1,0 +1,83 @@
+"""The embedded espeak-ng corpus: deterministic, disjoint splits, unseen voices, resumable."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr_kd.data.synthetic import make_synthetic_corpus
+from asr_kd.data.synthetic.grammar import command_vocabulary, number_words
+from asr_kd.data.synthetic.open_english import open_english_sentences
+from asr_kd.scoring.text import normalize_text
+
+SMALL = dict(num_train=24, num_dev=4, num_test=6, seen_speakers=5, unseen_speakers=2, num_workers=1)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    work = tmp_path_factory.mktemp("synthetic")
+    return work, make_synthetic_corpus(work, seed=3, **SMALL)
+
+
+def test_splits_sizes_and_audio(corpus):
+    _, splits = corpus
+    assert {k: len(v) for k, v in splits.items()} == {"train": 24, "dev": 4, "test_seen": 6, "test_unseen": 6}
+    for utt in splits["test_seen"]:
+        wav, sr = sf.read(utt.audio, dtype="float32")
+        assert sr == 16000 and wav.ndim == 1
+        assert utt.duration == pytest.approx(len(wav) / sr)
+        assert 0.05 < np.abs(wav).max() <= 1.0  # speech, not silence, not clipped beyond full scale
+        assert utt.text == normalize_text(utt.text)  # transcripts are already in scoring form
+
+
+def test_no_test_sentence_in_training_and_unseen_voices(corpus):
+    _, splits = corpus
+    train_text = {u.text for u in splits["train"]}
+    for split in ("dev", "test_seen", "test_unseen"):
+        assert not train_text & {u.text for u in splits[split]}, split
+
+    def variant(utt):
+        return utt.speaker.split("+")[1].rsplit("-", 1)[0]
+
+    train_variants = {variant(u) for u in splits["train"]}
+    assert {variant(u) for u in splits["test_seen"]} <= train_variants
+    assert not {variant(u) for u in splits["test_unseen"]} & train_variants
+
+
+def test_deterministic_and_resumable(corpus, tmp_path):
+    work, splits = corpus
+    stamps = {u.audio: os.stat(u.audio).st_mtime_ns for u in splits["train"]}
+    again = make_synthetic_corpus(work, seed=3, **SMALL)
+    assert again == splits  # same texts, speakers, file names
+    assert {u.audio: os.stat(u.audio).st_mtime_ns for u in again["train"]} == stamps  # re-used, not redone
+    # a fresh directory with two worker processes renders byte-identical audio
+    fresh = make_synthetic_corpus(tmp_path, seed=3, **{**SMALL, "num_workers": 2})
+    first, other = splits["dev"][0], fresh["dev"][0]
+    assert open(first.audio, "rb").read() == open(other.audio, "rb").read()
+    # another seed gives other sentences and other files, never the stale ones
+    reseeded = make_synthetic_corpus(work, seed=4, **SMALL)
+    assert {u.audio for u in reseeded["train"]}.isdisjoint(stamps)
+
+
+def test_grammar_words():
+    assert number_words(0) == "zero"
+    assert number_words(42) == "forty two"
+    assert number_words(305) == "three hundred five"
+    with pytest.raises(ValueError):
+        number_words(1000)
+    assert 250 <= len(command_vocabulary()) <= 600  # "a few hundred words"
+
+
+def test_open_english_has_a_large_vocabulary():
+    sentences = open_english_sentences()
+    vocabulary = {w for s in sentences for w in s.split()}
+    assert len(sentences) > 3000 and len(vocabulary) >= 2000
+    assert all(s == normalize_text(s) for s in sentences[:500])
+
+
+def test_unknown_domain_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown synthetic domain 'poetry'"):
+        make_synthetic_corpus(tmp_path, domain="poetry", **SMALL)
