@@ -43,9 +43,11 @@ def test_features_options_instantiate():
 def test_unknown_keys_are_refused():
     from hydra.errors import ConfigCompositionException
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        with pytest.raises(ConfigCompositionException):
-            compose("config", overrides=["distill.temprature=2"])
+    with (
+        initialize_config_dir(config_dir=str(CONF), version_base="1.3"),
+        pytest.raises(ConfigCompositionException),
+    ):
+        compose("config", overrides=["distill.temprature=2"])
 
 
 def test_instantiate_refuses_targets_outside_the_package():

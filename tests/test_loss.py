@@ -1,11 +1,19 @@
-"""Losses: KD equals hand-computed values, frame alignment is enforced, shift and blank weights work."""
+"""Losses: KD and guided CTC equal hand-computed values, frame alignment is enforced, shift and blank
+weights work, every ``distill.method`` dispatches."""
 
 import math
 
 import pytest
 import torch
 
-from asr_kd.distill.loss import FrameRateMismatchError, align_teacher, kd_loss
+from asr_kd.distill.loss import (
+    METHODS,
+    FrameRateMismatchError,
+    align_teacher,
+    distill_loss,
+    guided_ctc_loss,
+    kd_loss,
+)
 
 
 def _one_frame(student, teacher_top, indices):
@@ -71,5 +79,53 @@ def test_blank_weight_scales_blank_dominated_frames():
 def test_alignment_tolerates_one_frame_and_refuses_more():
     got = align_teacher(["a", "b"], torch.tensor([10, 7]), torch.tensor([9, 7]))
     assert got.tolist() == [9, 7]
-    with pytest.raises(FrameRateMismatchError, match="utterance b: student emits 7 frames, teacher cache has 14"):
+    msg = "utterance b: student emits 7 frames, teacher cache has 14"
+    with pytest.raises(FrameRateMismatchError, match=msg):
         align_teacher(["a", "b"], torch.tensor([10, 7]), torch.tensor([10, 14]))
+
+
+def _guided_case():
+    """3 frames, 3 tokens; the teacher keeps top-2: blank at frame 0, token 2 at frame 1, token 1 at 2."""
+    s = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]])
+    probs = [[1 / 3] * 3, [math.exp(x) / (1 + math.e + math.e**2) for x in (0, 1, 2)],
+             [math.exp(x) / (1 + math.e + math.e**2) for x in (2, 1, 0)]]
+    v = torch.tensor([[[0.9, 0.1], [0.6, 0.3], [0.4, 0.35]]]).log()
+    i = torch.tensor([[[0, 1], [2, 0], [1, 0]]])
+    return s, v, i, probs
+
+
+def test_guided_ctc_matches_hand_computation():
+    s, v, i, p = _guided_case()
+    # Spikes at frame 1 (token 2) and frame 2 (token 1); frame 0 is blank: no guidance.
+    expected = (1 - p[1][2]) + (1 - p[2][1])
+    assert guided_ctc_loss(s, torch.tensor([3]), v, i).item() == pytest.approx(expected, rel=1e-6)
+    # Padding: frame 2 is not valid.
+    assert guided_ctc_loss(s, torch.tensor([2]), v, i).item() == pytest.approx(1 - p[1][2], rel=1e-6)
+    # Delay by one frame: student frame 2 is guided by teacher frame 1 (token 2), frame 1 by the blank.
+    shifted = guided_ctc_loss(s, torch.tensor([3]), v, i, shift_frames=1)
+    assert shifted.item() == pytest.approx(1 - p[2][2], rel=1e-6)
+    # A batch averages over utterances; a student spiking exactly there costs nothing.
+    perfect = torch.tensor([[[0.0, 0, 0], [-50, -50, 50], [-50, 50, -50]]])
+    both = guided_ctc_loss(torch.cat([s, perfect]), torch.tensor([3, 3]), v.expand(2, -1, -1),
+                           i.expand(2, -1, -1))
+    assert both.item() == pytest.approx(expected / 2, rel=1e-6)
+
+
+def test_guided_ctc_gradient_raises_the_spike_token_only_at_spikes():
+    s, v, i, _ = _guided_case()
+    s.requires_grad_(True)
+    guided_ctc_loss(s, torch.tensor([3]), v, i).backward()
+    assert s.grad[0, 0].abs().sum() == 0  # blank frame: untouched
+    assert s.grad[0, 1, 2] < 0 and s.grad[0, 2, 1] < 0  # descending raises the teacher's token
+
+
+def test_distill_loss_dispatches_every_method():
+    s, v, i, _ = _guided_case()
+    lengths = torch.tensor([3])
+    assert distill_loss(s, lengths, v, i, method="kd", temperature=2.0).item() == pytest.approx(
+        kd_loss(s, lengths, v, i, temperature=2.0).item())
+    assert distill_loss(s, lengths, v, i, method="guided_ctc", shift_frames=1).item() == pytest.approx(
+        guided_ctc_loss(s, lengths, v, i, shift_frames=1).item())
+    assert set(METHODS) == {"kd", "guided_ctc"}
+    with pytest.raises(ValueError, match="distill.method must be one of"):
+        distill_loss(s, lengths, v, i, method="ctc_kd")

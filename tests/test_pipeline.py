@@ -52,7 +52,10 @@ def test_every_stage_left_its_artefacts(smoke):
     summary = json.loads((paths.cache_dir / "summary.json").read_text())
     assert {"utterances", "frames", "bytes_per_frame", "size_bytes", "k", "x_realtime"} <= set(summary)
     assert summary["k"] == 16 and summary["bytes_per_frame"] <= 64
-    hyps = [json.loads(line) for line in paths.decode("student_kd_streaming", "test_seen").read_text().splitlines()]
+    hyps = [
+        json.loads(line)
+        for line in paths.decode("student_kd_streaming", "test_seen").read_text().splitlines()
+    ]
     assert {"id", "ref", "hyp"} <= set(hyps[0]) and "summary" in hyps[-1]
     assert (paths.model_dir("teacher") / "train_log.jsonl").exists()
 
@@ -101,3 +104,32 @@ def test_cache_of_another_teacher_is_refused(smoke, tmp_path):
             open_cache(paths, student_subsampling=4, frame_shift_ms=10.0, k=16)
     finally:
         meta_path.write_text(original)
+
+
+def test_sequence_kd_trains_on_the_teachers_1best(smoke):
+    import torch
+
+    from asr_kd.data.dataset import UtteranceDataset
+    from asr_kd.decoding.greedy import ctc_greedy
+    from asr_kd.distill.cache import PosteriorCache
+    from asr_kd.training.checkpoint import load_bundle
+
+    paths = ExpPaths(smoke)
+    teacher = load_bundle(paths.checkpoint("teacher"))
+    cache = PosteriorCache(paths.cache_dir)
+    data = UtteranceDataset.from_exp(
+        paths, "train", teacher.cmvn, teacher.tokenizer, cache, pseudo_labels=True
+    )
+    item = data[0]
+    with torch.no_grad():
+        logits, lengths = teacher.model(item["feats"][None], torch.tensor([len(item["feats"])]))
+    assert item["tokens"].tolist() == ctc_greedy(logits, lengths)[0]  # the teacher's 1-best, not the text
+    run = asr_kd(
+        "stage=student",
+        "recipe=smoke",
+        f"exp_dir={smoke}",
+        "student_systems=[student_seq]",
+        "distill.sequence_kd=true",
+    )
+    assert "sequence-level KD" in run.stdout + run.stderr
+    assert paths.checkpoint("student_seq").exists()

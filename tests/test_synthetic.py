@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def test_deterministic_and_resumable(corpus, tmp_path):
     # a fresh directory with two worker processes renders byte-identical audio
     fresh = make_synthetic_corpus(tmp_path, seed=3, **{**SMALL, "num_workers": 2})
     first, other = splits["dev"][0], fresh["dev"][0]
-    assert open(first.audio, "rb").read() == open(other.audio, "rb").read()
+    assert Path(first.audio).read_bytes() == Path(other.audio).read_bytes()
     # another seed gives other sentences and other files, never the stale ones
     reseeded = make_synthetic_corpus(work, seed=4, **SMALL)
     assert {u.audio for u in reseeded["train"]}.isdisjoint(stamps)

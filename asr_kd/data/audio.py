@@ -1,23 +1,58 @@
 """Audio reading with soundfile: any rate resampled, any channel count mixed to mono.
 
-``torchaudio.load`` needs torchcodec + FFmpeg, so audio I/O goes through ``soundfile`` (WAV in
-every PCM/float width, FLAC, OGG...). Resampling uses ``torchaudio.functional.resample``.
+``torchaudio.load`` needs torchcodec + FFmpeg, so audio I/O goes through ``soundfile``: WAV in every
+PCM width (8/16/24/32-bit) and float, FLAC, OGG/Vorbis, and whatever else libsndfile reads.
+Resampling uses ``torchaudio.functional.resample``. Every failure is an :class:`AudioError` whose
+message starts with the file's path.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-__all__ = ["AudioError", "load_audio", "save_audio"]
+__all__ = ["AudioError", "load_audio", "read_span", "save_audio", "speed_perturb", "wav_truncation"]
 
 
 class AudioError(ValueError):
     """An audio file that cannot be used; the message names the file and the reason."""
+
+
+def read_span(
+    path: str | os.PathLike, start: float = 0.0, end: float | None = None
+) -> tuple[np.ndarray, int]:
+    """The samples of ``[start, end)`` seconds of ``path`` at its own rate: ``((N, C) float32, rate)``.
+
+    Raises :class:`AudioError` for a missing, unreadable, truncated or empty file, or an empty span.
+    """
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: audio file does not exist")
+    truncated = wav_truncation(path)
+    if truncated:
+        raise AudioError(f"{path}: {truncated}")
+    try:
+        with sf.SoundFile(path) as f:
+            rate = f.samplerate
+            first = int(round(start * rate))
+            last = f.frames if end is None else min(int(round(end * rate)), f.frames)
+            if first >= last:
+                raise AudioError(
+                    f"{path}: no audio samples in [{start}, {end}) s (the file holds {f.frames})"
+                )
+            if first > 0:
+                f.seek(first)
+            wav = f.read(last - first, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, EOFError) as e:
+        raise AudioError(f"{path}: unreadable audio ({e})") from e
+    if wav.shape[0] == 0:
+        raise AudioError(f"{path}: no audio samples in [{start}, {end}) s")
+    return wav, rate
 
 
 def load_audio(
@@ -28,31 +63,52 @@ def load_audio(
 ) -> np.ndarray:
     """Read ``path`` (optionally the span ``[start, end)`` seconds) as mono float32 at ``sample_rate``.
 
-    Raises :class:`AudioError` for a missing, unreadable, truncated or empty file.
+    Channels are averaged; another rate is resampled. Raises :class:`AudioError` as :func:`read_span`.
     """
-    if not os.path.exists(path):
-        raise AudioError(f"{path}: audio file does not exist")
-    try:
-        with sf.SoundFile(path) as f:
-            native_sr = f.samplerate
-            first = int(round(start * native_sr))
-            last = f.frames if end is None else min(int(round(end * native_sr)), f.frames)
-            if first > 0:
-                f.seek(first)
-            wav = f.read(max(last - first, 0), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, EOFError) as e:
-        raise AudioError(f"{path}: unreadable audio ({e})") from e
-    if wav.shape[0] == 0:
-        raise AudioError(f"{path}: no audio samples in [{start}, {end}) s")
-    wav = wav.mean(axis=1)
-    if native_sr != sample_rate:
-        wav = AF.resample(torch.from_numpy(wav), native_sr, sample_rate).numpy()
-    return np.ascontiguousarray(wav, dtype=np.float32)
+    wav, rate = read_span(path, start, end)
+    mono = wav.mean(axis=1)
+    if rate != sample_rate:
+        mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def speed_perturb(wav: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """``wav`` played ``factor`` times faster, pitch moving too (``sox speed``): ``N / factor`` samples."""
+    if factor == 1.0:
+        return wav
+    return AF.resample(torch.from_numpy(wav), round(sample_rate * factor), sample_rate).numpy()
 
 
 def save_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> None:
-    """Write 16-bit PCM WAV (atomically: temp file + rename)."""
+    """Write 16-bit PCM, as WAV or FLAC after ``path``'s suffix, atomically (temp file + rename)."""
     from asr_kd.utils import atomic_path
 
+    fmt = "FLAC" if Path(path).suffix.lower() == ".flac" else "WAV"
     with atomic_path(path) as tmp:
-        sf.write(tmp, wav, sample_rate, subtype="PCM_16", format="WAV")
+        sf.write(tmp, wav, sample_rate, subtype="PCM_16", format=fmt)
+
+
+def wav_truncation(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is a truncated WAV (its data chunk claims more bytes than the file holds), else ``None``.
+
+    libsndfile reads such a file without complaint, shortened; a copy cut off mid-transfer looks like
+    this. Files that are not RIFF/RIFX WAVE are not looked at.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return None
+        layout = "<4sI" if head[:4] == b"RIFF" else ">4sI"
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack(layout, f.read(8))
+            if chunk_id == b"data":
+                available = size - pos - 8
+                if chunk_size != 0xFFFFFFFF and chunk_size > available:  # 0xFFFFFFFF: size unknown (streamed)
+                    declared = f"the WAV header declares {chunk_size} data bytes"
+                    return f"truncated audio: {declared}, the file holds {available}"
+                return None
+            pos += 8 + chunk_size + (chunk_size & 1)
+    return None

@@ -6,11 +6,13 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from asr_kd.data.manifest import Utterance
 from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.decoding.greedy import collapse
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 
@@ -32,7 +34,12 @@ class Batch:
 
 
 class UtteranceDataset(Dataset):
-    """Item ``i``: normalised features, token ids and (optionally) cached teacher targets."""
+    """Item ``i``: normalised features, token ids and (optionally) cached teacher targets.
+
+    With ``pseudo_labels`` (sequence-level KD) the token ids are the teacher's greedy 1-best,
+    read off the cache (best token per frame, repeats collapsed, blanks dropped), not the
+    transcript: the student then learns from whatever the teacher heard, labelled or not.
+    """
 
     def __init__(
         self,
@@ -41,19 +48,40 @@ class UtteranceDataset(Dataset):
         cmvn: GlobalCMVN,
         tokenizer: CharTokenizer,
         cache=None,
+        pseudo_labels: bool = False,
     ):
+        if pseudo_labels and cache is None:
+            raise ValueError("pseudo_labels (sequence-level KD) need the teacher cache")
         missing = [u.id for u in utts if u.id not in store]
         if missing:
-            raise KeyError(f"{len(missing)} utterance(s) have no features, e.g. {missing[:3]}; re-run features")
+            raise KeyError(
+                f"{len(missing)} utterance(s) have no features, e.g. {missing[:3]}; re-run features"
+            )
         self.utts = list(utts)
         self.store, self.cmvn, self.tokenizer, self.cache = store, cmvn, tokenizer, cache
+        self.pseudo_labels = pseudo_labels
 
     @classmethod
-    def from_exp(cls, paths, split: str, cmvn: GlobalCMVN, tokenizer: CharTokenizer, cache=None):
+    def from_exp(
+        cls,
+        paths,
+        split: str,
+        cmvn: GlobalCMVN,
+        tokenizer: CharTokenizer,
+        cache=None,
+        pseudo_labels: bool = False,
+    ):
         """The dataset of ``split`` in an experiment directory (an :class:`asr_kd.paths.ExpPaths`)."""
         from asr_kd.data.manifest import read_manifest
 
-        return cls(read_manifest(paths.manifest(split)), FeatureStore(paths.features(split)), cmvn, tokenizer, cache)
+        return cls(
+            read_manifest(paths.manifest(split)),
+            FeatureStore(paths.features(split)),
+            cmvn,
+            tokenizer,
+            cache,
+            pseudo_labels,
+        )
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -73,6 +101,9 @@ class UtteranceDataset(Dataset):
             values, indices = self.cache[key]
             item["teacher_values"] = torch.from_numpy(values)
             item["teacher_indices"] = torch.from_numpy(indices)
+            if self.pseudo_labels:
+                best = indices[np.arange(len(values)), values.argmax(-1)]
+                item["tokens"] = torch.tensor(collapse(best.tolist()), dtype=torch.long)
         return item
 
 

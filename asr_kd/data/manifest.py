@@ -3,18 +3,21 @@
 Format (``<exp_dir>/data/<split>.jsonl``), one object per line::
 
     {"id": "spk1-0001", "audio": "/abs/path.wav", "duration": 2.31,
-     "text": "set an alarm for seven", "speaker": "spk1", "start": 0.0, "end": null}
+     "text": "set an alarm for seven", "speaker": "spk1", "start": 0.0, "end": null,
+     "source": "/corpus/lists/train.csv:12"}
 
 ``audio`` is an absolute path (or relative to the manifest's folder); ``start``/``end`` (seconds,
 optional) select a segment of a longer recording, as Kaldi ``segments`` and Lhotse cuts do.
-``duration`` is the duration of the utterance (the segment, not the whole file).
+``duration`` is the duration of the utterance (the segment, not the whole file). ``source``
+(optional) is where an importer read the utterance (``file:line``), so that an error about it can
+point there; it takes no part in comparing utterances.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from asr_kd.utils import read_jsonl, write_jsonl
@@ -33,6 +36,7 @@ class Utterance:
     speaker: str = "unknown"
     start: float = 0.0
     end: float | None = None
+    source: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,9 @@
-"""Character vocabulary for CTC: index 0 is the blank, then the characters seen in training."""
+"""Character vocabulary for CTC: index 0 is the blank, then the characters seen in training.
+
+A vocabulary travels as its list of tokens (``data/tokens.txt``, a checkpoint's ``tokens``):
+:func:`tokenizer_from_tokens` and :func:`load_tokenizer` give back the tokenizer it belongs to, this
+one or :class:`asr_kd.data.bpe.BpeTokenizer` (whose pieces hold the word-start mark ``▁``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["CharTokenizer", "BLANK"]
+__all__ = ["CharTokenizer", "BLANK", "WORD_START", "tokenizer_from_tokens", "load_tokenizer"]
 
 BLANK = "<blk>"
+#: sentencepiece's word-start mark; normalised text never holds it, so it tells BPE pieces apart.
+WORD_START = "\u2581"
 
 
 class CharTokenizer:
@@ -27,14 +34,13 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
-        return cls([line.replace("<space>", " ") for line in lines if line])
+        return cls(_read_tokens(path))
 
     def save(self, path: str | os.PathLike) -> None:
         from asr_kd.utils import atomic_path
 
         with atomic_path(path) as tmp:
-            tmp.write_text("\n".join(t.replace(" ", "<space>") for t in self.tokens) + "\n")
+            tmp.write_text("\n".join(t.replace(" ", "<space>") for t in self.tokens) + "\n", encoding="utf-8")
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -49,3 +55,22 @@ class CharTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Text of non-blank ids (no CTC collapsing here: see asr_kd.decoding)."""
         return "".join(self.tokens[i] for i in ids if i != 0)
+
+
+def _read_tokens(path: str | os.PathLike) -> list[str]:
+    lines = Path(path).read_text(encoding="utf-8").split("\n")
+    return [line.replace("<space>", " ") for line in lines if line]
+
+
+def tokenizer_from_tokens(tokens: Sequence[str]) -> CharTokenizer:
+    """The tokenizer of a vocabulary: BPE when a token holds ``▁``, characters otherwise."""
+    if any(WORD_START in t for t in tokens):
+        from asr_kd.data.bpe import BpeTokenizer
+
+        return BpeTokenizer(tokens)
+    return CharTokenizer(tokens)
+
+
+def load_tokenizer(path: str | os.PathLike) -> CharTokenizer:
+    """The tokenizer saved at ``path`` (``data/tokens.txt``), whichever kind it is."""
+    return tokenizer_from_tokens(_read_tokens(path))

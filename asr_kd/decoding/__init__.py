@@ -1,1 +1,2 @@
-"""Decoding: greedy CTC (offline) and the streaming recognizer."""
+"""Decoding: greedy CTC (``greedy``), whole-file recognition of raw audio (``offline``), the streaming
+recognizer (``streaming``) and emission-latency measurement (``latency``)."""

@@ -105,7 +105,8 @@ class ShardWriter:
                     for a in arrays:
                         f.write(np.ascontiguousarray(a).tobytes())
                 sha[path.name] = _sha256(tmp)
-        write_json(self.folder / f"{self.name}.json", {"utts": self.utts, "frames": self.frames, "sha256": sha})
+        info = {"utts": self.utts, "frames": self.frames, "sha256": sha}
+        write_json(self.folder / f"{self.name}.json", info)
 
 
 class PosteriorCache:

@@ -1,4 +1,15 @@
-"""Losses: CTC, frame-level KD on cached top-k teacher posteriors, and their mix.
+"""Losses: CTC, frame-level KD on cached top-k teacher posteriors, guided CTC, and their mix.
+
+Distillation methods (``distill.method``, dispatched by :func:`distill_loss`):
+
+* ``kd``: frame-level KL to the teacher (below). ``shift_frames`` delays the targets for a
+  streaming student that emits later than the offline teacher; ``blank_weight`` <
+  1 with ``blank_threshold`` down-weights blank-dominated frames (``blank_weight = 0``: KD on
+  the teacher's spike frames only).
+* ``guided_ctc``: alignment-aware, Guided CTC (Kurata & Audhkhasi, Interspeech 2019): no
+  distribution matching at all; the student is pushed to put probability on the teacher's
+  best non-blank token at the teacher's spike frames (delayed by ``shift_frames``), so it learns
+  *where* to fire while the CTC term decides *what*.
 
 KD on top-k targets, two ways (``distill.topk_mode``):
 
@@ -19,7 +30,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ctc_loss", "kd_loss", "align_teacher", "FrameRateMismatchError"]
+__all__ = ["ctc_loss", "kd_loss", "guided_ctc_loss", "distill_loss", "METHODS", "align_teacher",
+           "FrameRateMismatchError"]
+
+#: Valid ``distill.method`` values.
+METHODS = ("kd", "guided_ctc")
 
 
 class FrameRateMismatchError(ValueError):
@@ -31,7 +46,8 @@ def ctc_loss(
 ) -> torch.Tensor:
     """CTC (blank 0) summed over each utterance, averaged over the batch. ``logits`` (B, T, V)."""
     log_probs = logits.float().log_softmax(-1).transpose(0, 1)
-    loss = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, reduction="sum", zero_infinity=True)
+    loss = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, reduction="sum",
+                      zero_infinity=True)
     return loss / logits.shape[0]
 
 
@@ -104,6 +120,53 @@ def kd_loss(
         raise ValueError(f"topk_mode must be 'residual' or 'renorm', not {topk_mode!r}")
     kl = (t_logp.exp() * (t_logp - s_logp_k)).sum(-1)  # (B, T)
     return (kl * weights).sum() * temperature**2 / b
+
+
+def guided_ctc_loss(
+    student_logits: torch.Tensor,
+    lengths: torch.Tensor,
+    teacher_values: torch.Tensor,
+    teacher_indices: torch.Tensor,
+    shift_frames: int = 0,
+) -> torch.Tensor:
+    """Guided CTC: ``sum_t M[t] (1 - p_student(k_t | t))``, summed over frames, averaged over the batch.
+
+    ``k_t`` is the teacher's best token at frame ``t - shift_frames`` and ``M[t] = 1`` where that
+    token is not blank (a spike) and ``t`` is a valid frame (``t < lengths``, ``t >= shift_frames``).
+    ``1 - p`` (rather than Kurata & Audhkhasi's ``-p``) has the same gradient and is 0 at the
+    optimum. Shapes as :func:`kd_loss`.
+    """
+    b, t, _ = student_logits.shape
+    t = min(t, teacher_values.shape[1])
+    best = teacher_indices[:, :t].gather(-1, teacher_values[:, :t].argmax(-1, keepdim=True))  # (B, T, 1)
+    if shift_frames:
+        best = _delay(best, shift_frames)
+    frames = torch.arange(t, device=lengths.device)[None, :]
+    mask = (frames < lengths[:, None]) & (frames >= shift_frames) & (best[..., 0] != 0)
+    p = student_logits[:, :t].float().softmax(-1).gather(-1, best)[..., 0]  # (B, T)
+    return ((1 - p) * mask).sum() / b
+
+
+def distill_loss(
+    student_logits: torch.Tensor,
+    lengths: torch.Tensor,
+    teacher_values: torch.Tensor,
+    teacher_indices: torch.Tensor,
+    method: str = "kd",
+    temperature: float = 1.0,
+    topk_mode: str = "residual",
+    shift_frames: int = 0,
+    blank_weight: float = 1.0,
+    blank_threshold: float = 0.9,
+) -> torch.Tensor:
+    """The distillation term of ``distill.method`` (see module docstring); ``guided_ctc`` uses only
+    ``shift_frames`` of the options."""
+    if method == "kd":
+        return kd_loss(student_logits, lengths, teacher_values, teacher_indices, temperature, topk_mode,
+                       shift_frames, blank_weight, blank_threshold)
+    if method == "guided_ctc":
+        return guided_ctc_loss(student_logits, lengths, teacher_values, teacher_indices, shift_frames)
+    raise ValueError(f"distill.method must be one of {', '.join(METHODS)}, not {method!r}")
 
 
 def _blank_prob(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

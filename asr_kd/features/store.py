@@ -36,7 +36,7 @@ class FeatureWriter:
         self.total = 0
         self._ctx = atomic_path(self.folder / "feats.f16")
         self._tmp = self._ctx.__enter__()
-        self._file = open(self._tmp, "wb")
+        self._file = open(self._tmp, "wb")  # noqa: SIM115 (open across add() calls; closed in close/abort)
 
     def add(self, utt_id: str, feats: np.ndarray, audio_sha: str) -> None:
         if feats.ndim != 2 or feats.shape[1] != self.dim:

@@ -4,10 +4,10 @@ Sharing it is what keeps the two from disagreeing: a transcript is normalised on
 manifest is written, the tokenizer only ever sees normalised text, and scoring normalises
 hypotheses and references with the same function.
 
-Rules: Unicode NFKD with accents dropped ("café" -> "cafe"); lower case; apostrophes kept inside words ("don't"); every other
-character outside ``[a-z0-9' ]`` (punctuation, hyphens, symbols) becomes a space; runs of spaces
-collapse; leading/trailing spaces are stripped. Digits are kept as digits (corpora that
-spell numbers keep spelling them).
+Rules: Unicode NFKD with accents dropped ("café" -> "cafe"); lower case; apostrophes kept inside
+words ("don't"); every other character outside ``[a-z0-9' ]`` (punctuation, hyphens, symbols)
+becomes a space; runs of spaces collapse; leading/trailing spaces are stripped. Digits are kept
+as digits (corpora that spell numbers keep spelling them).
 """
 
 from __future__ import annotations

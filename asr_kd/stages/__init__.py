@@ -9,12 +9,14 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
-__all__ = ["STAGES", "PIPELINE", "get_stage"]
+__all__ = ["STAGES", "PIPELINE", "TOOLS", "get_stage"]
 
 #: The stages of ``stage=all``, in order.
 PIPELINE = ("prepare", "features", "teacher", "cache", "student", "decode", "score")
+#: Stages outside the pipeline, run on their own (``transcribe``: one audio file with a trained model).
+TOOLS = ("transcribe",)
 #: Every valid ``stage=`` name.
-STAGES = (*PIPELINE, "all")
+STAGES = (*PIPELINE, "all", *TOOLS)
 
 
 def get_stage(name: str) -> Callable[[DictConfig], object]:

@@ -59,13 +59,19 @@ class StageStamp:
         if read_json(path)["fingerprint"] != self.fingerprint:
             log.info("%s: settings or inputs changed since the last run; redoing it", self.name)
             return False
-        log.info("%s: up to date (fingerprint %s), skipped; force=true redoes it", self.name, self.fingerprint)
+        log.info(
+            "%s: up to date (fingerprint %s), skipped; force=true redoes it", self.name, self.fingerprint
+        )
         return True
 
     def done(self, info: dict | None = None) -> None:
         write_json(
             self.paths.stamp(self.name),
-            {"fingerprint": self.fingerprint, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "info": info or {}},
+            {
+                "fingerprint": self.fingerprint,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "info": info or {},
+            },
         )
 
     def info(self) -> dict:

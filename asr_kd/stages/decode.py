@@ -2,12 +2,16 @@
 
 Reads:  ``models/<system>/model.pt``, ``features/<test set>``, ``data/<test set>.jsonl``.
 Writes: ``decode/<system>/<set>.jsonl``: one line per utterance ``{"id", "ref", "hyp",
-        "duration", "compute_s"}`` (``compute_s``: seconds of CPU work on one thread), plus a
-        last line ``{"summary": {...}}``. Streaming decodes are the systems ``<system>_streaming``.
-Run:    ``asr-kd stage=decode [decode.streaming=false] [decode.piece_ms=10]``
+        "duration", "compute_s", "wall_s"}`` (``compute_s``: CPU seconds of the process, with
+        ``decode.threads`` threads; ``wall_s``: elapsed seconds), plus a last line
+        ``{"summary": {...}}`` whose ``rtf`` is CPU-based (stable on a shared machine) and
+        ``rtf_wall`` elapsed-based. Streaming decodes are the systems ``<system>_streaming``.
+Run:    ``asr-kd stage=decode [decode.streaming=false] [decode.piece_ms=10] [decode.chunk_frames=4]``
 
 Offline decodes read the stored features, so their RTF is the acoustic model's alone; streaming
-decodes start from the audio samples (front end included), fed in pieces of ``decode.piece_ms``.
+decodes start from the audio samples (front end included), fed in pieces of ``decode.piece_ms``
+through :class:`asr_kd.decoding.streaming.StreamingRecognizer` (``decode.chunk_frames``: another
+chunk size than the model's, for students trained with dynamic chunks).
 """
 
 from __future__ import annotations
@@ -33,38 +37,55 @@ log = logging.getLogger(__name__)
 def decode_offline(bundle: Bundle, dataset: UtteranceDataset) -> list[dict]:
     """Full-context greedy decode, one utterance at a time (as a device would run it)."""
     rows = []
+    with torch.inference_mode():  # warm-up: one-time allocations stay out of the timings
+        bundle.model(dataset[0]["feats"].unsqueeze(0), torch.tensor([len(dataset[0]["feats"])]))
     for i in tqdm(range(len(dataset)), desc="decode", dynamic_ncols=True, leave=False):
         item, utt = dataset[i], dataset.utts[i]
-        start = time.perf_counter()
-        with torch.no_grad():
+        clock = _Clock()
+        with torch.inference_mode():
             logits, lengths = bundle.model(item["feats"].unsqueeze(0), torch.tensor([len(item["feats"])]))
         ids = ctc_greedy(logits, lengths)[0]
         rows.append({"id": utt.id, "ref": utt.text, "hyp": bundle.tokenizer.decode(ids),
-                     "duration": utt.duration, "compute_s": time.perf_counter() - start})
+                     "duration": utt.duration, **clock.read()})
     return rows
 
 
-def decode_streaming(bundle: Bundle, dataset: UtteranceDataset, piece_ms: float) -> list[dict]:
+def decode_streaming(
+    bundle: Bundle, dataset: UtteranceDataset, piece_ms: float, chunk_frames: int | None = None
+) -> list[dict]:
     """Feed each utterance's audio in ``piece_ms`` pieces through the streaming recognizer."""
-    recognizer = StreamingRecognizer(bundle)
-    sr = recognizer.frontend.sample_rate
+    recognizer = StreamingRecognizer(bundle, chunk_frames=chunk_frames)
+    sr = recognizer.sample_rate
     piece = max(1, int(sr * piece_ms / 1000))
     rows = []
+    first = dataset.utts[0]
+    recognizer.accept_waveform(load_audio(first.audio, sr, first.start, first.end))  # warm-up
+    recognizer.finalize()
     for utt in tqdm(dataset.utts, desc="stream", dynamic_ncols=True, leave=False):
         wav = load_audio(utt.audio, sr, utt.start, utt.end)
         recognizer.reset()
-        start = time.perf_counter()
+        clock = _Clock()
         for offset in range(0, len(wav), piece):
             recognizer.accept_waveform(wav[offset : offset + piece])
         hyp = recognizer.finalize()
-        rows.append({"id": utt.id, "ref": utt.text, "hyp": hyp, "duration": len(wav) / sr,
-                     "compute_s": time.perf_counter() - start})
+        rows.append({"id": utt.id, "ref": utt.text, "hyp": hyp, "duration": len(wav) / sr, **clock.read()})
     return rows
+
+
+class _Clock:
+    """CPU and elapsed seconds since construction."""
+
+    def __init__(self):
+        self.cpu, self.wall = time.process_time(), time.perf_counter()
+
+    def read(self) -> dict:
+        return {"compute_s": time.process_time() - self.cpu, "wall_s": time.perf_counter() - self.wall}
 
 
 def summarize(rows: list[dict]) -> dict:
     audio = sum(r["duration"] for r in rows)
-    return {"utterances": len(rows), "audio_s": audio, "rtf": sum(r["compute_s"] for r in rows) / audio}
+    return {"utterances": len(rows), "audio_s": audio, "rtf": sum(r["compute_s"] for r in rows) / audio,
+            "rtf_wall": sum(r["wall_s"] for r in rows) / audio}
 
 
 def decode_system(cfg: DictConfig, system: str) -> None:
@@ -79,14 +100,16 @@ def decode_system(cfg: DictConfig, system: str) -> None:
     try:
         for test_set in cfg.test_sets:
             dataset = UtteranceDataset.from_exp(paths, test_set, bundle.cmvn, bundle.tokenizer)
-            runs = {system: lambda: decode_offline(bundle, dataset)}
+            runs = {system: (decode_offline, (bundle, dataset))}
             if bundle.model.streaming and cfg.decode.streaming:
-                runs[f"{system}_streaming"] = lambda: decode_streaming(bundle, dataset, cfg.decode.piece_ms)
-            for name, decode in runs.items():
-                rows = decode()
+                args = (bundle, dataset, cfg.decode.piece_ms, cfg.decode.chunk_frames)
+                runs[f"{system}_streaming"] = (decode_streaming, args)
+            for name, (decode, args) in runs.items():
+                rows = decode(*args)
                 summary = summarize(rows)
                 write_jsonl(paths.decode(name, test_set), [*rows, {"summary": summary}])
-                log.info("decode: %s on %s: RTF %.4f", name, test_set, summary["rtf"])
+                log.info("decode: %s on %s: RTF %.4f (CPU), %.4f (wall)", name, test_set, summary["rtf"],
+                         summary["rtf_wall"])
     finally:
         torch.set_num_threads(threads)
     stamp.done()

@@ -1,51 +1,139 @@
 """Stage ``prepare``: corpus -> validated manifests and the vocabulary.
 
 Reads:  the corpus named by the ``data`` config group (its importer; the synthetic one makes audio).
-Writes: ``data/<split>.jsonl`` manifests, ``data/rejects.jsonl``, ``data/tokens.txt``.
-Run:    ``asr-kd stage=prepare [data=NAME] [prepare.on_error=skip]``
+Writes: ``data/<split>.jsonl`` manifests, ``data/rejects.jsonl``, ``data/tokens.txt``; with
+        ``data.speed_perturb``, resampled copies of the train audio under ``data/audio/sp<factor>/``.
+Run:    ``asr-kd stage=prepare [data=NAME] [data.on_error=skip] [tokenizer=bpe]``
+
+Every utterance is validated (:mod:`asr_kd.data.validate`), and one whose transcript the vocabulary
+learned from train cannot spell (a character no train transcript holds) is rejected too. With
+``data.on_error=raise`` (the default) the first bad utterance stops the stage with a message naming
+the source file and line, the utterance, its audio and the reason; with ``data.on_error=skip`` bad
+utterances are left out, listed with their reasons in ``data/rejects.jsonl``, and counted in the
+log. Nothing is written before every split has passed, so a failed run leaves the previous outputs
+as they were. ``data.speed_perturb`` adds, for each factor other than 1, a resampled copy of every
+train utterance (id ``<id>_sp0.9``), which later stages treat as an utterance like any other.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import soundfile as sf
 from omegaconf import DictConfig
+from tqdm import tqdm
 
-from asr_kd.config import instantiate
-from asr_kd.data.manifest import write_manifest
+from asr_kd.config import instantiate, to_dict
+from asr_kd.data.audio import load_audio, save_audio, speed_perturb
+from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.data.tokenizer import CharTokenizer
-from asr_kd.data.validate import summarize_rejects, validate_utterances, write_rejects
+from asr_kd.data.validate import describe, reject, summarize_rejects, validate_utterances, write_rejects
 from asr_kd.stages.base import StageStamp
+from asr_kd.utils import fingerprint
 
 log = logging.getLogger(__name__)
 
+#: Keys of the ``data`` node read by this stage (conf/config.yaml); the others are the importer's arguments.
+PREPARE_KEYS = ("on_error", "max_duration", "min_duration", "speed_perturb")
+
 
 def run(cfg: DictConfig) -> None:
-    stamp = StageStamp(cfg, "prepare", {"data": cfg.data, "prepare": cfg.prepare})
+    stamp = StageStamp(
+        cfg, "prepare", {"data": cfg.data, "tokenizer": cfg.tokenizer, "rate": cfg.sample_rate}
+    )
     if stamp.is_done():
         return
     paths = stamp.paths
-    splits = instantiate(cfg.data, work_dir=paths.data_dir)
+    data = to_dict(cfg.data)
+    on_error = data["on_error"]
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+    importer = {k: v for k, v in data.items() if k not in PREPARE_KEYS}
+    splits = instantiate(importer, work_dir=paths.data_dir)
     if "train" not in splits:
-        raise ValueError(f"the {cfg.data._target_} importer gave no 'train' split (got {sorted(splits)})")
-    all_rejects, counts = [], {}
+        raise ValueError(f"the {importer['_target_']} importer gave no 'train' split (got {sorted(splits)})")
+
+    kept, rejects = {}, []
     for split, utts in splits.items():
-        kept, rejects = validate_utterances(
-            utts,
-            sample_rate=cfg.sample_rate,
-            max_duration=cfg.prepare.max_duration,
-            min_duration=cfg.prepare.min_duration,
-            on_error=cfg.prepare.on_error,
+        kept[split], bad = validate_utterances(
+            utts, max_duration=data["max_duration"], min_duration=data["min_duration"], on_error=on_error
         )
-        if not kept:
-            raise ValueError(f"split {split!r}: no usable utterance left ({len(rejects)} rejected)")
-        all_rejects += [{**r, "split": split} for r in rejects]
-        write_manifest(paths.manifest(split), kept)
-        counts[split] = {"utterances": len(kept), "hours": sum(u.duration for u in kept) / 3600}
-        log.info("prepare: %s: %d utterances, %.2f h", split, len(kept), counts[split]["hours"])
-    write_rejects(paths.rejects, all_rejects)
-    if all_rejects:
-        log.warning("prepare: %s (listed in %s)", summarize_rejects(all_rejects), paths.rejects)
-    tokenizer = CharTokenizer.from_texts(u.text for u in splits["train"])
+        rejects += [{"split": split, **r} for r in bad]
+    _check_not_empty(kept, rejects)
+    tokenizer = instantiate(cfg.tokenizer, _partial_=True)(u.text for u in kept["train"])
+    for split in kept:
+        kept[split], bad = _spellable(kept[split], tokenizer, on_error)
+        rejects += [{"split": split, **r} for r in bad]
+    _check_not_empty(kept, rejects)
+    factors = [float(f) for f in data["speed_perturb"] or [] if float(f) != 1.0]
+    if factors:
+        kept["train"] += perturbed_copies(kept["train"], factors, paths.data_dir / "audio", cfg.sample_rate)
+
+    paths.stamp("prepare").unlink(missing_ok=True)  # outputs are about to change: not done until all are
+    for split, utts in kept.items():
+        write_manifest(paths.manifest(split), utts)
+    write_rejects(paths.rejects, rejects)
     tokenizer.save(paths.tokens)
-    stamp.done({"splits": counts, "rejected": len(all_rejects), "vocab_size": len(tokenizer)})
+    counts = {
+        split: {"utterances": len(u), "hours": sum(x.duration for x in u) / 3600} for split, u in kept.items()
+    }
+    for split, c in counts.items():
+        n = sum(r["split"] == split for r in rejects)
+        log.info("prepare: %s: %d utterances, %.2f h, %d rejected", split, c["utterances"], c["hours"], n)
+    log.info("prepare: %s token vocabulary of %d", type(tokenizer).__name__, len(tokenizer))
+    if rejects:
+        log.warning("prepare: %s (listed in %s)", summarize_rejects(rejects), paths.rejects)
+    stamp.done({"splits": counts, "rejected": len(rejects), "vocab_size": len(tokenizer)})
+
+
+def _check_not_empty(kept: dict[str, list[Utterance]], rejects: list[dict]) -> None:
+    for split, utts in kept.items():
+        if not utts:
+            bad = [r for r in rejects if r["split"] == split]
+            raise ValueError(f"split {split!r}: no usable utterance left ({summarize_rejects(bad)})")
+
+
+def _spellable(
+    utts: list[Utterance], tokenizer: CharTokenizer, on_error: str
+) -> tuple[list[Utterance], list]:
+    """Utterances whose transcript the vocabulary can encode, and reject records for the others."""
+    good, bad = [], []
+    for utt in utts:
+        try:
+            tokenizer.encode(utt.text)
+        except KeyError as e:
+            record = reject(utt, f"out of vocabulary: {e.args[0]} (learned from the train transcripts)")
+            if on_error == "raise":
+                raise ValueError(describe(record)) from None
+            bad.append(record)
+        else:
+            good.append(utt)
+    return good, bad
+
+
+def perturbed_copies(
+    utts: list[Utterance], factors: list[float], folder: Path, sample_rate: int, num_workers: int = 4
+) -> list[Utterance]:
+    """Speed-perturbed copies of ``utts``, one per factor, written as FLAC under ``folder/sp<factor>/``.
+
+    A copy's file name holds a hash of its source span, factor and rate; an existing one is reused,
+    so an interrupted run picks up where it stopped.
+    """
+
+    def copy(job: tuple[Utterance, float]) -> Utterance:
+        utt, factor = job
+        made_from = fingerprint([utt.audio, utt.start, utt.end, factor, sample_rate])[:8]
+        path = folder / f"sp{factor:g}" / f"{utt.id}_sp{factor:g}-{made_from}.flac"
+        if not path.is_file():
+            wav = speed_perturb(load_audio(utt.audio, sample_rate, utt.start, utt.end), factor, sample_rate)
+            save_audio(path, wav, sample_rate)
+        duration = round(sf.info(str(path)).duration, 6)
+        return Utterance(
+            f"{utt.id}_sp{factor:g}", str(path), duration, utt.text, utt.speaker, source=utt.source
+        )
+
+    jobs = [(utt, factor) for factor in factors for utt in utts]
+    with ThreadPoolExecutor(max_workers=num_workers) as pool:
+        return list(tqdm(pool.map(copy, jobs), total=len(jobs), desc="speed perturbation"))

@@ -6,7 +6,9 @@ Writes: ``models/<system>/model.pt`` for each system in ``student_systems`` (``s
         the CTC-only baseline, ``alpha = 0``; every other system distils with ``distill.alpha``).
 Run:    ``asr-kd stage=student [distill.temperature=2] [distill.alpha=0.5] [student=NAME]``
 
-Loss: ``(1 - alpha) * CTC + alpha * KD`` (asr_kd.distill.loss), both per-utterance sums.
+Loss: ``(1 - alpha) * CTC + alpha * KD`` (asr_kd.distill.loss), both per-utterance sums. With
+``distill.sequence_kd=true`` the CTC term of distilled systems is trained on the teacher's greedy
+1-best (read from the cache) instead of the transcripts: sequence-level KD.
 """
 
 from __future__ import annotations
@@ -95,10 +97,13 @@ def train_system(cfg: DictConfig, system: str) -> None:
             log.warning("%s: time warping moves frames away from their cached teacher targets; "
                         "it is off for this distilled system (masks stay on)", system)
             train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}
+    sequence_kd = alpha > 0 and bool(cfg.distill.sequence_kd)
+    if sequence_kd:
+        log.info("%s: sequence-level KD: CTC targets are the teacher's 1-best from the cache", system)
     metrics = train(
         model,
         make_objective(alpha, cfg.distill),
-        UtteranceDataset.from_exp(paths, "train", cmvn, tokenizer, cache),
+        UtteranceDataset.from_exp(paths, "train", cmvn, tokenizer, cache, pseudo_labels=sequence_kd),
         UtteranceDataset.from_exp(paths, cfg.dev_set, cmvn, tokenizer),
         train_cfg,
         paths.model_dir(system),

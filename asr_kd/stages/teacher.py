@@ -49,7 +49,9 @@ def adopt_checkpoint(path: str, paths, tokenizer: CharTokenizer, frontend: dict)
 
 def run(cfg: DictConfig) -> None:
     ckpt = cfg.teacher.checkpoint
-    settings = {"checkpoint_sha": file_hash(ckpt)} if ckpt else {"teacher": cfg.teacher, "train": cfg.train.teacher}
+    settings = (
+        {"checkpoint_sha": file_hash(ckpt)} if ckpt else {"teacher": cfg.teacher, "train": cfg.train.teacher}
+    )
     stamp = StageStamp(cfg, "teacher", settings, upstream=("features",))
     if stamp.is_done():
         return

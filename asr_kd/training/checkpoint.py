@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from asr_kd.config import instantiate
-from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.tokenizer import CharTokenizer, tokenizer_from_tokens
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.utils import atomic_path, file_hash
 
@@ -66,7 +66,7 @@ def load_bundle(path: str | os.PathLike, map_location: str = "cpu") -> Bundle:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
     payload = torch.load(path, map_location=map_location, weights_only=False)
-    tokenizer = CharTokenizer(payload["tokens"])
+    tokenizer = tokenizer_from_tokens(payload["tokens"])
     model = instantiate(payload["model_config"], vocab_size=len(tokenizer))
     model.load_state_dict(payload["state_dict"])
     model.eval()

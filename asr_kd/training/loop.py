@@ -50,25 +50,33 @@ class SpecAugment:
     time_warp: int = 0  # W: the warp point moves by up to W frames (0: off)
 
     def __post_init__(self):
-        self.masks = T.SpecAugment(n_time_masks=self.time_masks, time_mask_param=self.time_width,
-                                   n_freq_masks=self.freq_masks, freq_mask_param=self.freq_width, iid_masks=True)
+        self.masks = T.SpecAugment(
+            n_time_masks=self.time_masks,
+            time_mask_param=self.time_width,
+            n_freq_masks=self.freq_masks,
+            freq_mask_param=self.freq_width,
+            iid_masks=True,
+        )
 
     def __call__(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Augmented copy of ``(B, T, F)`` features (each utterance masked and warped independently)."""
         if self.time_warp > 0:
-            feats = torch.stack([_time_warp(f, int(n), self.time_warp) for f, n in zip(feats, lengths)])
+            pairs = zip(feats, lengths, strict=True)
+            feats = torch.stack([_time_warp(f, int(n), self.time_warp) for f, n in pairs])
         return self.masks(feats.transpose(1, 2)).transpose(1, 2)
 
 
 def _time_warp(feats: torch.Tensor, length: int, width: int) -> torch.Tensor:
-    """Stretch ``feats[:c]`` onto ``[:c + w]`` and squeeze the rest of the ``length`` valid frames after it."""
+    """Stretch ``feats[:c]`` onto ``[:c + w]``, squeeze the rest of the ``length`` valid frames after it."""
     if length <= 2 * width + 1:
         return feats
     center = int(torch.randint(width, length - width, ()))
     dest = center + int(torch.randint(-width + 1, width, ()))
     valid = feats[:length].T[None]  # (1, F, T)
     left = nn.functional.interpolate(valid[..., :center], size=dest, mode="linear", align_corners=False)
-    right = nn.functional.interpolate(valid[..., center:], size=length - dest, mode="linear", align_corners=False)
+    right = nn.functional.interpolate(
+        valid[..., center:], size=length - dest, mode="linear", align_corners=False
+    )
     out = feats.clone()
     out[:length] = torch.cat([left, right], dim=-1)[0].T
     return out
@@ -87,6 +95,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     eval_every: int = 500
     num_workers: int = 1
+    threads: int | None = None  # torch threads; None: the CPU cores left after the loader workers
     seed: int = 0
     spec_augment: dict | None = field(default_factory=lambda: {})
 
@@ -184,6 +193,9 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = _rank_world()
+    # More compute threads than free cores makes OpenMP spin against the loader (10-40x slower)
+    threads = cfg.threads or max(1, (len(os.sched_getaffinity(0)) // world) - cfg.num_workers)
+    torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     core = model
     if world > 1:
@@ -201,6 +213,9 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
         log.info("%s: resuming from step %d (%s)", name, step, resume_path)
+    log.info(
+        "%s: %d steps, %d torch thread(s), %d loader worker(s)", name, cfg.steps, threads, cfg.num_workers
+    )
     metrics = _MetricsLog(out_dir, enabled=rank == 0)
     loader = _loader(train_set, cfg, shuffle=True, rank=rank, world=world)
     dev_metrics: dict[str, float] = {}
@@ -233,8 +248,13 @@ def train(
                 elapsed = time.perf_counter() - start
                 metrics.write(
                     step,
-                    {"loss": loss.item(), **parts, "lr": cfg.lr_at(step), "grad_norm": grad_norm,
-                     "x_realtime": audio_seconds / max(elapsed, 1e-9)},
+                    {
+                        "loss": loss.item(),
+                        **parts,
+                        "lr": cfg.lr_at(step),
+                        "grad_norm": grad_norm,
+                        "x_realtime": audio_seconds / max(elapsed, 1e-9),
+                    },
                 )
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 if dev_set is not None and rank == 0:
@@ -243,8 +263,15 @@ def train(
                     log.info("%s step %d: dev WER %.2f%%", name, step, 100 * dev_metrics["wer"])
                 if rank == 0 and step < cfg.steps:
                     with atomic_path(resume_path) as tmp:
-                        torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "step": step, "resume_key": resume_key}, tmp)
+                        torch.save(
+                            {
+                                "model": core.state_dict(),
+                                "optimizer": optimizer.state_dict(),
+                                "step": step,
+                                "resume_key": resume_key,
+                            },
+                            tmp,
+                        )
         epoch += 1
     bar.close()
     metrics.close()

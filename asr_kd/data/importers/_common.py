@@ -1,4 +1,4 @@
-"""Helpers every importer shares: strict text reading, audio paths, numbers, utterance construction."""
+"""Helpers every importer shares: text reading, audio paths, numbers, utterance construction."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import soundfile as sf
 
 from asr_kd.data.manifest import Utterance
-from asr_kd.data.validate import lost_characters
+from asr_kd.data.validate import REPLACEMENT_CHAR, lost_characters
 from asr_kd.scoring.text import normalize_text
 
 __all__ = [
@@ -18,7 +18,7 @@ __all__ = [
     "split_key",
     "as_list",
     "parse_float",
-    "existing_audio",
+    "audio_path",
     "file_duration",
     "transcript",
     "make_utterance",
@@ -26,27 +26,19 @@ __all__ = [
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """The whole of a UTF-8 text file (a leading BOM dropped).
+    """The whole of a text file as UTF-8, a leading BOM dropped; ``FileNotFoundError`` if it is missing.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the line of the first byte
-    that is not valid UTF-8.
+    Bytes that are not valid UTF-8 become U+FFFD instead of failing the whole file: the one utterance
+    whose transcript holds them is then rejected by validation (or skipped), naming its line.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file does not exist")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        lineno = data.count(b"\n", 0, e.start) + 1
-        raise ValueError(
-            f"{path}:{lineno}: not valid UTF-8 (byte {data[e.start]:#04x}); re-encode the file as UTF-8"
-        ) from e
-    return text.removeprefix("\ufeff")
+    return path.read_bytes().decode("utf-8", errors="replace").removeprefix("\ufeff")
 
 
 def read_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
-    """Non-blank lines of a UTF-8 text file with their 1-based line numbers (for error messages)."""
+    """Non-blank lines of a text file (as :func:`read_text`) with their 1-based numbers, for messages."""
     lines = read_text(path).split("\n")
     return [(n, line.rstrip("\r")) for n, line in enumerate(lines, 1) if line.strip()]
 
@@ -70,32 +62,29 @@ def parse_float(value: object, where: str, field: str) -> float:
         raise ValueError(f"{where}: {field} is not a number: {value!r}") from None
 
 
-def existing_audio(name: str | os.PathLike, base: str | os.PathLike, where: str) -> Path:
-    """Absolute path of an audio file named at ``where``; a relative name resolves against ``base``.
+def audio_path(name: str | os.PathLike, base: str | os.PathLike) -> Path:
+    """Absolute path of an audio file; a relative ``name`` resolves against ``base``.
 
-    Raises ``FileNotFoundError`` naming ``where`` when the file is missing (a wrong root or layout).
+    Its existence is not checked here: validation rejects (or skips) a missing file, naming the line.
     """
-    path = Path(os.path.abspath(Path(base) / Path(name).expanduser()))
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: audio file {path} does not exist")
-    return path
+    return Path(os.path.abspath(Path(base) / Path(name).expanduser()))
 
 
 def file_duration(path: str | os.PathLike) -> float:
-    """Duration of an audio file from its header; 0.0 when unreadable (validation rejects it later)."""
+    """Duration of an audio file from its header; 0.0 when missing or unreadable (validation rejects it)."""
     try:
         return sf.info(str(path)).duration
-    except (sf.LibsndfileError, RuntimeError):
+    except (sf.SoundFileError, RuntimeError):
         return 0.0
 
 
 def transcript(raw: str) -> str:
-    """``normalize_text(raw)``, unless that would drop a letter or digit: then ``raw`` is kept as is.
+    """``normalize_text(raw)``, unless that would drop a letter, a digit or undecodable bytes (U+FFFD).
 
-    Keeping the raw text lets :func:`asr_kd.data.validate.validate_utterances` reject (or skip) the
-    utterance with a reason, instead of silently training on a transcript with words missing.
+    Then ``raw`` is kept as is, so that :func:`asr_kd.data.validate.validate_utterances` rejects (or
+    skips) the utterance with a reason, instead of silently training on a transcript with words missing.
     """
-    return raw.strip() if lost_characters(raw) else normalize_text(raw)
+    return raw.strip() if REPLACEMENT_CHAR in raw or lost_characters(raw) else normalize_text(raw)
 
 
 def make_utterance(
@@ -107,8 +96,12 @@ def make_utterance(
     start: float = 0.0,
     end: float | None = None,
     duration: float | None = None,
+    source: str | None = None,
 ) -> Utterance:
-    """An utterance over ``audio[start:end]``; a missing duration comes from the span or the file header."""
+    """An utterance over ``audio[start:end]``; a missing duration comes from the span or the file header.
+
+    ``source`` is where it was read (``file:line``), for messages about it.
+    """
     if duration is None:
         duration = end - start if end is not None else max(file_duration(audio) - start, 0.0)
     return Utterance(
@@ -119,4 +112,5 @@ def make_utterance(
         speaker=speaker or "unknown",
         start=start,
         end=end,
+        source=source,
     )

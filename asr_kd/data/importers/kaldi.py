@@ -3,7 +3,9 @@
 ``wav.scp`` must list plain audio files (relative paths resolve against the data directory): piped
 commands (``sph2pipe ... |``) and extended filenames (``foo.ark:123``, ``foo.wav[0:100]``) are refused;
 convert such audio to files first. With ``segments``, utterances are spans (``start``/``end``) of the
-recordings; an end of ``-1`` means "to the end of the file".
+recordings; an end of ``-1`` means "to the end of the file". Malformed lines, repeated keys and
+utterances without a transcript (or the reverse) are errors naming file and line, as Kaldi's
+``validate_data_dir.sh`` would report them; a missing or bad audio file is left to validation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from asr_kd.data.importers._common import existing_audio, make_utterance, parse_float, read_lines, split_key
+from asr_kd.data.importers._common import audio_path, make_utterance, parse_float, read_lines, split_key
 from asr_kd.data.manifest import Utterance
 
 __all__ = ["import_kaldi", "read_data_dir"]
@@ -54,6 +56,7 @@ def read_data_dir(folder: Path) -> list[Utterance]:
             speaker=speakers.get(utt_id, ("unknown", ""))[0],
             start=start,
             end=end,
+            source=texts[utt_id][1],
         )
         for utt_id, (rec, start, end) in spans.items()
     ]
@@ -84,7 +87,7 @@ def _audio_path(value: str, folder: Path, where: str) -> Path:
         raise ValueError(
             f"{where}: extended filename {value!r} is not supported; list plain audio file paths"
         )
-    return existing_audio(value, folder, where)
+    return audio_path(value, folder)
 
 
 def _read_segments(path: Path, recordings: Mapping[str, Path]) -> dict[str, tuple[str, float, float | None]]:

@@ -1,11 +1,16 @@
 """Lhotse manifests in and out: a CutSet (or RecordingSet + SupervisionSet) <-> our utterances.
 
-``lhotse`` is imported inside the functions, so the rest of the package works without it.
-Only recordings with one ``file`` source and no transforms are supported (piped commands, URLs, Shar
-archives and speed/volume perturbation are refused); relative source paths resolve against the
-manifest's folder. A cut becomes one utterance (its span; the texts of its supervisions joined in
-time order); a lone supervision becomes one utterance. Multi-channel audio is mixed down to mono
-when read, whatever channel a cut names.
+``lhotse`` (``pip install asr-kd[lhotse]``) is imported inside the functions, so the rest of the
+package works without it. Only recordings with one ``file`` source and no transforms are supported
+(piped commands, URLs, Shar archives and speed/volume perturbation are refused); relative source
+paths resolve against the manifest's folder, and a missing file is left to validation. A cut becomes
+one utterance (its span; the texts of its supervisions joined in time order); a lone supervision
+becomes one utterance. Multi-channel audio is mixed down to mono when read, whatever channel a cut
+names. To write an experiment's manifest as a CutSet::
+
+    from asr_kd.data.importers.lhotse_io import export_lhotse
+    from asr_kd.data.manifest import read_manifest
+    export_lhotse(read_manifest("exp/fsdd/data/train.jsonl"), "train_cuts.jsonl.gz")
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 import soundfile as sf
 
-from asr_kd.data.importers._common import existing_audio, make_utterance
+from asr_kd.data.importers._common import audio_path, make_utterance
 from asr_kd.data.manifest import Utterance
 from asr_kd.utils import atomic_path, fingerprint
 
@@ -64,17 +69,16 @@ def _from_cuts(path: Path) -> list[Utterance]:
     from lhotse import CutSet
 
     utts = []
-    for cut in _load(path, CutSet.from_file):
+    for lineno, cut in enumerate(_load(path, CutSet.from_file), 1):
         recording = getattr(cut, "recording", None)
         if recording is None:
             raise ValueError(f"{path}: cut {cut.id!r} ({type(cut).__name__}) has no single recording")
         sups = sorted(cut.supervisions, key=lambda s: s.start)
         text = " ".join(s.text or "" for s in sups)
         speaker = next((s.speaker for s in sups if s.speaker), "unknown")
+        audio = _audio_file(recording, path)
         utts.append(
-            _utterance(
-                cut.id, _audio_file(recording, path), recording, cut.start, cut.duration, text, speaker
-            )
+            _utterance(cut.id, audio, recording, cut.start, cut.duration, text, speaker, f"{path}:{lineno}")
         )
     return utts
 
@@ -86,7 +90,7 @@ def _from_supervisions(recordings_path: Path, supervisions_path: Path) -> list[U
     recordings = {r.id: r for r in _load(recordings_path, RecordingSet.from_file)}
     audio: dict[str, Path] = {}
     utts = []
-    for sup in _load(supervisions_path, SupervisionSet.from_file):
+    for lineno, sup in enumerate(_load(supervisions_path, SupervisionSet.from_file), 1):
         rec = recordings.get(sup.recording_id)
         if rec is None:
             raise ValueError(
@@ -95,8 +99,11 @@ def _from_supervisions(recordings_path: Path, supervisions_path: Path) -> list[U
             )
         if rec.id not in audio:
             audio[rec.id] = _audio_file(rec, recordings_path)
+        where = f"{supervisions_path}:{lineno}"
         utts.append(
-            _utterance(sup.id, audio[rec.id], rec, sup.start, sup.duration, sup.text or "", sup.speaker)
+            _utterance(
+                sup.id, audio[rec.id], rec, sup.start, sup.duration, sup.text or "", sup.speaker, where
+            )
         )
     return utts
 
@@ -109,17 +116,35 @@ def _audio_file(recording: Any, manifest: Path) -> Path:
     kinds = [s.type for s in recording.sources]
     if kinds != ["file"]:
         raise ValueError(f"{where} has source(s) of type {kinds}; only one 'file' source is supported")
-    return existing_audio(recording.sources[0].source, manifest.parent, where)
+    return audio_path(recording.sources[0].source, manifest.parent)
 
 
 def _utterance(
-    utt_id: str, audio: Path, recording: Any, start: float, duration: float, text: str, speaker: str | None
+    utt_id: str,
+    audio: Path,
+    recording: Any,
+    start: float,
+    duration: float,
+    text: str,
+    speaker: str | None,
+    source: str,
 ) -> Utterance:
-    """An utterance over ``[start, start + duration)`` of ``recording``; no ``end`` when that is all of it."""
-    whole = start == 0 and abs(duration - recording.duration) < 1e-3
-    end = None if whole else round(start + duration, 6)
+    """An utterance over ``[start, start + duration)`` of ``recording``.
+
+    A span that runs to the end of the recording gets ``end=None`` ("to the end of the file"), as our
+    manifests write it, so that export followed by import gives back the same utterances.
+    """
+    end = start + duration
+    to_the_end = abs(end - recording.duration) < 1e-3
     return make_utterance(
-        utt_id, audio, text, speaker=speaker or "unknown", start=start, end=end, duration=duration
+        utt_id,
+        audio,
+        text,
+        speaker=speaker or "unknown",
+        start=start,
+        end=None if to_the_end else round(end, 6),
+        duration=duration,
+        source=source,
     )
 
 

@@ -1,4 +1,9 @@
-"""LibriSpeech: ``ROOT/SUBSET/SPEAKER/CHAPTER/SPEAKER-CHAPTER-NNNN.flac`` + ``SPEAKER-CHAPTER.trans.txt``."""
+"""LibriSpeech: ``ROOT/SUBSET/SPEAKER/CHAPTER/SPEAKER-CHAPTER-NNNN.flac`` + ``SPEAKER-CHAPTER.trans.txt``.
+
+Any subsets, grouped into splits as the config says (``train: [train-clean-100, train-clean-360]``).
+A missing subset folder or a malformed transcript line is an error; a missing or bad FLAC is left
+to validation (rejected, or skipped with ``data.on_error=skip``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from asr_kd.data.importers._common import as_list, existing_audio, make_utterance, read_lines, split_key
+from asr_kd.data.importers._common import as_list, audio_path, make_utterance, read_lines, split_key
 from asr_kd.data.manifest import Utterance
 
 __all__ = ["import_librispeech"]
@@ -43,6 +48,6 @@ def _read_transcript(path: Path) -> list[Utterance]:
         utt_id, text = split_key(line)
         if not utt_id.startswith(prefix):
             raise ValueError(f"{where}: malformed line, expected '{prefix}NNNN TEXT', got {line[:60]!r}")
-        audio = existing_audio(f"{utt_id}.flac", path.parent, where)
-        utts.append(make_utterance(utt_id, audio, text, speaker=speaker))
+        audio = audio_path(f"{utt_id}.flac", path.parent)
+        utts.append(make_utterance(utt_id, audio, text, speaker=speaker, source=where))
     return utts

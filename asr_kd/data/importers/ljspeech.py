@@ -6,7 +6,7 @@ import os
 import random
 from pathlib import Path
 
-from asr_kd.data.importers._common import existing_audio, make_utterance, read_lines
+from asr_kd.data.importers._common import audio_path, make_utterance, read_lines
 from asr_kd.data.manifest import Utterance
 
 __all__ = ["import_ljspeech"]
@@ -36,8 +36,8 @@ def import_ljspeech(
             )
         utt_id = fields[0].strip()
         text = fields[2] if len(fields) == 3 and fields[2].strip() else fields[1]
-        audio = existing_audio(Path("wavs") / f"{utt_id}.wav", root, where)
-        utts.append(make_utterance(utt_id, audio, text, speaker=speaker))
+        audio = audio_path(Path("wavs") / f"{utt_id}.wav", root)
+        utts.append(make_utterance(utt_id, audio, text, speaker=speaker, source=where))
     n = _held_out_count(held_out, len(utts), metadata)
     order = list(range(len(utts)))
     random.Random(seed).shuffle(order)

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from asr_kd.data.importers._common import existing_audio, make_utterance, parse_float, read_lines, read_text
+from asr_kd.data.importers._common import audio_path, make_utterance, parse_float, read_lines, read_text
 from asr_kd.data.manifest import Utterance
 
 __all__ = ["import_manifest", "read_any_manifest"]
@@ -54,8 +54,7 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
-    """(``file:line``, row) for each data row of a CSV/TSV file with a header; empty optional cells dropped.
-    """
+    """(``file:line``, row) per row of a CSV/TSV file with a header; blank optional cells dropped."""
     reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
     header = reader.fieldnames or []
     missing = [f for f in REQUIRED if f not in header]
@@ -71,7 +70,7 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
 
 
 def _utterance(row: dict, base: Path, where: str) -> Utterance:
-    """One row as an utterance; numbers are checked, the audio file must exist."""
+    """One row as an utterance; numbers are checked (the audio file is left to validation)."""
     missing = [f for f in REQUIRED if f not in row]
     if missing:
         raise ValueError(f"{where}: missing field(s) {missing}")
@@ -80,10 +79,11 @@ def _utterance(row: dict, base: Path, where: str) -> Utterance:
     number = {f: parse_float(row[f], where, f) for f in ("start", "end", "duration") if f in row}
     return make_utterance(
         str(row["id"]),
-        existing_audio(str(row["audio"]), base, where),
+        audio_path(str(row["audio"]), base),
         str(row["text"]),
         speaker=str(row.get("speaker", "unknown")),
         start=number.get("start", 0.0),
         end=number.get("end"),
         duration=number.get("duration"),
+        source=where,
     )

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import random
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import cycle
 from pathlib import Path
@@ -65,8 +66,10 @@ def make_synthetic_corpus(
     num_train: int = 2400,
     num_dev: int = 150,
     num_test: int = 200,
-    seen_speakers: int = 40,
+    seen_speakers: int = 24,
     unseen_speakers: int = 8,
+    accents: Sequence[str] = ("en-us", "en", "en-gb-x-rp", "en-us-nyc"),
+    rate_range: tuple[int, int] = (145, 190),
     unseen_variant_fraction: float = 0.2,
     snr_db: tuple[float, float] = (20.0, 40.0),
     num_workers: int = 2,
@@ -75,28 +78,45 @@ def make_synthetic_corpus(
 
     ``num_test`` utterances go to each of ``test_seen`` and ``test_unseen``; ``domain`` is
     ``commands`` (voice-assistant grammar, a few hundred words) or ``open_english`` (stdlib
-    docstring sentences, thousands of words).
+    docstring sentences, thousands of words). ``accents`` are espeak-ng English voices (any of
+    :data:`asr_kd.data.synthetic.tts.ACCENTS`); ``rate_range`` bounds each speaker's words per minute.
     """
     if domain not in DOMAINS:
         raise ValueError(f"unknown synthetic domain {domain!r}; choose one of {DOMAINS}")
+    unknown = set(accents) - set(ACCENTS)
+    if unknown or not accents:
+        raise ValueError(f"unknown espeak-ng accent(s) {sorted(unknown)}; choose from {ACCENTS}")
     rng = random.Random(seed)
     sentences = _sentences(domain, rng, num_train, num_dev, num_test)
-    seen, unseen = _speakers(rng, seen_speakers, unseen_speakers, unseen_variant_fraction)
+    seen, unseen = _speakers(
+        rng, seen_speakers, unseen_speakers, unseen_variant_fraction, list(accents), rate_range
+    )
     lo, hi = snr_db
     jobs: dict[str, list[_Job]] = {}
     for split, texts in sentences.items():
         pool = unseen if split == "test_unseen" else seen
         jobs[split] = [
-            _Job(f"{split}-{i:05d}", text, _jitter(spk, rng), rng.randrange(2**31), round(rng.uniform(lo, hi), 1),
-                 sample_rate)
+            _Job(
+                f"{split}-{i:05d}",
+                text,
+                _jitter(spk, rng),
+                rng.randrange(2**31),
+                round(rng.uniform(lo, hi), 1),
+                sample_rate,
+            )
             for i, (text, spk) in enumerate(zip(texts, (rng.choice(pool) for _ in texts), strict=True))
         ]
     wav_dir = Path(work_dir) / "synthetic" / "wavs"
     durations = _render_all([j for split_jobs in jobs.values() for j in split_jobs], wav_dir, num_workers)
-    write_json(Path(work_dir) / "synthetic" / "corpus.json", {
-        "domain": domain, "seed": seed, "python": sys.version.split()[0],
-        "speakers": {"seen": [asdict(v) for v in seen], "unseen": [asdict(v) for v in unseen]},
-    })
+    write_json(
+        Path(work_dir) / "synthetic" / "corpus.json",
+        {
+            "domain": domain,
+            "seed": seed,
+            "python": sys.version.split()[0],
+            "speakers": {"seen": [asdict(v) for v in seen], "unseen": [asdict(v) for v in unseen]},
+        },
+    )
     return {
         split: [
             Utterance(j.id, str(j.path(wav_dir)), durations[j.id], j.text, speaker=_speaker_id(j.voice))
@@ -106,7 +126,9 @@ def make_synthetic_corpus(
     }
 
 
-def _sentences(domain: str, rng: random.Random, num_train: int, num_dev: int, num_test: int) -> dict[str, list]:
+def _sentences(
+    domain: str, rng: random.Random, num_train: int, num_dev: int, num_test: int
+) -> dict[str, list]:
     """Disjoint sentence lists per split; train cycles through its pool if the pool is smaller."""
     held_out = 2 * num_test + num_dev
     if domain == "commands":
@@ -123,18 +145,27 @@ def _sentences(domain: str, rng: random.Random, num_train: int, num_dev: int, nu
         pool = list(open_english_sentences())
         rng.shuffle(pool)
     if len(pool) <= held_out:
-        raise ValueError(f"the {domain} domain has {len(pool)} distinct sentences, too few for "
-                         f"{held_out} held-out (dev + 2 x test) plus training sentences")
+        raise ValueError(
+            f"the {domain} domain has {len(pool)} distinct sentences, too few for "
+            f"{held_out} held-out (dev + 2 x test) plus training sentences"
+        )
     train_pool = pool[held_out:]
     return {
         "train": [s for s, _ in zip(cycle(train_pool), range(num_train))],
-        "dev": pool[2 * num_test:held_out],
+        "dev": pool[2 * num_test : held_out],
         "test_seen": pool[:num_test],
-        "test_unseen": pool[num_test:2 * num_test],
+        "test_unseen": pool[num_test : 2 * num_test],
     }
 
 
-def _speakers(rng: random.Random, n_seen: int, n_unseen: int, unseen_fraction: float) -> tuple[list, list]:
+def _speakers(
+    rng: random.Random,
+    n_seen: int,
+    n_unseen: int,
+    unseen_fraction: float,
+    accents: list[str],
+    rate_range: tuple[int, int],
+) -> tuple[list, list]:
     """Seen and unseen speakers; unseen ones use voice variants that no seen speaker uses."""
     variants = english_variants()
     rng.shuffle(variants)
@@ -142,8 +173,13 @@ def _speakers(rng: random.Random, n_seen: int, n_unseen: int, unseen_fraction: f
     held, kept = variants[:n_held], variants[n_held:]
 
     def speaker(pool: list[str]) -> Voice:
-        return Voice(rng.choice(ACCENTS), rng.choice(pool), rate=rng.randint(140, 195),
-                     pitch=rng.randint(30, 70), pitch_range=rng.randint(30, 80))
+        return Voice(
+            rng.choice(accents),
+            rng.choice(pool),
+            rate=rng.randint(*rate_range),
+            pitch=rng.randint(30, 70),
+            pitch_range=rng.randint(30, 80),
+        )
 
     return [speaker(kept) for _ in range(n_seen)], [speaker(held) for _ in range(n_unseen)]
 
@@ -151,9 +187,14 @@ def _speakers(rng: random.Random, n_seen: int, n_unseen: int, unseen_fraction: f
 def _jitter(voice: Voice, rng: random.Random) -> Voice:
     """The speaker's voice with this utterance's own small changes of rate, pitch and pauses."""
     gap = 0 if rng.random() < 0.8 else rng.randint(1, 3)
-    return Voice(voice.accent, voice.variant, rate=voice.rate + rng.randint(-12, 12),
-                 pitch=min(99, max(1, voice.pitch + rng.randint(-4, 4))), pitch_range=voice.pitch_range,
-                 word_gap=gap)
+    return Voice(
+        voice.accent,
+        voice.variant,
+        rate=voice.rate + rng.randint(-12, 12),
+        pitch=min(99, max(1, voice.pitch + rng.randint(-4, 4))),
+        pitch_range=voice.pitch_range,
+        word_gap=gap,
+    )
 
 
 def _speaker_id(voice: Voice) -> str:
@@ -171,13 +212,19 @@ def _render_all(jobs: list[_Job], wav_dir: Path, num_workers: int) -> dict[str, 
         else:
             todo.append(job)
     if todo:
-        log.info("synthetic: rendering %d of %d utterances (%d already on disk)", len(todo), len(jobs),
-                 len(jobs) - len(todo))
+        log.info(
+            "synthetic: rendering %d of %d utterances (%d already on disk)",
+            len(todo),
+            len(jobs),
+            len(jobs) - len(todo),
+        )
         wav_dir.mkdir(parents=True, exist_ok=True)
         work = [(job, wav_dir) for job in todo]
         if num_workers > 1:
             with multiprocessing.Pool(num_workers, initializer=_init_worker) as pool:
-                results = list(tqdm(pool.imap(_render, work, chunksize=16), total=len(work), desc="synthesise"))
+                results = list(
+                    tqdm(pool.imap(_render, work, chunksize=16), total=len(work), desc="synthesise")
+                )
         else:
             results = [_render(w) for w in tqdm(work, desc="synthesise")]
         durations.update(results)
@@ -204,7 +251,7 @@ def _render(work: tuple[_Job, Path]) -> tuple[str, float]:
     lead, tail = (int(rng.uniform(0.05, 0.3) * job.sample_rate) for _ in range(2))
     audio = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(tail, np.float32)])
     audio *= rng.uniform(0.3, 0.9) / max(float(np.abs(audio).max()), 1e-6)
-    speech_rms = float(np.sqrt(np.mean(audio[lead:lead + len(speech)] ** 2)))
+    speech_rms = float(np.sqrt(np.mean(audio[lead : lead + len(speech)] ** 2)))
     audio += rng.normal(0.0, speech_rms * 10 ** (-job.snr_db / 20), len(audio)).astype(np.float32)
     audio = np.clip(audio, -1.0, 1.0)
     save_audio(job.path(wav_dir), audio, job.sample_rate)

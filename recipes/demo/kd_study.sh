@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The distillation study on the demo recipe (issues #3 and #4): one student_kd variant per run,
+# everything else (teacher, features, student_ctc) re-used from `bash recipes/demo/run.sh`.
+#
+#   bash recipes/demo/kd_study.sh            # after run.sh; ~2-3 min per variant on 2 CPU cores
+#
+# Each variant is a system name of its own (models/<name>/, decode/<name>*/); the last step scores
+# them all into one report.md. Cache variants rebuild cache/ with their k; the final `stage=cache`
+# restores the default k=16 cache, whose fingerprint the main student_kd was trained against.
+set -euo pipefail
+exp_dir=${EXP_DIR:-exp/demo}
+run() { echo "=== $* ($(date +%H:%M:%S))"; asr-kd stage=all exp_dir="$exp_dir" "$@"; }
+
+# top-k of the cache (k=16 is student_kd itself); 'full' keeps the whole distribution
+run cache.k=1 'student_systems=[student_kd_k1]'
+run cache.k=4 'student_systems=[student_kd_k4]'
+run cache.k=null 'student_systems=[student_kd_kfull]'
+asr-kd stage=cache exp_dir="$exp_dir"
+
+# temperature (T=2 is student_kd), as a Hydra sweep
+asr-kd --multirun stage=all exp_dir="$exp_dir" distill.temperature=1,4 \
+  'student_systems=[student_kd_T${distill.temperature}]'
+
+# blank handling and offline-to-streaming alignment (conf/distill/*.yaml)
+run distill=kd_spikes 'student_systems=[student_kd_spikes]'
+run distill=kd_delayed 'student_systems=[student_kd_delayed]'
+run distill=guided_ctc 'student_systems=[student_guided_ctc]'
+# sequence-level KD: CTC on the teacher's 1-best instead of the transcripts, plus frame KD
+run distill.sequence_kd=true 'student_systems=[student_kd_seq]'
+
+asr-kd stage=score exp_dir="$exp_dir" 'student_systems=[student_ctc,student_kd,student_kd_k1,student_kd_k4,student_kd_kfull,student_kd_T1,student_kd_T4,student_kd_spikes,student_kd_delayed,student_guided_ctc,student_kd_seq]'
+cat "$exp_dir/report.md"

@@ -1,0 +1,387 @@
+"""Importers on tiny fixtures in each corpus's real layout, their error messages, and the shipped configs."""
+
+from __future__ import annotations
+
+import gzip
+import inspect
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hydra.utils import get_method
+from omegaconf import OmegaConf
+
+from asr_kd.data.importers._common import transcript
+from asr_kd.data.importers.kaldi import import_kaldi
+from asr_kd.data.importers.librispeech import import_librispeech
+from asr_kd.data.importers.ljspeech import import_ljspeech
+from asr_kd.data.importers.manifest import import_manifest
+from asr_kd.data.manifest import Utterance
+from asr_kd.data.validate import validate_utterances
+
+SR = 16000
+CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
+FSDD = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd"
+
+
+def audio(path: Path, seconds: float = 0.5, sr: int = SR) -> Path:
+    """Write a short tone (any extension soundfile knows) and return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(round(seconds * sr)) / sr
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr)
+    return path
+
+
+def text_file(path: Path, lines: list[str] | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(lines if isinstance(lines, bytes) else ("\n".join(lines) + "\n").encode())
+    return path
+
+
+def rejected(utts: list[Utterance]) -> list[tuple[str, str]]:
+    """(source ``file:line``, reason category) of each utterance that validation rejects."""
+    _, rejects = validate_utterances(utts, max_duration=10.0, on_error="skip")
+    return [(r["source"], r["reason"].split(":")[0]) for r in rejects]
+
+
+# --- shared helper ---------------------------------------------------------------------------------
+
+
+def test_transcript_normalises_unless_letters_would_be_lost():
+    assert transcript("Don't  STOP-now!") == "don't stop now"
+    assert transcript("Café au lait") == "cafe au lait"
+    assert transcript(" hello мир ") == "hello мир"  # kept raw: validate rejects it with a reason
+
+
+# --- LibriSpeech -----------------------------------------------------------------------------------
+
+
+def librispeech(root: Path) -> Path:
+    chapter = root / "train-clean-100" / "19" / "198"
+    audio(chapter / "19-198-0000.flac", 0.5)
+    audio(chapter / "19-198-0001.flac", 0.75)
+    text_file(chapter / "19-198.trans.txt", ["19-198-0000 HELLO WORLD", "19-198-0001 IT'S A TEST"])
+    audio(root / "test-clean" / "61" / "70968" / "61-70968-0000.flac", 0.25)
+    text_file(root / "test-clean" / "61" / "70968" / "61-70968.trans.txt", ["61-70968-0000 GOOD BYE"])
+    return chapter / "19-198.trans.txt"
+
+
+def test_librispeech(tmp_path):
+    librispeech(tmp_path)
+    splits = import_librispeech(
+        tmp_path, tmp_path, {"train": ["train-clean-100"], "test_clean": "test-clean"}
+    )
+    assert [u.id for u in splits["train"]] == ["19-198-0000", "19-198-0001"]
+    first = splits["train"][1]
+    assert first.text == "it's a test" and first.speaker == "19" and first.duration == pytest.approx(0.75)
+    assert os.path.isabs(first.audio) and first.audio.endswith("19-198-0001.flac")
+    assert first.source == f"{tmp_path}/train-clean-100/19/198/19-198.trans.txt:2"
+    assert [(u.id, u.text) for u in splits["test_clean"]] == [("61-70968-0000", "good bye")]
+
+
+def test_librispeech_bad_lines_are_left_to_validation_with_their_line(tmp_path):
+    transcript = librispeech(tmp_path)
+    text_file(transcript, b"19-198-0000 HELLO\n19-198-0001 CAF\xe9\n19-198-0002 NO AUDIO\n")
+    utts = import_librispeech(tmp_path, tmp_path, {"train": ["train-clean-100"]})["train"]
+    assert rejected(utts) == [(f"{transcript}:2", "invalid UTF-8"), (f"{transcript}:3", "missing audio")]
+
+
+def test_librispeech_malformed_line(tmp_path):
+    text_file(librispeech(tmp_path), ["19-198-0000 HELLO", "HELLO WORLD"])
+    with pytest.raises(ValueError, match=r"19-198.trans.txt:2: malformed line"):
+        import_librispeech(tmp_path, tmp_path, {"train": ["train-clean-100"]})
+
+
+def test_librispeech_missing_subset(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dev-clean"):
+        import_librispeech(tmp_path, tmp_path, {"dev": ["dev-clean"]})
+
+
+# --- LJSpeech --------------------------------------------------------------------------------------
+
+
+def ljspeech(root: Path, n: int = 10) -> Path:
+    for i in range(n):
+        audio(root / "wavs" / f"LJ001-{i:04d}.wav", 0.25)
+    lines = [f"LJ001-{i:04d}|Chapter {i}.|Chapter number {i}." for i in range(n)]
+    return text_file(root / "metadata.csv", lines)
+
+
+def test_ljspeech_splits_are_disjoint_and_deterministic(tmp_path):
+    ljspeech(tmp_path)
+    splits = import_ljspeech(tmp_path, tmp_path, held_out=2, seed=3)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 6, "dev": 2, "test": 2}
+    ids = [u.id for v in splits.values() for u in v]
+    assert len(set(ids)) == 10
+    assert splits == import_ljspeech(tmp_path, tmp_path, held_out=2, seed=3)
+    assert import_ljspeech(tmp_path, tmp_path, held_out=0.2)["test"].__len__() == 2
+    u = splits["train"][0]
+    assert u.text.startswith("chapter number") and u.speaker == "ljspeech"  # the normalised column
+
+
+def test_ljspeech_errors(tmp_path):
+    metadata = ljspeech(tmp_path)
+    with pytest.raises(ValueError, match="cannot hold out 2 x 5 of 10"):
+        import_ljspeech(tmp_path, tmp_path, held_out=5)
+    lines = metadata.read_text().splitlines()
+    text_file(metadata, [*lines[:3], "LJ001-0003", *lines[4:]])
+    with pytest.raises(ValueError, match=r"metadata.csv:4: malformed line"):
+        import_ljspeech(tmp_path, tmp_path, held_out=1)
+
+
+def test_ljspeech_bad_lines_are_left_to_validation_with_their_line(tmp_path):
+    metadata = ljspeech(tmp_path)
+    text_file(metadata, metadata.read_bytes() + b"LJ001-0010|Caf\xe9|Caf\xe9\nLJ999-0000|Text|Text\n")
+    splits = import_ljspeech(tmp_path, tmp_path, held_out=1)
+    utts = [u for split in splits.values() for u in split]
+    assert sorted(rejected(utts)) == [
+        (f"{metadata}:11", "invalid UTF-8"),
+        (f"{metadata}:12", "missing audio"),
+    ]
+
+
+# --- Kaldi -----------------------------------------------------------------------------------------
+
+
+def kaldi(d: Path, segments: bool = True) -> Path:
+    audio(d / "audio" / "rec1.wav", 2.0)
+    audio(d / "audio" / "rec2.wav", 1.0)
+    text_file(d / "wav.scp", ["rec1 audio/rec1.wav", f"rec2 {d / 'audio' / 'rec2.wav'}"])
+    if segments:
+        text_file(d / "segments", ["a-1 rec1 0.00 0.80", "a-2 rec1 0.90 1.70", "b-1 rec2 0.25 -1"])
+        text_file(d / "text", ["a-1 ONE TWO", "a-2 Three", "b-1 four"])
+        text_file(d / "utt2spk", ["a-1 spkA", "a-2 spkA", "b-1 spkB"])
+    else:
+        text_file(d / "text", ["rec1 ONE", "rec2 TWO"])
+    return d
+
+
+def test_kaldi_with_segments(tmp_path):
+    utts = import_kaldi(tmp_path, {"train": kaldi(tmp_path / "train")})["train"]
+    assert [(u.id, u.text, u.speaker, u.start, u.end) for u in utts] == [
+        ("a-1", "one two", "spkA", 0.0, 0.8),
+        ("a-2", "three", "spkA", 0.9, 1.7),
+        ("b-1", "four", "spkB", 0.25, None),
+    ]
+    assert [u.duration for u in utts] == pytest.approx([0.8, 0.8, 0.75])
+    assert utts[0].audio == str(tmp_path / "train" / "audio" / "rec1.wav")
+    assert utts[2].source == f"{tmp_path}/train/text:3"
+    assert rejected(utts) == []
+
+
+def test_kaldi_without_segments(tmp_path):
+    utts = import_kaldi(tmp_path, {"dev": kaldi(tmp_path / "dev", segments=False)})["dev"]
+    assert [(u.id, u.text, u.speaker, u.end) for u in utts] == [
+        ("rec1", "one", "unknown", None),
+        ("rec2", "two", "unknown", None),
+    ]
+    assert utts[0].duration == pytest.approx(2.0)
+
+
+SEGS = ["a-2 rec1 0.9 1.7", "b-1 rec2 0 1"]
+
+
+@pytest.mark.parametrize(
+    "name,lines,match",
+    [
+        ("wav.scp", ["rec1 sph2pipe -f wav rec1.sph |", "rec2 audio/rec2.wav"], r"wav.scp:1: piped"),
+        ("wav.scp", ["rec1 audio/rec1.wav", "rec2 feats.ark:1234"], r"wav.scp:2: extended filename"),
+        ("wav.scp", ["rec1 audio/rec1.wav", "rec1 audio/rec2.wav"], r"wav.scp:2: duplicate key"),
+        ("segments", ["a-1 rec1 0.0", *SEGS], r"segments:1: malformed"),
+        ("segments", ["a-1 rec1 0.0 x", *SEGS], r"segments:1: end is not"),
+        ("segments", ["a-1 rec9 0 1", *SEGS], r"segments:1: recording"),
+        ("segments", ["a-1 rec1 0.5 0.2", *SEGS], r"segments:1: bad segment times"),
+        ("text", ["a-1 ONE", "a-2 TWO"], r"text: 1 utterance\(s\) missing \(e.g. b-1\)"),
+    ],
+    ids=["piped", "ark offset", "duplicate", "short segment", "bad time", "unknown rec", "end < start",
+         "no transcript"],
+)  # fmt: skip
+def test_kaldi_errors(tmp_path, name, lines, match):
+    folder = kaldi(tmp_path / "train")
+    text_file(folder / name, lines)
+    with pytest.raises(ValueError, match=match):
+        import_kaldi(tmp_path, {"train": folder})
+
+
+def test_kaldi_bad_audio_and_text_are_left_to_validation_with_their_line(tmp_path):
+    folder = kaldi(tmp_path / "train")
+    text_file(folder / "wav.scp", ["rec1 audio/rec1.wav", "rec2 audio/gone.wav"])
+    text_file(folder / "text", b"a-1 ONE\na-2 \xc3(\nb-1 X\n")
+    utts = import_kaldi(tmp_path, {"train": folder})["train"]
+    assert rejected(utts) == [(f"{folder}/text:2", "invalid UTF-8"), (f"{folder}/text:3", "missing audio")]
+
+
+# --- generic manifests -----------------------------------------------------------------------------
+
+
+def test_manifest_jsonl_csv_tsv(tmp_path):
+    audio(tmp_path / "wav" / "a.wav", 0.5)
+    audio(tmp_path / "wav" / "b.flac", 1.0)
+    rows = [
+        {"id": "a", "audio": "wav/a.wav", "text": "Hello!"},
+        {
+            "id": "b",
+            "audio": str(tmp_path / "wav" / "b.flac"),
+            "text": "two",
+            "speaker": "s2",
+            "start": 0.5,
+            "end": None,
+        },
+    ]
+    text_file(tmp_path / "train.jsonl", [json.dumps(r) for r in rows])
+    text_file(
+        tmp_path / "dev.csv",
+        ["\ufeffid,audio,text,speaker,start,end,duration", 'a,wav/a.wav,"Hi, you",s1,,,'],
+    )
+    text_file(tmp_path / "test.tsv", ["id\taudio\ttext\tstart\tend", "b\twav/b.flac\tbye\t0.25\t0.75"])
+    files = {"train": tmp_path / "train.jsonl", "dev": tmp_path / "dev.csv", "test": tmp_path / "test.tsv"}
+    splits = import_manifest(tmp_path, files)
+    a, b = splits["train"]
+    assert (a.audio, a.duration, a.text, a.speaker) == (
+        str(tmp_path / "wav" / "a.wav"),
+        0.5,
+        "hello",
+        "unknown",
+    )
+    assert (b.start, b.end, b.duration, b.speaker) == (0.5, None, 0.5, "s2")
+    assert splits["dev"] == [Utterance("a", str(tmp_path / "wav" / "a.wav"), 0.5, "hi you", "s1")]
+    assert (splits["test"][0].start, splits["test"][0].end, splits["test"][0].duration) == (0.25, 0.75, 0.5)
+
+
+ROW = '{"id": "a", "audio": "wav/a.wav", "text": "x"}'
+
+
+@pytest.mark.parametrize(
+    "name,lines,match",
+    [
+        ("m.csv", ["id,audio", "a,wav/a.wav"], r"m.csv:1: header lacks column\(s\) \['text'\]"),
+        ("m.csv", ["id,audio,text", "a,wav/a.wav,hi,extra"], r"m.csv:2: malformed row"),
+        ("m.csv", ["id,audio,text,start", "a,wav/a.wav,hi,soon"], r"m.csv:2: start is not a number"),
+        ("m.jsonl", [ROW, "{oops"], r"m.jsonl:2: not valid JSON"),
+        ("m.jsonl", [ROW, "[1, 2]"], r"m.jsonl:2: expected a JSON object"),
+        ("m.jsonl", ['{"id": "a", "text": "x"}'], r"m.jsonl:1: missing field\(s\) \['audio'\]"),
+        ("m.txt", ["whatever"], r"unknown manifest format"),
+    ],
+    ids=["header", "field count", "number", "bad json", "not an object", "missing field", "suffix"],
+)  # fmt: skip
+def test_manifest_errors(tmp_path, name, lines, match):
+    audio(tmp_path / "wav" / "a.wav")
+    with pytest.raises(ValueError, match=match):
+        import_manifest(tmp_path, {"train": text_file(tmp_path / name, lines)})
+
+
+def test_manifest_bad_rows_are_left_to_validation_with_their_line(tmp_path):
+    audio(tmp_path / "wav" / "a.wav")
+    csv_file = text_file(
+        tmp_path / "m.csv", b"id,audio,text\na,wav/a.wav,caf\xe9\nb,wav/zz.wav,x\na,wav/a.wav,y\n"
+    )
+    jsonl = text_file(tmp_path / "m.jsonl", ['{"id": "c", "audio": "wav/a.wav", "text": ""}'])
+    splits = import_manifest(tmp_path, {"train": csv_file, "test": jsonl})
+    assert rejected(splits["train"]) == [
+        (f"{csv_file}:2", "invalid UTF-8"),
+        (f"{csv_file}:3", "missing audio"),
+        (f"{csv_file}:4", "duplicate id"),
+    ]
+    assert rejected(splits["test"]) == [(f"{jsonl}:1", "empty transcript")]
+
+
+# --- Lhotse ----------------------------------------------------------------------------------------
+
+
+def test_lhotse_round_trip(tmp_path):
+    pytest.importorskip("lhotse")
+    from asr_kd.data.importers.lhotse_io import export_lhotse, import_lhotse
+
+    long, short = audio(tmp_path / "a" / "x.wav", 2.0), audio(tmp_path / "b" / "x.flac", 0.5)
+    utts = [
+        Utterance("u1", str(long), 0.5, "one two", "s1", start=0.25, end=0.75),
+        Utterance("u2", str(long), 1.0, "three", "s1", start=1.0, end=None),
+        Utterance("u3", str(short), 0.5, "four", "s2"),
+    ]
+    export_lhotse(utts, tmp_path / "cuts.jsonl.gz")
+    first = (tmp_path / "cuts.jsonl.gz").read_bytes()
+    cuts = [json.loads(line) for line in gzip.decompress(first).decode().splitlines()]
+    assert [c["type"] for c in cuts] == ["MonoCut"] * 3
+    assert len({c["recording"]["id"] for c in cuts}) == 2  # one recording per file, ids unique
+    export_lhotse(utts, tmp_path / "cuts.jsonl.gz")
+    assert (tmp_path / "cuts.jsonl.gz").read_bytes() == first  # byte-identical
+    back = import_lhotse(tmp_path, cuts={"train": tmp_path / "cuts.jsonl.gz"})["train"]
+    assert back == utts
+
+
+def test_lhotse_recordings_and_supervisions(tmp_path):
+    pytest.importorskip("lhotse")
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    from asr_kd.data.importers.lhotse_io import import_lhotse
+
+    rec = Recording.from_file(audio(tmp_path / "r.wav", 2.0), recording_id="r")
+    RecordingSet.from_recordings([rec]).to_file(tmp_path / "recs.jsonl.gz")
+    sups = [SupervisionSegment("s1", "r", 0.5, 1.0, text="Hello there", speaker="ann")]
+    SupervisionSet.from_segments(sups).to_file(tmp_path / "sups.jsonl.gz")
+    utts = import_lhotse(
+        tmp_path,
+        recordings={"dev": tmp_path / "recs.jsonl.gz"},
+        supervisions={"dev": tmp_path / "sups.jsonl.gz"},
+    )["dev"]
+    assert utts == [Utterance("s1", str(tmp_path / "r.wav"), 1.0, "hello there", "ann", 0.5, 1.5)]
+
+    rec = Recording.from_file(tmp_path / "r.wav", recording_id="r").to_dict()
+    rec["sources"] = [{"type": "command", "channels": [0], "source": "sox r.wav -t wav - |"}]
+    text_file(tmp_path / "piped.jsonl", [json.dumps(rec)])
+    with pytest.raises(ValueError, match=r"piped.jsonl: recording 'r' has source\(s\) of type \['command'\]"):
+        import_lhotse(
+            tmp_path,
+            recordings={"dev": tmp_path / "piped.jsonl"},
+            supervisions={"dev": tmp_path / "sups.jsonl.gz"},
+        )
+    with pytest.raises(ValueError, match="either cuts or"):
+        import_lhotse(tmp_path, cuts={"dev": "a"}, recordings={"dev": "b"})
+
+
+# --- FSDD (real recordings) ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=f"FSDD not found at {FSDD}")
+def test_fsdd_connected_digits(tmp_path):
+    from asr_kd.data.importers import fsdd
+
+    settings = dict(held_out_speaker="george", num_train=6, num_dev=3, num_test=3, min_digits=2, max_digits=4)
+    splits = fsdd.import_fsdd(tmp_path, FSDD, **settings)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 6, "dev": 3, "test": 3}
+    assert {u.speaker for u in splits["test"]} == {"george"}
+    assert "george" not in {u.speaker for u in splits["train"] + splits["dev"]}
+    pools = fsdd._pools(fsdd._scan(FSDD / "recordings"), "george", dev_takes=5)
+    used = {}
+    for split, utts in splits.items():
+        for i, u in enumerate(utts):
+            words = u.text.split()
+            assert 2 <= len(words) <= 4 and set(words) <= set(fsdd.DIGIT_WORDS)
+            assert Path(u.audio).parent == tmp_path / "audio" / "fsdd" / split
+            info = sf.info(u.audio)
+            assert info.samplerate == 16000 and u.duration == pytest.approx(info.duration)
+            plan = fsdd._plan(split, i, pools[split], 0, (2, 4), (0.05, 0.25))
+            assert [fsdd.DIGIT_WORDS[t.digit] for t in plan.takes] == words
+            parts = sum(sf.info(str(t.path)).duration for t in plan.takes) + sum(plan.pauses)
+            assert u.duration == pytest.approx(parts, abs=0.002 * (2 * len(words) + 1))
+            used.setdefault(split, set()).update(t.path for t in plan.takes)
+    assert not used["train"] & (used["dev"] | used["test"])
+    mtimes = {u.audio: os.stat(u.audio).st_mtime_ns for v in splits.values() for u in v}
+    assert fsdd.import_fsdd(tmp_path, FSDD, **settings) == splits  # deterministic, files reused
+    assert mtimes == {a: os.stat(a).st_mtime_ns for a in mtimes}
+    assert rejected([u for v in splits.values() for u in v]) == []
+
+
+# --- shipped configs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["librispeech", "ljspeech", "kaldi", "manifest", "lhotse", "fsdd"])
+def test_config_names_a_function_that_takes_its_settings(name):
+    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    fn = get_method(cfg._target_)
+    settings = [k for k in cfg if not k.startswith("_")]
+    inspect.signature(fn).bind_partial(work_dir=Path("."), **dict.fromkeys(settings))
+    assert fn.__name__ == f"import_{name}"

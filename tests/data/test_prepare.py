@@ -1,0 +1,155 @@
+"""The prepare stage on a small generic-manifest corpus: bad input stops it cleanly (naming file and
+line, leaving earlier outputs alone) or is skipped and listed; vocabulary, BPE and speed perturbation."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hydra import compose, initialize_config_dir
+
+from asr_kd.data.manifest import read_manifest
+from asr_kd.data.tokenizer import load_tokenizer
+from asr_kd.paths import ExpPaths
+from asr_kd.stages import prepare
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+SR = 16000
+
+
+def tone(path: Path, seconds: float = 0.5, level: float = 0.3) -> str:
+    t = np.arange(round(seconds * SR)) / SR
+    sf.write(path, (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SR)
+    return path.name
+
+
+def corpus(root: Path, dev_rows: list[str] | None = None, test_rows: list[str] | None = None) -> dict:
+    """train/dev/test CSV manifests over short tones; returns the ``data.files`` mapping."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("a", "b", "c", "d"):
+        tone(root / f"{name}.wav")
+    tone(root / "silent.wav", level=0.0)
+    rows = {
+        "train": ["t1,a.wav,Hello world", "t2,b.wav,hello there", "t3,c.wav,World"],
+        "dev": dev_rows or ["d1,d.wav,hello"],
+        "test": test_rows or ["e1,a.wav,there world"],
+    }
+    files = {}
+    for split, lines in rows.items():
+        files[split] = root / f"{split}.csv"
+        files[split].write_text("\n".join(["id,audio,text", *lines]) + "\n", encoding="utf-8")
+    return {k: str(v) for k, v in files.items()}
+
+
+def config(exp: Path, files: dict, *overrides: str):
+    spec = ",".join(f"{k}:'{v}'" for k, v in files.items())
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "data=manifest",
+                f"data.files={{{spec}}}",
+                f"exp_dir={exp}",
+                "test_sets=[test]",
+                *overrides,
+            ],
+        )
+
+
+def outputs(exp: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(exp)): p.read_bytes() for p in sorted(exp.rglob("*")) if p.is_file()}
+
+
+def test_good_corpus(tmp_path):
+    files = corpus(tmp_path / "corpus")
+    prepare.run(config(tmp_path / "exp", files))
+    paths = ExpPaths(tmp_path / "exp")
+    train = read_manifest(paths.manifest("train"))
+    assert [(u.id, u.text) for u in train] == [("t1", "hello world"), ("t2", "hello there"), ("t3", "world")]
+    assert train[0].source == f"{files['train']}:2"
+    assert load_tokenizer(paths.tokens).tokens == ["<blk>", " ", "d", "e", "h", "l", "o", "r", "t", "w"]
+    assert paths.rejects.read_text() == ""
+
+
+def test_bad_utterance_stops_prepare_naming_file_and_line_and_keeps_earlier_outputs(tmp_path):
+    exp = tmp_path / "exp"
+    prepare.run(config(exp, corpus(tmp_path / "corpus")))
+    before = outputs(exp)
+    files = corpus(tmp_path / "corpus", dev_rows=["d1,d.wav,hello", "d2,silent.wav,hello"])
+    with pytest.raises(ValueError) as info:
+        prepare.run(config(exp, files, "force=true"))
+    assert str(info.value).startswith(
+        f"{files['dev']}:3: utterance 'd2' ({tmp_path}/corpus/silent.wav): silent audio"
+    )
+    assert outputs(exp) == before  # manifests, vocabulary and stamp of the earlier run untouched
+
+
+def test_skip_lists_every_reject_with_its_reason_and_logs_a_summary(tmp_path, caplog):
+    dev = ["d1,d.wav,hello", "d2,silent.wav,hello", "d3,gone.wav,hello", "d1,a.wav,again", "d4,d.wav,?!"]
+    files = corpus(tmp_path / "corpus", dev_rows=dev, test_rows=["e1,a.wav,there world", "e2,b.wav,quiz"])
+    exp = tmp_path / "exp"
+    with caplog.at_level(logging.INFO, logger="asr_kd"):
+        prepare.run(config(exp, files, "data.on_error=skip"))
+    paths = ExpPaths(exp)
+    assert [u.id for u in read_manifest(paths.manifest("dev"))] == ["d1"]
+    assert [u.id for u in read_manifest(paths.manifest("test"))] == ["e1"]
+    rejects = [json.loads(line) for line in paths.rejects.read_text().splitlines()]
+    assert [(r["split"], r["id"], r["source"], r["reason"].split(":")[0]) for r in rejects] == [
+        ("dev", "d2", f"{files['dev']}:3", "silent audio"),
+        ("dev", "d3", f"{files['dev']}:4", "missing audio"),
+        ("dev", "d1", f"{files['dev']}:5", "duplicate id"),
+        ("dev", "d4", f"{files['dev']}:6", "empty transcript"),
+        ("test", "e2", f"{files['test']}:3", "out of vocabulary"),
+    ]
+    assert "character 'q' of 'quiz' is not in the vocabulary" in rejects[-1]["reason"]
+    summary = "5 utterances rejected: silent audio 1, missing audio 1, duplicate id 1, empty transcript 1, "
+    assert summary + "out of vocabulary 1" in caplog.text
+    assert "prepare: dev: 1 utterances, 0.00 h, 4 rejected" in caplog.text
+
+
+def test_a_split_left_empty_is_an_error(tmp_path):
+    files = corpus(tmp_path / "corpus", dev_rows=["d2,silent.wav,hello"])
+    with pytest.raises(
+        ValueError, match=r"split 'dev': no usable utterance left \(1 utterance rejected: silent"
+    ):
+        prepare.run(config(tmp_path / "exp", files, "data.on_error=skip"))
+
+
+def test_unknown_on_error_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="data.on_error must be 'raise' or 'skip', got 'ignore'"):
+        prepare.run(config(tmp_path / "exp", corpus(tmp_path / "corpus"), "data.on_error=ignore"))
+
+
+def test_speed_perturbation_adds_resampled_train_copies(tmp_path):
+    exp = tmp_path / "exp"
+    prepare.run(config(exp, corpus(tmp_path / "corpus"), "data.speed_perturb=[0.9,1.0,1.1]"))
+    train = {u.id: u for u in read_manifest(ExpPaths(exp).manifest("train"))}
+    assert sorted(train) == [
+        "t1",
+        "t1_sp0.9",
+        "t1_sp1.1",
+        "t2",
+        "t2_sp0.9",
+        "t2_sp1.1",
+        "t3",
+        "t3_sp0.9",
+        "t3_sp1.1",
+    ]
+    for factor in (0.9, 1.1):
+        copy = train[f"t1_sp{factor:g}"]
+        assert copy.text == "hello world" and copy.duration == pytest.approx(0.5 / factor, abs=1e-3)
+        info = sf.info(copy.audio)
+        assert info.format == "FLAC" and info.samplerate == SR
+    assert [u.id for u in read_manifest(ExpPaths(exp).manifest("dev"))] == ["d1"]  # train only
+
+
+def test_bpe_tokenizer_is_chosen_by_config(tmp_path):
+    exp = tmp_path / "exp"
+    prepare.run(config(exp, corpus(tmp_path / "corpus"), "tokenizer=bpe", "tokenizer.vocab_size=30"))
+    tokenizer = load_tokenizer(ExpPaths(exp).tokens)
+    assert type(tokenizer).__name__ == "BpeTokenizer" and tokenizer.tokens[:2] == ["<blk>", "<unk>"]
+    assert tokenizer.decode(tokenizer.encode("hello there world")) == "hello there world"

@@ -1,0 +1,233 @@
+"""validate_utterances: every audio format soundfile writes loads; each kind of bad utterance is caught."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr_kd.data.manifest import Utterance
+from asr_kd.data.validate import (
+    describe,
+    lost_characters,
+    summarize_rejects,
+    validate_utterances,
+    write_rejects,
+)
+
+SR = 16000
+
+
+def tone(seconds: float, sr: int, channels: int = 1) -> np.ndarray:
+    """A quiet 220 Hz sine, ``(N,)`` or ``(N, channels)``."""
+    t = np.arange(round(seconds * sr)) / sr
+    wav = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    return wav if channels == 1 else np.stack([wav] * channels, axis=1)
+
+
+def write(path: Path, wav: np.ndarray, sr: int = SR, **kw) -> Path:
+    sf.write(path, wav, sr, **kw)
+    return path
+
+
+def utt(path: Path, utt_id: str = "u1", text: str = "hello world", **kw) -> Utterance:
+    """An utterance over the whole file, its duration read from the header (0 when unreadable)."""
+    try:
+        duration = sf.info(str(path)).duration
+    except Exception:
+        duration = 0.0
+    return Utterance(id=utt_id, audio=str(path), duration=kw.pop("duration", duration), text=text, **kw)
+
+
+def check(utts: list[Utterance], **kw) -> tuple[list[Utterance], list[dict]]:
+    return validate_utterances(utts, max_duration=kw.pop("max_duration", 10.0), **kw)
+
+
+# --- every format validates (loading itself: tests/test_audio.py) ---------------------------------
+
+FORMATS = [
+    ("wav", "PCM_U8"),
+    ("wav", "PCM_16"),
+    ("wav", "PCM_24"),
+    ("wav", "PCM_32"),
+    ("wav", "FLOAT"),
+    ("wav", "DOUBLE"),
+    ("flac", "PCM_16"),
+    ("flac", "PCM_24"),
+    ("ogg", "VORBIS"),
+]
+
+
+@pytest.mark.parametrize("ext,subtype", FORMATS)
+@pytest.mark.parametrize("sr,channels", [(8000, 1), (44100, 2)])
+def test_every_format_rate_and_channel_count_is_kept(tmp_path, ext, subtype, sr, channels):
+    path = write(tmp_path / f"a.{ext}", tone(0.5, sr, channels), sr, subtype=subtype)
+    kept, rejects = check([utt(path)])
+    assert rejects == [] and len(kept) == 1
+
+
+def test_kept_text_is_normalised_and_segments_are_read(tmp_path):
+    path = write(tmp_path / "a.wav", tone(2.0, SR))
+    segment = utt(path, "seg", "Hello, World!", start=0.5, end=1.5, duration=1.0)
+    kept, rejects = check([segment])
+    assert rejects == [] and kept[0].text == "hello world" and kept[0].start == 0.5
+
+
+# --- each bad utterance raises or is skipped --------------------------------------------------
+
+
+def _missing(d: Path) -> list[Utterance]:
+    return [utt(d / "nope.wav")]
+
+
+def _garbage(d: Path) -> list[Utterance]:
+    (d / "bad.wav").write_bytes(b"not audio at all " * 20)
+    return [utt(d / "bad.wav", duration=1.0)]
+
+
+def _truncated_wav(d: Path) -> list[Utterance]:
+    path = write(d / "cut.wav", tone(1.0, SR), subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # header still declares 1 s of data
+    return [utt(path)]
+
+
+def _truncated_flac(d: Path) -> list[Utterance]:
+    path = write(d / "cut.flac", np.random.default_rng(0).normal(0, 0.1, 2 * SR).astype(np.float32))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return [utt(path)]
+
+
+def _zero_length(d: Path) -> list[Utterance]:
+    return [utt(write(d / "empty.wav", np.zeros(0, np.float32)))]
+
+
+def _silent(d: Path) -> list[Utterance]:
+    return [utt(write(d / "silent.wav", np.zeros(SR, np.float32)))]
+
+
+def _empty_text(d: Path) -> list[Utterance]:
+    return [utt(write(d / "a.wav", tone(1.0, SR)), text=" ?! -- ")]
+
+
+def _non_latin(d: Path) -> list[Utterance]:
+    return [utt(write(d / "a.wav", tone(1.0, SR)), text="hello мир")]
+
+
+def _non_utf8(d: Path) -> list[Utterance]:
+    raw = b"caf\xe9 au lait".decode("utf-8", errors="replace")  # as the importers read such a line
+    return [utt(write(d / "a.wav", tone(1.0, SR)), text=raw)]
+
+
+def _duplicate(d: Path) -> list[Utterance]:
+    path = write(d / "a.wav", tone(1.0, SR))
+    return [utt(path, "same"), utt(path, "same", "another one")]
+
+
+def _too_long(d: Path) -> list[Utterance]:
+    return [utt(write(d / "long.wav", tone(600.0, 8000), 8000))]  # 10 min: rejected from the header
+
+
+def _too_short(d: Path) -> list[Utterance]:
+    return [utt(write(d / "short.wav", tone(0.05, SR)))]
+
+
+def _past_the_end(d: Path) -> list[Utterance]:
+    return [utt(write(d / "a.wav", tone(1.0, SR)), start=0.5, end=3.0, duration=2.5)]
+
+
+BAD: dict[str, tuple[Callable[[Path], list[Utterance]], str]] = {
+    "missing": (_missing, "missing audio"),
+    "garbage bytes": (_garbage, "unreadable audio"),
+    "truncated wav": (_truncated_wav, "truncated audio"),
+    "truncated flac": (_truncated_flac, "unreadable audio"),
+    "zero length": (_zero_length, "empty audio"),
+    "silent": (_silent, "silent audio"),
+    "empty transcript": (_empty_text, "empty transcript"),
+    "non-latin transcript": (_non_latin, "unsupported characters"),
+    "non-utf8 transcript": (_non_utf8, "invalid UTF-8"),
+    "duplicate id": (_duplicate, "duplicate id"),
+    "too long": (_too_long, "too long"),
+    "too short": (_too_short, "too short"),
+    "segment past the end": (_past_the_end, "duration mismatch"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_utterance_raises(tmp_path, case):
+    make, category = BAD[case]
+    bad = make(tmp_path)
+    bad[-1] = dataclasses.replace(bad[-1], source="/corpus/list.csv:7")
+    with pytest.raises(ValueError, match=category) as info:
+        check(bad)
+    assert str(info.value).startswith(f"/corpus/list.csv:7: utterance {bad[-1].id!r} ({bad[-1].audio}): ")
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_utterance_is_skipped_and_listed(tmp_path, case):
+    make, category = BAD[case]
+    good = utt(write(tmp_path / "good.wav", tone(1.0, SR)), "good")
+    bad = make(tmp_path)
+    kept, rejects = check([good, *bad], on_error="skip")
+    assert good in kept and len(kept) + len(rejects) == 1 + len(bad)
+    assert len(rejects) == 1
+    assert rejects[0]["id"] == bad[-1].id and rejects[0]["audio"] == bad[-1].audio
+    assert rejects[0]["reason"].startswith(category + ":")
+
+
+def test_raise_reports_the_first_problem_in_input_order(tmp_path):
+    silent = _silent(tmp_path)[0]
+    no_text = utt(write(tmp_path / "b.wav", tone(1.0, SR)), "second", "")
+    with pytest.raises(ValueError, match="silent audio"):
+        check([silent, no_text])
+
+
+def test_lost_characters():
+    assert lost_characters("Café, naïve DON'T ½") == []
+    assert lost_characters("hello мир") == ["и", "м", "р"]
+    assert lost_characters("Straße") == ["ß"]
+
+
+def test_describe_names_source_line_utterance_and_audio():
+    record = {"id": "u1", "audio": "/a.wav", "source": "/list.csv:3", "reason": "silent audio: peak 0"}
+    assert describe(record) == "/list.csv:3: utterance 'u1' (/a.wav): silent audio: peak 0"
+    assert describe({**record, "source": None}) == "utterance 'u1' (/a.wav): silent audio: peak 0"
+
+
+def test_duplicate_names_the_first_occurrence(tmp_path):
+    path = write(tmp_path / "a.wav", tone(1.0, SR))
+    first = dataclasses.replace(utt(path, "same"), source="/l.csv:2")
+    second = dataclasses.replace(utt(path, "same", "again"), source="/l.csv:9")
+    _, rejects = check([first, second], on_error="skip")
+    assert rejects == [
+        {
+            "id": "same",
+            "audio": str(path),
+            "source": "/l.csv:9",
+            "reason": "duplicate id: the utterance at /l.csv:2 has it too",
+        }
+    ]
+
+
+def test_rejects_file_and_summary(tmp_path):
+    rejects = [
+        {"id": "a", "audio": "/x.wav", "reason": "silent audio: peak 0"},
+        {"id": "b", "audio": "/y.wav", "reason": "too long: 40 s"},
+        {"id": "c", "audio": "/z.wav", "reason": "silent audio: peak 0"},
+    ]
+    write_rejects(tmp_path / "rejects.jsonl", rejects)
+    lines = (tmp_path / "rejects.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == rejects
+    assert summarize_rejects(rejects) == "3 utterances rejected: silent audio 2, too long 1"
+    assert summarize_rejects([]) == "0 utterances rejected"
+
+
+def test_unknown_on_error_is_refused():
+    with pytest.raises(ValueError, match="on_error"):
+        validate_utterances([], max_duration=1.0, on_error="ignore")

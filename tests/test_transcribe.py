@@ -1,0 +1,101 @@
+"""stage=transcribe: prints partial results then the streaming recognizer's text; offline models work;
+it is a stage of its own, not part of stage=all."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from asr_kd.config import instantiate
+from asr_kd.data.audio import load_audio, save_audio
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.decoding.offline import OfflineRecognizer
+from asr_kd.decoding.streaming import StreamingRecognizer
+from asr_kd.features.cmvn import GlobalCMVN
+from asr_kd.features.frontend import KaldiFbank
+from asr_kd.paths import ExpPaths
+from asr_kd.stages import PIPELINE, STAGES, get_stage
+from asr_kd.stages.transcribe import run
+from asr_kd.training.checkpoint import load_bundle, save_bundle
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+MODELS = {
+    "student_kd": {"_target_": "asr_kd.models.student.EmformerCTC", "input_dim": 80, "d_model": 32,
+                   "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "chunk_frames": 4,
+                   "left_context_frames": 8, "right_context_frames": 1},
+    "teacher": {"_target_": "asr_kd.models.teacher.ConformerCTC", "input_dim": 80, "d_model": 32,
+                "num_heads": 2, "ffn_dim": 64, "num_layers": 1, "conv_kernel_size": 3},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread, as streaming runs (and far faster than two on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def exp(tmp_path_factory):
+    """An exp_dir with a tiny student and teacher, and a 1.2 s wav at 8 kHz (resampled on load)."""
+    root = tmp_path_factory.mktemp("exp")
+    paths = ExpPaths(root)
+    tokenizer = CharTokenizer.from_texts(["abc de"])
+    for i, (system, config) in enumerate(MODELS.items()):
+        torch.manual_seed(i)
+        model = instantiate(config, vocab_size=len(tokenizer))
+        with torch.no_grad():
+            model.head.bias.copy_(torch.linspace(-1, 1, len(tokenizer)))
+        save_bundle(paths.checkpoint(system), model, config, tokenizer, KaldiFbank().config(),
+                    GlobalCMVN(np.full(80, 10.0), np.full(80, 3.0)))
+    t = np.arange(int(1.2 * 8000)) / 8000
+    wav = (0.3 * np.sin(2 * np.pi * 300 * t) * (1 + np.sin(9 * t))).astype(np.float32)
+    save_audio(root / "a.wav", wav, 8000)
+    return root
+
+
+def config(exp, *overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=[f"exp_dir={exp}", f"audio={exp / 'a.wav'}", *overrides])
+
+
+def test_streaming_transcript_with_partials(exp, capsys):
+    text = run(config(exp, "stage=transcribe", "transcribe.piece_ms=50"))
+    lines = capsys.readouterr().out.splitlines()
+    rec = StreamingRecognizer(load_bundle(ExpPaths(exp).checkpoint("student_kd")))
+    rec.accept_waveform(load_audio(exp / "a.wav"))
+    assert text == rec.finalize() and text
+    assert lines[-1] == text
+    partials = [line.split("] ", 1) for line in lines[:-1]]
+    assert partials and all(len(p) == 2 and text.startswith(p[1]) for p in partials)
+    times = [float(p[0].strip("[ s")) for p in partials]
+    assert times == sorted(times) and times[-1] <= 1.2
+
+
+def test_offline_model_and_model_path(exp, capsys):
+    text = run(config(exp, "model=teacher"))
+    expected = OfflineRecognizer(load_bundle(ExpPaths(exp).checkpoint("teacher")))(load_audio(exp / "a.wav"))
+    assert text == expected and capsys.readouterr().out.splitlines() == [text]
+    # A checkpoint path needs no exp_dir; streaming=false decodes a student with its chunk-masked
+    # forward, which gives the streamed text.
+    path = ExpPaths(exp).checkpoint("student_kd")
+    offline = run(config(exp, f"model={path}", "transcribe.streaming=false", "exp_dir=/nonexistent"))
+    assert offline == run(config(exp, f"model={path}", "transcribe.piece_ms=10")) != ""
+
+
+def test_missing_inputs_are_explained(exp):
+    with pytest.raises(FileNotFoundError, match="no model 'student_big'"):
+        run(config(exp, "model=student_big"))
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[f"exp_dir={exp}"])
+    with pytest.raises(ValueError, match="needs audio=FILE"):
+        run(cfg)
+
+
+def test_transcribe_is_a_stage_but_not_in_the_pipeline():
+    assert "transcribe" in STAGES and "transcribe" not in PIPELINE
+    assert get_stage("transcribe") is run
