@@ -2,11 +2,13 @@
 
 ``report.json``::
 
-    {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances"}}},
+    {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms"}}},
      "systems": {SYSTEM: {"params", "size_mb", "kind"}}}
 
 WER/CER are fractions (0.05 = 5 %); ``size_mb`` is the checkpoint's fp32 weights in MB (1e6
-bytes); ``rtf`` is compute seconds per audio second on one CPU thread.
+bytes); ``rtf`` is CPU seconds per audio second on one thread; ``latency_ms`` is the algorithmic
+latency of streamed decodes (chunk + look-ahead + feature window), ``null`` for offline ones,
+which wait for the end of the utterance.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ __all__ = ["render_markdown", "plot_report"]
 def render_markdown(report: dict) -> str:
     lines = ["# asr-kd report", ""]
     for test_set, systems in report["test_sets"].items():
-        lines += [f"## {test_set}", "", "| system | WER % | CER % | params | size MB | RTF (1 thread) |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"## {test_set}", "",
+                  "| system | WER % | CER % | params | size MB | RTF (1 thread, CPU) | latency ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for name, r in systems.items():
+            latency = "utterance" if r.get("latency_ms") is None else f"{r['latency_ms']:.0f}"
             lines.append(
                 f"| {name} | {100 * r['wer']:.2f} | {100 * r['cer']:.2f} | {r['params']:,} "
-                f"| {r['size_mb']:.2f} | {r['rtf']:.4f} |"
+                f"| {r['size_mb']:.2f} | {r['rtf']:.4f} | {latency} |"
             )
         lines.append("")
     return "\n".join(lines)

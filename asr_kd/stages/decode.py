@@ -4,8 +4,8 @@ Reads:  ``models/<system>/model.pt``, ``features/<test set>``, ``data/<test set>
 Writes: ``decode/<system>/<set>.jsonl``: one line per utterance ``{"id", "ref", "hyp",
         "duration", "compute_s", "wall_s"}`` (``compute_s``: CPU seconds of the process, with
         ``decode.threads`` threads; ``wall_s``: elapsed seconds), plus a last line
-        ``{"summary": {...}}`` whose ``rtf`` is CPU-based (stable on a shared machine) and
-        ``rtf_wall`` elapsed-based. Streaming decodes are the systems ``<system>_streaming``.
+        ``{"summary": {...}}`` whose ``rtf`` is CPU-based (stable on a shared machine),
+        ``rtf_wall`` elapsed-based and (streamed decodes only) ``latency_ms`` algorithmic. Streaming decodes are the systems ``<system>_streaming``.
 Run:    ``asr-kd stage=decode [decode.streaming=false] [decode.piece_ms=10] [decode.chunk_frames=4]``
 
 Offline decodes read the stored features, so their RTF is the acoustic model's alone; streaming
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from asr_kd.data.audio import load_audio
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.decoding.greedy import ctc_greedy
-from asr_kd.decoding.streaming import StreamingRecognizer
+from asr_kd.decoding.streaming import StreamingRecognizer, algorithmic_latency_ms
 from asr_kd.stages.base import StageStamp
 from asr_kd.training.checkpoint import Bundle, load_bundle
 from asr_kd.utils import write_jsonl
@@ -107,6 +107,9 @@ def decode_system(cfg: DictConfig, system: str) -> None:
             for name, (decode, args) in runs.items():
                 rows = decode(*args)
                 summary = summarize(rows)
+                if name != system:  # streamed: chunk + look-ahead + feature window; offline waits for the end
+                    summary["latency_ms"] = algorithmic_latency_ms(bundle.model, bundle.frontend,
+                                                                   cfg.decode.chunk_frames)
                 write_jsonl(paths.decode(name, test_set), [*rows, {"summary": summary}])
                 log.info("decode: %s on %s: RTF %.4f (CPU), %.4f (wall)", name, test_set, summary["rtf"],
                          summary["rtf_wall"])

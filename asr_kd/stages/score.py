@@ -47,6 +47,7 @@ def run(cfg: DictConfig) -> None:
                 report["test_sets"][test_set][name] = {
                     "wer": rates["wer"], "cer": rates["cer"], "params": sizes[system]["params"],
                     "size_mb": sizes[system]["size_mb"], "rtf": summary["rtf"], "utterances": len(utts),
+                    "latency_ms": summary.get("latency_ms"),
                 }
     write_json(paths.report_json, report)
     with atomic_path(paths.report_md) as tmp:

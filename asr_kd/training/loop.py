@@ -95,7 +95,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     eval_every: int = 500
     num_workers: int = 1
-    threads: int | None = None  # torch threads; None: the CPU cores left after the loader workers
+    threads: int | None = None  # torch threads; None: this rank's share of the CPU cores
     seed: int = 0
     spec_augment: dict | None = field(default_factory=lambda: {})
 
@@ -193,8 +193,9 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = _rank_world()
-    # More compute threads than free cores makes OpenMP spin against the loader (10-40x slower)
-    threads = cfg.threads or max(1, (len(os.sched_getaffinity(0)) // world) - cfg.num_workers)
+    # One compute thread per core of this rank: the loader workers only wake briefly per batch.
+    # (With other busy processes on the machine, pass fewer: OpenMP spins against them.)
+    threads = cfg.threads or max(1, len(os.sched_getaffinity(0)) // world)
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     core = model
