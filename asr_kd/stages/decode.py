@@ -5,7 +5,8 @@ Writes: ``decode/<system>/<set>.jsonl``: one line per utterance ``{"id", "ref", 
         "duration", "compute_s", "wall_s"}`` (``compute_s``: CPU seconds of the process, with
         ``decode.threads`` threads; ``wall_s``: elapsed seconds), plus a last line
         ``{"summary": {...}}`` whose ``rtf`` is CPU-based (stable on a shared machine),
-        ``rtf_wall`` elapsed-based and (streamed decodes only) ``latency_ms`` algorithmic. Streaming decodes are the systems ``<system>_streaming``.
+        ``rtf_wall`` elapsed-based and (streamed decodes only) ``latency_ms`` algorithmic.
+        Streaming decodes are the systems ``<system>_streaming``.
 Run:    ``asr-kd stage=decode [decode.streaming=false] [decode.piece_ms=10] [decode.chunk_frames=4]``
 
 Offline decodes read the stored features, so their RTF is the acoustic model's alone; streaming

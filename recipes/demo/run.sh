@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Demo recipe: the embedded voice-assistant corpus, teacher -> cache -> students -> WER table.
 #
-#   bash recipes/demo/run.sh [--stage N] [--stop-stage M] [hydra overrides...]
+#   [RECIPE=demo] [EXP_DIR=exp/$RECIPE] bash recipes/demo/run.sh [--stage N] [--stop-stage M] [overrides...]
 #
+# The other recipes' run.sh call this one with their RECIPE (conf/recipe/<RECIPE>.yaml).
 # Stages: 1 prepare, 2 features, 3 teacher, 4 cache, 5 student, 6 decode, 7 score.
 # Each stage skips itself when its outputs are up to date (add force=true to redo one).
 set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ -x .venv/bin/asr-kd ]; then export PATH="$PWD/.venv/bin:$PATH"; fi  # the `make setup` venv
 stage=1
 stop_stage=7
 recipe=${RECIPE:-demo}
