@@ -24,8 +24,10 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/bench_train.py --exp-dir /tmp/exp_bench [--steps 20] [--repeats 3]
         [--threads 1] [--systems teacher,student_ctc,student_kd] [--json PATH]
 
-Figures are medians of ``--repeats`` runs. Prints a table and writes ``--json`` (default
-``benchmarks/results/train.json``).
+Steps run where the training loop would (``train.*.device``, default a GPU when torch sees one,
+with ``train.*.precision``); on a GPU ``--override train.teacher.max_frames=60000`` times
+LibriSpeech-size batches. Figures are medians of ``--repeats`` runs. Prints a table and writes
+``--json`` (default ``benchmarks/results/train.json``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from torch import nn
 
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.dataset import UtteranceDataset
+from asr_kd.training.distributed import resolve_device
 from asr_kd.training.loop import SpecAugment, TrainConfig, _loader, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,6 +92,10 @@ def measure_steps(model: nn.Module, objective, batches: list, cfg: TrainConfig, 
     ``x_rt`` leaves the first ``warmup`` steps out (allocator and kernel warm-up); ``x_rt_all`` counts
     every step, to compare with ``train()`` over the same batches.
     """
+    device = resolve_device(cfg.device)
+    model.to(device)
+    batches = [b.to(device) for b in batches]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
     augment = SpecAugment(**cfg.spec_augment) if cfg.spec_augment is not None else None
     model.train()
@@ -98,7 +105,8 @@ def measure_steps(model: nn.Module, objective, batches: list, cfg: TrainConfig, 
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr_at(step)
         feats = augment(batch.feats, batch.lengths) if augment is not None else batch.feats
-        logits, out_lengths = model(feats, batch.lengths)
+        with autocast:
+            logits, out_lengths = model(feats, batch.lengths)
         loss, _ = objective(logits, out_lengths, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -113,6 +121,7 @@ def measure_steps(model: nn.Module, objective, batches: list, cfg: TrainConfig, 
         "x_rt_all": sum(audio) / sum(times),
         "x_rt_cpu": sum(audio[warmup:]) / sum(cpu[warmup:]),
         "s_per_step": statistics.median(times[warmup:]),
+        "device": str(device),
     }
 
 

@@ -65,18 +65,26 @@ class _Killed(Exception):
     pass
 
 
+class _Linear(torch.nn.Module):
+    """A per-frame linear CTC model over 3 tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 3)
+
+    def forward(self, feats, lengths):
+        return self.proj(feats).log_softmax(-1), lengths
+
+
+def _ctc_objective(logits, lengths, batch):
+    from asr_kd.distill.loss import ctc_loss
+
+    return ctc_loss(logits, lengths, batch.targets, batch.target_lengths), {}
+
+
 def _run(tmp_path, key, kill_at=None):
     """Train a linear CTC model; returns how many steps this call computed."""
-    from asr_kd.distill.loss import ctc_loss
     from asr_kd.training.loop import train
-
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.proj = torch.nn.Linear(4, 3)
-
-        def forward(self, feats, lengths):
-            return self.proj(feats).log_softmax(-1), lengths
 
     calls = []
 
@@ -84,12 +92,11 @@ def _run(tmp_path, key, kill_at=None):
         calls.append(1)
         if kill_at is not None and len(calls) == kill_at:
             raise _Killed
-        loss = ctc_loss(logits, lengths, batch.targets, batch.target_lengths)
-        return loss, {}
+        return _ctc_objective(logits, lengths, batch)
 
     cfg = TrainConfig(steps=6, max_frames=24, warmup_steps=1, eval_every=2, num_workers=0, spec_augment=None)
     with contextlib.suppress(_Killed):
-        train(Model(), objective, _TinySet(), None, cfg, tmp_path, resume_key=key)
+        train(_Linear(), objective, _TinySet(), None, cfg, tmp_path, resume_key=key)
     return len(calls)
 
 
@@ -100,3 +107,44 @@ def test_killed_run_resumes_only_under_the_same_key(tmp_path):
     assert not (tmp_path / "last.pt").exists()  # removed once finished
     _run(tmp_path, "settings-a", kill_at=4)
     assert _run(tmp_path, "settings-b") == 6  # other settings: the stale last.pt is not used
+
+
+def test_asking_for_a_gpu_without_one_is_a_clear_error():
+    from asr_kd.training.distributed import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="bf16"):
+        TrainConfig(precision="fp16")
+
+
+def _ddp_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+    """One torchrun-like rank: the environment torchrun would set, then the ordinary train()."""
+    import os
+
+    from asr_kd.training.loop import train
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.manual_seed(rank)  # different initial weights: DDP must broadcast rank 0's
+    model = _Linear()
+    cfg = TrainConfig(steps=4, max_frames=24, warmup_steps=1, eval_every=100, num_workers=0,
+                      spec_augment=None, device="cpu", threads=1)
+    train(model, _ctc_objective, _TinySet(), None, cfg, out_dir)
+    torch.save(model.state_dict(), f"{out_dir}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_ranks_share_the_batches_and_end_with_the_same_weights(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_rank, args=(2, port, str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # gradients were averaged across the ranks
+    log = (tmp_path / "train_log.jsonl").read_text().splitlines()
+    assert len(log) == 1  # rank 0 alone writes the metrics (one line, at the last step)

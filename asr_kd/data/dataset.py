@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -31,6 +31,15 @@ class Batch:
     teacher_values: torch.Tensor | None = None  # (B, T', K) teacher log-posteriors
     teacher_indices: torch.Tensor | None = None  # (B, T', K) their token ids
     teacher_lengths: torch.Tensor | None = None  # (B,)
+
+    def to(self, device: torch.device) -> Batch:
+        """A copy with every tensor on ``device`` (asynchronous from pinned memory)."""
+        moved = {
+            f.name: value.to(device, non_blocking=True)
+            for f in fields(self)
+            if isinstance(value := getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, **moved)
 
 
 class UtteranceDataset(Dataset):
@@ -131,7 +140,8 @@ class DurationBatchSampler(Sampler[list[int]]):
 
     Utterances are sorted by length inside random buckets of ``bucket_size`` batches' worth, then
     the batches are shuffled; each epoch (``set_epoch``) reshuffles deterministically from ``seed``.
-    With ``rank``/``world_size`` each DDP rank takes every ``world_size``-th batch.
+    With ``rank``/``world_size`` each DDP rank takes every ``world_size``-th batch (the last
+    ``< world_size`` batches are dropped so every rank steps the same number of times).
     """
 
     def __init__(
@@ -174,7 +184,8 @@ class DurationBatchSampler(Sampler[list[int]]):
             batches.append(current)
         if self.shuffle:
             rng.shuffle(batches)
-        return batches[self.rank :: self.world_size]
+        usable = len(batches) - len(batches) % self.world_size
+        return batches[self.rank : usable : self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._batches())

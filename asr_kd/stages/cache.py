@@ -2,7 +2,8 @@
 
 Reads:  ``models/teacher/model.pt``, ``features/train``, ``data/train.jsonl``.
 Writes: ``cache/`` (format in asr_kd.distill.cache) and ``cache/summary.json``.
-Run:    ``asr-kd stage=cache [cache.k=16|null]``; under ``torchrun`` each rank writes its own shards.
+Run:    ``asr-kd stage=cache [cache.k=16|null] [cache.device=auto|cpu|cuda]``; under ``torchrun``
+        each rank writes its own shards (one index: the shard files themselves).
 
 Shards are finished one by one, so a killed run resumes at the first missing shard. A cache
 made with other metadata (teacher, features, vocabulary, k) is cleared before writing.
@@ -11,7 +12,6 @@ made with other metadata (teacher, features, vocabulary, k) is cleared before wr
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import torch
@@ -22,6 +22,7 @@ from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
 from asr_kd.distill.cache import PosteriorCache, ShardWriter, cache_meta, shard_name, write_meta
 from asr_kd.stages.base import StageStamp
 from asr_kd.training.checkpoint import Bundle, load_bundle
+from asr_kd.training.distributed import barrier, init_distributed, resolve_device
 from asr_kd.utils import file_hash, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,19 @@ def _prepare_folder(folder, meta: dict) -> None:
 @torch.no_grad()
 def write_shard(model, dataset: UtteranceDataset, shard: int, items: list[int], k, max_frames: int, folder):
     """Teacher forward over ``items`` (dataset indices) in length-sorted batches; one shard."""
+    device = next(model.parameters()).device
     writer = ShardWriter(folder, shard, vocab_size=len(dataset.tokenizer), k=k)
     lengths = [dataset.num_frames(i) for i in items]
     for batch_pos in DurationBatchSampler(lengths, max_frames, shuffle=False):
-        batch = collate([dataset[items[p]] for p in batch_pos])
+        batch = collate([dataset[items[p]] for p in batch_pos]).to(device)
         logits, out_lengths = model(batch.feats, batch.lengths)
         log_probs = logits.float().log_softmax(-1)
         if k is not None:
             values, indices = log_probs.topk(k, dim=-1)
+            values, indices = values.cpu(), indices.cpu()
         else:
-            values, indices = log_probs, None
+            values, indices = log_probs.cpu(), None
+        out_lengths = out_lengths.cpu()
         for row, p in enumerate(batch_pos):
             utt = dataset.utts[items[p]]
             key = PosteriorCache.key(utt.id, dataset.store.utts[utt.id]["audio_sha"])
@@ -81,11 +85,14 @@ def run(cfg: DictConfig) -> None:
         return
     paths = stamp.paths
     folder = paths.cache_dir
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = resolve_device(cfg.cache.device)
+    rank, world = init_distributed(device)
     bundle = load_bundle(paths.checkpoint("teacher"))
     meta = expected_meta(paths, bundle, cfg.cache.k)
     if rank == 0:
         _prepare_folder(folder, meta)
+    barrier()
+    bundle.model.to(device)
     dataset = UtteranceDataset.from_exp(paths, "train", bundle.cmvn, bundle.tokenizer)
     order = sorted(range(len(dataset)), key=lambda i: dataset.utts[i].id)
     shards = [order[i : i + cfg.cache.shard_utts] for i in range(0, len(order), cfg.cache.shard_utts)]
@@ -95,6 +102,7 @@ def run(cfg: DictConfig) -> None:
     for s in tqdm(todo, desc="cache", dynamic_ncols=True):
         write_shard(bundle.model, dataset, s, shards[s], cfg.cache.k, cfg.cache.max_frames, folder)
     elapsed = time.perf_counter() - start
+    barrier()
     if rank != 0:
         return
     cache = PosteriorCache(folder, expected=meta)

@@ -27,6 +27,7 @@ from asr_kd.features.store import FeatureStore
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.cache import expected_meta
 from asr_kd.training.checkpoint import count_parameters, load_bundle, save_bundle
+from asr_kd.training.distributed import barrier, is_main_process
 from asr_kd.training.loop import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,11 @@ def train_system(cfg: DictConfig, system: str) -> None:
         name=system,
         resume_key=stamp.fingerprint,
     )
-    save_bundle(paths.checkpoint(system), model, model_config, tokenizer, frontend, cmvn,
-                {"dev": metrics, "alpha": alpha})
-    stamp.done({"params": count_parameters(model), "dev": metrics, "alpha": alpha})
+    if is_main_process():
+        save_bundle(paths.checkpoint(system), model, model_config, tokenizer, frontend, cmvn,
+                    {"dev": metrics, "alpha": alpha})
+        stamp.done({"params": count_parameters(model), "dev": metrics, "alpha": alpha})
+    barrier()
 
 
 def run(cfg: DictConfig) -> None:

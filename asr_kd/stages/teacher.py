@@ -21,6 +21,7 @@ from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 from asr_kd.stages.base import StageStamp
 from asr_kd.training.checkpoint import count_parameters, load_bundle, save_bundle
+from asr_kd.training.distributed import barrier, is_main_process
 from asr_kd.training.loop import TrainConfig, train
 from asr_kd.utils import atomic_path, file_hash
 
@@ -76,5 +77,8 @@ def run(cfg: DictConfig) -> None:
         name="teacher",
         resume_key=stamp.fingerprint,
     )
-    save_bundle(paths.checkpoint("teacher"), model, model_config, tokenizer, frontend, cmvn, {"dev": metrics})
-    stamp.done({"params": count_parameters(model), "dev": metrics})
+    if is_main_process():
+        meta = {"dev": metrics}
+        save_bundle(paths.checkpoint("teacher"), model, model_config, tokenizer, frontend, cmvn, meta)
+        stamp.done({"params": count_parameters(model), "dev": metrics})
+    barrier()

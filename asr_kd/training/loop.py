@@ -1,7 +1,8 @@
 """The training loop shared by teacher and students: AdamW, warm-up + cosine LR, SpecAugment,
 gradient clipping, periodic dev WER, JSON-lines + TensorBoard metrics, resumable checkpoints.
 
-Runs on one process or under ``torchrun`` (DDP: each rank takes its share of the batches).
+Runs on the CPU or a GPU (``device``, optionally bf16 autocast), in one process or under
+``torchrun`` (DDP: each rank takes its share of the batches; asr_kd.training.distributed).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torchaudio.transforms as T
 from torch import nn
 from torch.utils.data import DataLoader
@@ -24,6 +24,7 @@ from tqdm import tqdm
 from asr_kd.data.dataset import Batch, DurationBatchSampler, UtteranceDataset, collate
 from asr_kd.decoding.greedy import ctc_greedy
 from asr_kd.scoring.wer import error_rates
+from asr_kd.training.distributed import init_distributed, resolve_device
 from asr_kd.utils import atomic_path
 
 __all__ = ["TrainConfig", "SpecAugment", "train", "evaluate_wer", "LossFn"]
@@ -98,6 +99,12 @@ class TrainConfig:
     threads: int | None = None  # torch threads; None: this rank's share of the CPU cores
     seed: int = 0
     spec_augment: dict | None = field(default_factory=lambda: {})
+    device: str = "auto"  # auto (a GPU when there is one) | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 (autocast on GPUs; the losses stay in fp32)
+
+    def __post_init__(self):
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train precision must be fp32 or bf16, not {self.precision!r}")
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -107,13 +114,9 @@ class TrainConfig:
         return self.peak_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _loader(dataset: UtteranceDataset, cfg: TrainConfig, shuffle: bool, rank=0, world=1) -> DataLoader:
+def _loader(
+    dataset: UtteranceDataset, cfg: TrainConfig, shuffle: bool, rank=0, world=1, pin_memory=False
+) -> DataLoader:
     lengths = [dataset.num_frames(i) for i in range(len(dataset))]
     sampler = DurationBatchSampler(lengths, cfg.max_frames, shuffle, cfg.seed, rank=rank, world_size=world)
     return DataLoader(
@@ -123,20 +126,22 @@ def _loader(dataset: UtteranceDataset, cfg: TrainConfig, shuffle: bool, rank=0, 
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
         prefetch_factor=4 if cfg.num_workers > 0 else None,
+        pin_memory=pin_memory,
     )
 
 
 @torch.no_grad()
 def evaluate_wer(model: nn.Module, dataset: UtteranceDataset, max_frames: int = 20000) -> dict[str, float]:
-    """Greedy-CTC WER/CER of ``model`` on ``dataset`` (full-context forward)."""
+    """Greedy-CTC WER/CER of ``model`` on ``dataset`` (full-context forward, on the model's device)."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     loader = _loader(dataset, TrainConfig(max_frames=max_frames, num_workers=0), shuffle=False)
     refs, hyps = [], []
     texts = {u.id: u.text for u in dataset.utts}
     for batch in loader:
-        logits, lengths = model(batch.feats, batch.lengths)
-        for utt_id, ids in zip(batch.ids, ctc_greedy(logits, lengths), strict=True):
+        logits, lengths = model(batch.feats.to(device), batch.lengths.to(device))
+        for utt_id, ids in zip(batch.ids, ctc_greedy(logits.cpu(), lengths.cpu()), strict=True):
             refs.append(texts[utt_id])
             hyps.append(dataset.tokenizer.decode(ids))
     model.train(was_training)
@@ -186,21 +191,26 @@ def train(
 ) -> dict[str, float]:
     """Train ``model`` in place for ``cfg.steps`` steps; returns the final dev metrics.
 
+    The model trains on ``cfg.device`` and is handed back on the CPU, in eval mode.
+
     ``out_dir/last.pt`` (model + optimiser + step + ``resume_key``, written atomically at each
     evaluation) lets a killed run resume where it stopped; a ``last.pt`` saved under another
     ``resume_key`` (other settings or inputs) is ignored. It is deleted when training completes.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rank, world = _rank_world()
+    device = resolve_device(cfg.device)
+    rank, world = init_distributed(device)
     # One compute thread per core of this rank: the loader workers only wake briefly per batch.
     # (With other busy processes on the machine, pass fewer: OpenMP spins against them.)
     threads = cfg.threads or max(1, len(os.sched_getaffinity(0)) // world)
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    core = model
+    core = model.to(device)
     if world > 1:
-        model = nn.parallel.DistributedDataParallel(model)
+        device_ids = [device] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     optimizer = torch.optim.AdamW(core.parameters(), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
     augment = SpecAugment(**cfg.spec_augment) if cfg.spec_augment is not None else None
     step = 0
@@ -215,10 +225,11 @@ def train(
         step = state["step"]
         log.info("%s: resuming from step %d (%s)", name, step, resume_path)
     log.info(
-        "%s: %d steps, %d torch thread(s), %d loader worker(s)", name, cfg.steps, threads, cfg.num_workers
+        "%s: %d steps on %s (%s, %d rank(s)), %d torch thread(s), %d loader worker(s)",
+        name, cfg.steps, device, cfg.precision, world, threads, cfg.num_workers,
     )
     metrics = _MetricsLog(out_dir, enabled=rank == 0)
-    loader = _loader(train_set, cfg, shuffle=True, rank=rank, world=world)
+    loader = _loader(train_set, cfg, shuffle=True, rank=rank, world=world, pin_memory=device.type == "cuda")
     dev_metrics: dict[str, float] = {}
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=rank != 0, dynamic_ncols=True)
@@ -231,8 +242,10 @@ def train(
                 break
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
+            batch = batch.to(device)
             feats = augment(batch.feats, batch.lengths) if augment is not None else batch.feats
-            logits, out_lengths = model(feats, batch.lengths)
+            with autocast:
+                logits, out_lengths = model(feats, batch.lengths)
             loss, parts = loss_fn(logits, out_lengths, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -276,6 +289,7 @@ def train(
         epoch += 1
     bar.close()
     metrics.close()
-    resume_path.unlink(missing_ok=True)
-    model.eval()
+    if rank == 0:
+        resume_path.unlink(missing_ok=True)
+    core.to("cpu").eval()
     return dev_metrics
