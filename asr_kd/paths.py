@@ -12,6 +12,7 @@ Stages talk to each other only through these files::
       models/<system>/train_log.jsonl, models/<system>/tb/   metrics, TensorBoard events
       cache/                        teacher posterior cache (asr_kd.distill.cache)
       decode/<system>/<set>.jsonl   per-utterance hypotheses, references and timings
+      decode/lm/lexicon.txt, lm.arpa   word lexicon and n-gram LM of the train transcripts (decode.lm)
       report.json, report.md, report.png
       stamps/<stage>.json           fingerprint of each finished stage (asr_kd.stages.base)
 """
@@ -68,6 +69,10 @@ class ExpPaths:
 
     def decode(self, system: str, test_set: str) -> Path:
         return self.root / "decode" / system / f"{test_set}.jsonl"
+
+    @property
+    def lm_dir(self) -> Path:
+        return self.root / "decode" / "lm"
 
     @property
     def report_json(self) -> Path:

@@ -52,7 +52,7 @@ from torch import nn
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.training.distributed import resolve_device
-from asr_kd.training.loop import SpecAugment, TrainConfig, _loader, train
+from asr_kd.training.loop import SpecAugment, TrainConfig, _loader, train, train_step
 
 REPO = Path(__file__).resolve().parent.parent
 FRAME_SHIFT_S = 0.01  # the training loop's own audio-seconds arithmetic
@@ -87,7 +87,7 @@ def measure_loader(dataset: UtteranceDataset, cfg: TrainConfig, max_batches: int
 
 
 def measure_steps(model: nn.Module, objective, batches: list, cfg: TrainConfig, warmup: int) -> dict:
-    """The loop body of ``train`` on in-memory batches: what the optimisation steps alone cost.
+    """``train_step`` (the body of ``train``) on in-memory batches: what the optimisation steps alone cost.
 
     ``x_rt`` leaves the first ``warmup`` steps out (allocator and kernel warm-up); ``x_rt_all`` counts
     every step, to compare with ``train()`` over the same batches.
@@ -102,16 +102,7 @@ def measure_steps(model: nn.Module, objective, batches: list, cfg: TrainConfig, 
     times, cpu, audio = [], [], []
     for step, batch in enumerate(batches):
         start, start_cpu = time.perf_counter(), time.process_time()
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_at(step)
-        feats = augment(batch.feats, batch.lengths) if augment is not None else batch.feats
-        with autocast:
-            logits, out_lengths = model(feats, batch.lengths)
-        loss, _ = objective(logits, out_lengths, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        loss, _, _ = train_step(model, objective, batch, optimizer, cfg, step, augment, autocast)
         loss.item()
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)

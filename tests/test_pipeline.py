@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from asr_kd.data.manifest import read_manifest
 from asr_kd.distill.loss import FrameRateMismatchError
 from asr_kd.paths import ExpPaths
 
 SYSTEMS = {"teacher", "student_ctc", "student_kd", "student_ctc_streaming", "student_kd_streaming"}
+LM_SYSTEMS = {"teacher_lm", "student_ctc_lm", "student_kd_lm"}  # decode=beam_lm, the default
 
 
 def asr_kd(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -34,7 +36,7 @@ def test_report_json_contract(smoke):
     report = json.loads((smoke / "report.json").read_text())
     assert set(report["test_sets"]) == {"test_seen", "test_unseen"}
     for systems in report["test_sets"].values():
-        assert set(systems) == SYSTEMS
+        assert set(systems) == SYSTEMS | LM_SYSTEMS
         for r in systems.values():
             assert {"wer", "cer", "params", "size_mb", "rtf"} <= set(r)
             assert isinstance(r["wer"], float) and r["wer"] >= 0 and r["rtf"] > 0
@@ -133,3 +135,11 @@ def test_sequence_kd_trains_on_the_teachers_1best(smoke):
     )
     assert "sequence-level KD" in run.stdout + run.stderr
     assert paths.checkpoint("student_seq").exists()
+
+
+def test_lm_decoding_uses_the_train_words(smoke):
+    paths = ExpPaths(smoke)
+    lexicon = (paths.lm_dir / "lexicon.txt").read_text().splitlines()
+    train_words = {w for u in read_manifest(paths.manifest("train")) for w in u.text.split()}
+    assert {line.split()[0] for line in lexicon} == train_words
+    assert (paths.lm_dir / "lm.arpa").read_text().startswith("\\data\\")

@@ -8,7 +8,8 @@
 WER/CER are fractions (0.05 = 5 %); ``size_mb`` is the checkpoint's fp32 weights in MB (1e6
 bytes); ``rtf`` is CPU seconds per audio second on one thread; ``latency_ms`` is the algorithmic
 latency of streamed decodes (chunk + look-ahead + feature window), ``null`` for offline ones,
-which wait for the end of the utterance.
+which wait for the end of the utterance. ``<system>_streaming`` is a streamed decode,
+``<system>_lm`` a beam search with the train transcripts' word LM and lexicon (``decode=beam_lm``).
 """
 
 from __future__ import annotations

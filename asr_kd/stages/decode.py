@@ -1,13 +1,17 @@
-"""Stage ``decode``: greedy CTC on every test set, every system; students also streamed.
+"""Stage ``decode``: greedy CTC on every test set, every system; students also streamed; with
+``decode=beam_lm`` every system also with beam search, a word n-gram LM and a lexicon.
 
-Reads:  ``models/<system>/model.pt``, ``features/<test set>``, ``data/<test set>.jsonl``.
+Reads:  ``models/<system>/model.pt``, ``features/<test set>``, ``data/<test set>.jsonl``
+        (and ``data/train.jsonl`` for the LM).
 Writes: ``decode/<system>/<set>.jsonl``: one line per utterance ``{"id", "ref", "hyp",
         "duration", "compute_s", "wall_s"}`` (``compute_s``: CPU seconds of the process, with
         ``decode.threads`` threads; ``wall_s``: elapsed seconds), plus a last line
         ``{"summary": {...}}`` whose ``rtf`` is CPU-based (stable on a shared machine),
         ``rtf_wall`` elapsed-based and (streamed decodes only) ``latency_ms`` algorithmic.
-        Streaming decodes are the systems ``<system>_streaming``.
-Run:    ``asr-kd stage=decode [decode.streaming=false] [decode.piece_ms=10] [decode.chunk_frames=4]``
+        Streaming decodes are the systems ``<system>_streaming``, LM decodes ``<system>_lm``
+        (the LM and lexicon, rebuilt from the train transcripts: ``decode/lm/``).
+Run:    ``asr-kd stage=decode [decode.streaming=false] [decode.piece_ms=10] [decode.chunk_frames=4]
+        [decode=beam_lm decode.lm.lm_weight=1]``
 
 Offline decodes read the stored features, so their RTF is the acoustic model's alone; streaming
 decodes start from the audio samples (front end included), fed in pieces of ``decode.piece_ms``
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig
@@ -26,7 +31,9 @@ from tqdm import tqdm
 
 from asr_kd.data.audio import load_audio
 from asr_kd.data.dataset import UtteranceDataset
+from asr_kd.data.manifest import read_manifest
 from asr_kd.decoding.greedy import ctc_greedy
+from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
 from asr_kd.decoding.streaming import StreamingRecognizer, algorithmic_latency_ms
 from asr_kd.stages.base import StageStamp
 from asr_kd.training.checkpoint import Bundle, load_bundle
@@ -35,8 +42,16 @@ from asr_kd.utils import write_jsonl
 log = logging.getLogger(__name__)
 
 
-def decode_offline(bundle: Bundle, dataset: UtteranceDataset) -> list[dict]:
-    """Full-context greedy decode, one utterance at a time (as a device would run it)."""
+def greedy_search(bundle: Bundle) -> Callable[[torch.Tensor], str]:
+    """Best path: ``(T, V)`` logits -> text."""
+    return lambda logits: bundle.tokenizer.decode(ctc_greedy(logits[None], torch.tensor([len(logits)]))[0])
+
+
+def decode_offline(
+    bundle: Bundle, dataset: UtteranceDataset, search: Callable[[torch.Tensor], str] | None = None
+) -> list[dict]:
+    """Full-context decode, one utterance at a time (as a device would run it); greedy by default."""
+    search = search or greedy_search(bundle)
     rows = []
     with torch.inference_mode():  # warm-up: one-time allocations stay out of the timings
         bundle.model(dataset[0]["feats"].unsqueeze(0), torch.tensor([len(dataset[0]["feats"])]))
@@ -45,9 +60,8 @@ def decode_offline(bundle: Bundle, dataset: UtteranceDataset) -> list[dict]:
         clock = _Clock()
         with torch.inference_mode():
             logits, lengths = bundle.model(item["feats"].unsqueeze(0), torch.tensor([len(item["feats"])]))
-        ids = ctc_greedy(logits, lengths)[0]
-        rows.append({"id": utt.id, "ref": utt.text, "hyp": bundle.tokenizer.decode(ids),
-                     "duration": utt.duration, **clock.read()})
+        hyp = search(logits[0, : int(lengths[0])])
+        rows.append({"id": utt.id, "ref": utt.text, "hyp": hyp, "duration": utt.duration, **clock.read()})
     return rows
 
 
@@ -89,6 +103,21 @@ def summarize(rows: list[dict]) -> dict:
             "rtf_wall": sum(r["wall_s"] for r in rows) / audio}
 
 
+def build_lm(paths, tokenizer, lm_cfg: DictConfig, test_sets) -> LexiconBeamSearch:
+    """The lexicon and n-gram LM of the train transcripts (``decode/lm/``), and a beam search on them."""
+    texts = [u.text for u in read_manifest(paths.manifest("train"))]
+    paths.lm_dir.mkdir(parents=True, exist_ok=True)
+    arpa, lexicon = paths.lm_dir / "lm.arpa", paths.lm_dir / "lexicon.txt"
+    write_arpa(texts, arpa, order=lm_cfg.order, discount=lm_cfg.discount)
+    words = write_lexicon({w for t in texts for w in t.split()}, tokenizer, lexicon)
+    for test_set in test_sets:
+        refs = [u.text for u in read_manifest(paths.manifest(test_set))]
+        log.info("decode: LM lexicon of %d words; %.1f%% of %s's words are outside it", len(words),
+                 100 * oov_rate(refs, words), test_set)
+    return LexiconBeamSearch(tokenizer, lexicon, arpa, beam_size=lm_cfg.beam_size, lm_weight=lm_cfg.lm_weight,
+                             word_score=lm_cfg.word_score)
+
+
 def decode_system(cfg: DictConfig, system: str) -> None:
     stamp = StageStamp(cfg, f"decode/{system}", {"decode": cfg.decode, "test_sets": cfg.test_sets},
                        upstream=(_producer(cfg, system), "features"))
@@ -96,19 +125,22 @@ def decode_system(cfg: DictConfig, system: str) -> None:
         return
     paths = stamp.paths
     bundle = load_bundle(paths.checkpoint(system))
+    lm_search = build_lm(paths, bundle.tokenizer, cfg.decode.lm, cfg.test_sets) if cfg.decode.lm else None
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.decode.threads)
     try:
         for test_set in cfg.test_sets:
             dataset = UtteranceDataset.from_exp(paths, test_set, bundle.cmvn, bundle.tokenizer)
             runs = {system: (decode_offline, (bundle, dataset))}
+            if lm_search is not None:
+                runs[f"{system}_lm"] = (decode_offline, (bundle, dataset, lm_search))
             if bundle.model.streaming and cfg.decode.streaming:
                 args = (bundle, dataset, cfg.decode.piece_ms, cfg.decode.chunk_frames)
                 runs[f"{system}_streaming"] = (decode_streaming, args)
             for name, (decode, args) in runs.items():
                 rows = decode(*args)
                 summary = summarize(rows)
-                if name != system:  # streamed: chunk + look-ahead + feature window; offline waits for the end
+                if decode is decode_streaming:  # chunk + look-ahead + feature window
                     summary["latency_ms"] = algorithmic_latency_ms(bundle.model, bundle.frontend,
                                                                    cfg.decode.chunk_frames)
                 write_jsonl(paths.decode(name, test_set), [*rows, {"summary": summary}])

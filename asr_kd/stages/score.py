@@ -37,7 +37,7 @@ def run(cfg: DictConfig) -> None:
     for test_set in cfg.test_sets:
         report["test_sets"][test_set] = {}
         for system in systems:
-            for name in (system, f"{system}_streaming"):
+            for name in (system, f"{system}_streaming", f"{system}_lm"):
                 path = paths.decode(name, test_set)
                 if not path.exists():
                     continue

@@ -7,6 +7,7 @@ Runs on the CPU or a GPU (``device``, optionally bf16 autocast), in one process 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from asr_kd.scoring.wer import error_rates
 from asr_kd.training.distributed import init_distributed, resolve_device
 from asr_kd.utils import atomic_path
 
-__all__ = ["TrainConfig", "SpecAugment", "train", "evaluate_wer", "LossFn"]
+__all__ = ["TrainConfig", "SpecAugment", "train", "train_step", "evaluate_wer", "LossFn"]
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,34 @@ class _MetricsLog:
             self.tb.close()
 
 
+def train_step(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    step: int,
+    augment: SpecAugment | None = None,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> tuple[torch.Tensor, dict[str, float], float]:
+    """One optimisation step on ``batch`` (on the model's device): LR of ``step``, SpecAugment, forward
+    (under ``autocast``), loss, backward, clipping, update. Returns ``(loss, parts, grad_norm)``; a
+    non-finite ``grad_norm`` means the update was skipped."""
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr_at(step)
+    feats = augment(batch.feats, batch.lengths) if augment is not None else batch.feats
+    with autocast or contextlib.nullcontext():
+        logits, out_lengths = model(feats, batch.lengths)
+    loss, parts = loss_fn(logits, out_lengths, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = float(nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    return loss, parts, grad_norm
+
+
 def train(
     model: nn.Module,
     loss_fn: LossFn,
@@ -240,20 +269,12 @@ def train(
         for batch in loader:
             if step >= cfg.steps:
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr_at(step)
             batch = batch.to(device)
-            feats = augment(batch.feats, batch.lengths) if augment is not None else batch.feats
-            with autocast:
-                logits, out_lengths = model(feats, batch.lengths)
-            loss, parts = loss_fn(logits, out_lengths, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(nn.utils.clip_grad_norm_(core.parameters(), cfg.grad_clip))
+            loss, parts, grad_norm = train_step(model, loss_fn, batch, optimizer, cfg, step, augment,
+                                                autocast)
             if not math.isfinite(grad_norm):
                 log.warning("%s: non-finite gradient at step %d; batch skipped", name, step)
                 continue
-            optimizer.step()
             step += 1
             audio_seconds += float(batch.lengths.sum()) * frame_shift
             bar.update(1)

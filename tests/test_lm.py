@@ -1,0 +1,96 @@
+"""Word n-gram LM (ARPA) and lexicon beam search (asr_kd.decoding.lm)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.decoding.greedy import ctc_greedy
+from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
+
+TEXTS = ["turn on the light", "turn off the light", "turn on the radio", "play the radio", "the light"]
+
+
+def _read_arpa(path):
+    """``{(w1..wn): (log10 p, log10 backoff)}`` of an ARPA file."""
+    grams = {}
+    for line in path.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and not line.startswith("ngram"):
+            grams[tuple(parts[1].split())] = (float(parts[0]), float(parts[2]) if len(parts) > 2 else 0.0)
+    return grams
+
+
+def _arpa_prob(grams, context: tuple, word: str) -> float:
+    """P(word | context) by ARPA back-off."""
+    if context + (word,) in grams:
+        return 10 ** grams[context + (word,)][0]
+    if not context:
+        return 10 ** grams[("<unk>",)][0]
+    backoff = 10 ** grams[context][1] if context in grams else 1.0
+    return backoff * _arpa_prob(grams, context[1:], word)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_arpa_distributions_sum_to_one_in_every_context(tmp_path, order):
+    write_arpa(TEXTS, tmp_path / "lm.arpa", order=order)
+    grams = _read_arpa(tmp_path / "lm.arpa")
+    vocab = {w for t in TEXTS for w in t.split()} | {"</s>", "<unk>"}
+    contexts = [(), ("<s>",), ("the",), ("turn", "on"), ("play", "the"), ("radio", "light")]
+    for context in contexts:
+        context = context[len(context) - (order - 1):] if order > 1 else ()
+        total = sum(_arpa_prob(grams, context, w) for w in vocab)
+        assert total == pytest.approx(1.0, abs=1e-4), context
+    if order == 3:  # seen continuations beat unseen ones
+        assert _arpa_prob(grams, ("turn", "on"), "the") > _arpa_prob(grams, ("turn", "on"), "light")
+        assert math.isclose(grams[("<s>",)][0], -99.0)
+
+
+def test_lm_refuses_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="order"):
+        write_arpa(TEXTS, tmp_path / "lm.arpa", order=0)
+    with pytest.raises(ValueError, match="no training text"):
+        write_arpa([], tmp_path / "lm.arpa")
+
+
+def test_lexicon_and_oov(tmp_path):
+    tok = CharTokenizer.from_texts(TEXTS)
+    words = write_lexicon(["light", "radio", "héllo"], tok, tmp_path / "lexicon.txt")
+    assert words == ["light", "radio"]  # 'é' cannot be spelled with this vocabulary
+    assert (tmp_path / "lexicon.txt").read_text().splitlines()[0] == "light l i g h t |"
+    assert oov_rate(["light radio", "lamp"], words) == pytest.approx(1 / 3)
+
+
+def _logits(tok: CharTokenizer, frames: list[dict[str, float]]) -> torch.Tensor:
+    """(T, V) logits: per frame, log of the given probabilities (rest spread over other tokens)."""
+    out = torch.full((len(frames), len(tok)), -8.0)
+    for t, probs in enumerate(frames):
+        for ch, p in probs.items():
+            out[t, tok.tokens.index(ch)] = math.log(p)
+    return out
+
+
+def test_beam_search_spells_lexicon_words_that_greedy_misspells(tmp_path):
+    tok = CharTokenizer.from_texts(TEXTS)
+    write_arpa(TEXTS, tmp_path / "lm.arpa")
+    write_lexicon({w for t in TEXTS for w in t.split()}, tok, tmp_path / "lexicon.txt")
+    # "the lught": the acoustic model prefers 'u' over 'i' in the second word
+    spelled = [{"t": 0.9}, {"h": 0.9}, {"e": 0.9}, {" ": 0.9}, {"l": 0.9}, {"u": 0.6, "i": 0.35},
+               {"g": 0.9}, {"h": 0.9}, {"t": 0.9}]
+    frames = []
+    for f in spelled:
+        frames += [f, {"<blk>": 0.9}]
+    logits = _logits(tok, frames)
+    greedy = tok.decode(ctc_greedy(logits[None], torch.tensor([len(frames)]))[0])
+    assert greedy == "the lught"
+    search = LexiconBeamSearch(tok, tmp_path / "lexicon.txt", tmp_path / "lm.arpa", lm_weight=1.0)
+    assert search(logits) == "the light"
+    assert search(logits[:0]) == ""
+
+
+def test_beam_search_needs_a_character_vocabulary(tmp_path):
+    with pytest.raises(ValueError, match="character vocabulary"):
+        LexiconBeamSearch(CharTokenizer(["<blk>", "a", "b"]), tmp_path / "x", tmp_path / "y")
