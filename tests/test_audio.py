@@ -3,15 +3,13 @@ kind of broken file is an AudioError naming the file."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile as sf
+from audio_fixtures import BROKEN, SR, tone
 
 from asr_kd.data.audio import AudioError, load_audio, read_span, save_audio, speed_perturb
 
-SR = 16000
 FORMATS = [
     ("wav", "PCM_U8"),  # 8-bit
     ("wav", "PCM_16"),
@@ -24,12 +22,6 @@ FORMATS = [
     ("ogg", "VORBIS"),
 ]
 
-
-def tone(seconds: float, sr: int, channels: int = 1, freq: float = 220.0) -> np.ndarray:
-    """A 220 Hz sine at 0.3 of full scale, ``(N,)`` or ``(N, channels)``."""
-    t = np.arange(round(seconds * sr)) / sr
-    wav = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-    return wav if channels == 1 else np.stack([wav] * channels, axis=1)
 
 
 @pytest.mark.parametrize("ext,subtype", FORMATS)
@@ -68,50 +60,20 @@ def test_a_span_is_read_at_the_native_rate_then_resampled(tmp_path):
     assert len(load_audio(tmp_path / "r.flac", SR, 0.5, 5.0)) == 8000  # an end past the file stops there
 
 
-def _truncated_wav(d: Path) -> Path:
-    sf.write(d / "cut.wav", tone(1.0, SR), SR, subtype="PCM_16")
-    data = (d / "cut.wav").read_bytes()
-    (d / "cut.wav").write_bytes(data[: len(data) // 2])  # the header still declares 1 s
-    return d / "cut.wav"
-
-
-def _truncated_flac(d: Path) -> Path:
-    sf.write(d / "cut.flac", np.random.default_rng(0).normal(0, 0.1, 2 * SR).astype(np.float32), SR)
-    data = (d / "cut.flac").read_bytes()
-    (d / "cut.flac").write_bytes(data[: len(data) // 2])
-    return d / "cut.flac"
-
-
-def _garbage(d: Path) -> Path:
-    (d / "bad.wav").write_bytes(b"not audio at all " * 20)
-    return d / "bad.wav"
-
-
-def _zero_length(d: Path) -> Path:
-    sf.write(d / "empty.wav", np.zeros(0, np.float32), SR)
-    return d / "empty.wav"
-
-
-def _empty_file(d: Path) -> Path:
-    (d / "nothing.flac").write_bytes(b"")
-    return d / "nothing.flac"
-
-
-BROKEN = {
-    "missing": (lambda d: d / "nope.wav", "does not exist"),
-    "garbage bytes": (_garbage, "unreadable audio"),
-    "empty file": (_empty_file, "unreadable audio"),
-    "truncated wav": (_truncated_wav, "truncated audio"),
-    "truncated flac": (_truncated_flac, "unreadable audio"),
-    "zero length": (_zero_length, "no audio samples"),
+REASON = {
+    "missing": "does not exist",
+    "garbage bytes": "unreadable audio",
+    "empty file": "unreadable audio",
+    "truncated wav": "truncated audio",
+    "truncated flac": "unreadable audio",
+    "zero length": "no audio samples",
 }
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_a_broken_file_is_an_audio_error_naming_it(tmp_path, case):
-    make, reason = BROKEN[case]
-    path = make(tmp_path)
-    with pytest.raises(AudioError, match=reason) as info:
+    path = BROKEN[case](tmp_path)
+    with pytest.raises(AudioError, match=REASON[case]) as info:
         load_audio(path, SR)
     assert str(info.value).startswith(f"{path}: ")
 

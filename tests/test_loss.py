@@ -129,3 +129,32 @@ def test_distill_loss_dispatches_every_method():
     assert set(METHODS) == {"kd", "guided_ctc"}
     with pytest.raises(ValueError, match="distill.method must be one of"):
         distill_loss(s, lengths, v, i, method="ctc_kd")
+
+
+def test_student_objective_mixes_ctc_and_kd_with_a_scheduled_alpha():
+    from omegaconf import OmegaConf
+
+    from asr_kd.data.dataset import Batch
+    from asr_kd.distill.loss import ctc_loss
+    from asr_kd.stages.student import alpha_at, make_objective
+
+    s, v, i, _ = _guided_case()
+    lengths = torch.tensor([3])
+    batch = Batch(ids=["u"], feats=torch.zeros(1, 12, 4), lengths=torch.tensor([12]),
+                  targets=torch.tensor([[2, 1]]), target_lengths=torch.tensor([2]),
+                  teacher_values=v, teacher_indices=i, teacher_lengths=lengths)
+    ctc = ctc_loss(s, lengths, batch.targets, batch.target_lengths).item()
+    kd = kd_loss(s, lengths, v, i, temperature=2.0).item()
+    distill = OmegaConf.create({"method": "kd", "temperature": 2.0, "topk_mode": "residual",
+                                "shift_frames": 0, "blank_weight": 1.0, "blank_threshold": 0.9,
+                                "alpha_final": None})
+    assert make_objective(0.0, distill)(s, lengths, batch, 0.5)[0].item() == pytest.approx(ctc)
+    constant = make_objective(0.5, distill)
+    for progress in (0.0, 0.9):
+        assert constant(s, lengths, batch, progress)[0].item() == pytest.approx(0.5 * ctc + 0.5 * kd)
+    distill.alpha_final = 0.1
+    scheduled = make_objective(0.9, distill)
+    assert scheduled(s, lengths, batch, 0.0)[0].item() == pytest.approx(0.1 * ctc + 0.9 * kd)
+    loss, parts = scheduled(s, lengths, batch, 0.5)
+    assert parts["alpha"] == pytest.approx(0.5) and loss.item() == pytest.approx(0.5 * ctc + 0.5 * kd)
+    assert alpha_at(0.9, 0.1, 1.0) == pytest.approx(0.1) and alpha_at(0.3, None, 0.7) == 0.3

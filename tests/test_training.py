@@ -76,7 +76,7 @@ class _Linear(torch.nn.Module):
         return self.proj(feats).log_softmax(-1), lengths
 
 
-def _ctc_objective(logits, lengths, batch):
+def _ctc_objective(logits, lengths, batch, progress=0.0):
     from asr_kd.distill.loss import ctc_loss
 
     return ctc_loss(logits, lengths, batch.targets, batch.target_lengths), {}
@@ -88,7 +88,7 @@ def _run(tmp_path, key, kill_at=None):
 
     calls = []
 
-    def objective(logits, lengths, batch):
+    def objective(logits, lengths, batch, progress):
         calls.append(1)
         if kill_at is not None and len(calls) == kill_at:
             raise _Killed

@@ -6,7 +6,8 @@ Writes: ``models/<system>/model.pt`` for each system in ``student_systems`` (``s
         the CTC-only baseline, ``alpha = 0``; every other system distils with ``distill.alpha``).
 Run:    ``asr-kd stage=student [distill.temperature=2] [distill.alpha=0.5] [student=NAME]``
 
-Loss: ``(1 - alpha) * CTC + alpha * KD`` (asr_kd.distill.loss), both per-utterance sums. With
+Loss: ``(1 - alpha) * CTC + alpha * KD`` (asr_kd.distill.loss), both per-utterance sums; with
+``distill.alpha_final`` set, alpha moves linearly from ``distill.alpha`` to it over training. With
 ``distill.sequence_kd=true`` the CTC term of distilled systems is trained on the teacher's greedy
 1-best (read from the cache) instead of the transcripts: sequence-level KD.
 """
@@ -35,13 +36,23 @@ log = logging.getLogger(__name__)
 BASELINE = "student_ctc"
 
 
-def make_objective(alpha: float, distill: DictConfig):
-    """``(1 - alpha) CTC + alpha KD`` as a training-loop loss function."""
+def alpha_at(alpha: float, alpha_final: float | None, progress: float) -> float:
+    """The KD weight after ``progress`` (0..1) of training: ``alpha`` throughout, or moving linearly
+    from ``alpha`` to ``alpha_final`` (e.g. 0.9 -> 0.1: the teacher's soft targets lead early,
+    the transcripts decide late)."""
+    return alpha if alpha_final is None else alpha + (alpha_final - alpha) * progress
 
-    def objective(logits, lengths, batch):
+
+def make_objective(alpha: float, distill: DictConfig):
+    """``(1 - alpha) CTC + alpha KD`` (alpha scheduled by ``distill.alpha_final``) as a training-loop
+    loss function; ``alpha = 0`` is CTC only."""
+    alpha_final = distill.get("alpha_final") if alpha > 0 else None
+
+    def objective(logits, lengths, batch, progress):
         ctc = ctc_loss(logits, lengths, batch.targets, batch.target_lengths)
         if alpha == 0:
             return ctc, {"ctc": ctc.item()}
+        weight = alpha_at(alpha, alpha_final, progress)
         kd_lengths = align_teacher(batch.ids, lengths, batch.teacher_lengths)
         kd = distill_loss(
             logits,
@@ -55,7 +66,7 @@ def make_objective(alpha: float, distill: DictConfig):
             blank_weight=distill.blank_weight,
             blank_threshold=distill.blank_threshold,
         )
-        return (1 - alpha) * ctc + alpha * kd, {"ctc": ctc.item(), "kd": kd.item()}
+        return (1 - weight) * ctc + weight * kd, {"ctc": ctc.item(), "kd": kd.item(), "alpha": weight}
 
     return objective
 

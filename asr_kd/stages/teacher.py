@@ -28,7 +28,7 @@ from asr_kd.utils import atomic_path, file_hash
 log = logging.getLogger(__name__)
 
 
-def ctc_objective(logits, lengths, batch):
+def ctc_objective(logits, lengths, batch, progress=0.0):
     """Plain CTC, the teacher's loss (and the student's when ``alpha = 0``)."""
     loss = ctc_loss(logits, lengths, batch.targets, batch.target_lengths)
     return loss, {"ctc": loss.item()}

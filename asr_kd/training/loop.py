@@ -32,8 +32,9 @@ __all__ = ["TrainConfig", "SpecAugment", "train", "train_step", "evaluate_wer", 
 
 log = logging.getLogger(__name__)
 
-#: ``loss_fn(logits (B, T, V), out_lengths (B,), batch) -> (loss, {name: value})``
-LossFn = Callable[[torch.Tensor, torch.Tensor, Batch], tuple[torch.Tensor, dict[str, float]]]
+#: ``loss_fn(logits (B, T, V), out_lengths (B,), batch, progress) -> (loss, {name: value})``;
+#: ``progress`` is the fraction of training done, ``step / steps`` in [0, 1), for scheduled losses.
+LossFn = Callable[[torch.Tensor, torch.Tensor, Batch, float], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass
@@ -198,7 +199,7 @@ def train_step(
     feats = augment(batch.feats, batch.lengths) if augment is not None else batch.feats
     with autocast or contextlib.nullcontext():
         logits, out_lengths = model(feats, batch.lengths)
-    loss, parts = loss_fn(logits, out_lengths, batch)
+    loss, parts = loss_fn(logits, out_lengths, batch, step / cfg.steps)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from audio_fixtures import SR, garbage, missing, tone, truncated_flac, truncated_wav, write, zero_length
 
 from asr_kd.data.manifest import Utterance
 from asr_kd.data.validate import (
@@ -19,20 +20,6 @@ from asr_kd.data.validate import (
     validate_utterances,
     write_rejects,
 )
-
-SR = 16000
-
-
-def tone(seconds: float, sr: int, channels: int = 1) -> np.ndarray:
-    """A quiet 220 Hz sine, ``(N,)`` or ``(N, channels)``."""
-    t = np.arange(round(seconds * sr)) / sr
-    wav = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    return wav if channels == 1 else np.stack([wav] * channels, axis=1)
-
-
-def write(path: Path, wav: np.ndarray, sr: int = SR, **kw) -> Path:
-    sf.write(path, wav, sr, **kw)
-    return path
 
 
 def utt(path: Path, utt_id: str = "u1", text: str = "hello world", **kw) -> Utterance:
@@ -81,31 +68,16 @@ def test_kept_text_is_normalised_and_segments_are_read(tmp_path):
 # --- each bad utterance raises or is skipped --------------------------------------------------
 
 
-def _missing(d: Path) -> list[Utterance]:
-    return [utt(d / "nope.wav")]
+def _whole(make: Callable[[Path], Path], **kw) -> Callable[[Path], list[Utterance]]:
+    """A broken-file maker of tests/audio_fixtures.py as a one-utterance manifest."""
+    return lambda d: [utt(make(d), **kw)]
 
 
-def _garbage(d: Path) -> list[Utterance]:
-    (d / "bad.wav").write_bytes(b"not audio at all " * 20)
-    return [utt(d / "bad.wav", duration=1.0)]
-
-
-def _truncated_wav(d: Path) -> list[Utterance]:
-    path = write(d / "cut.wav", tone(1.0, SR), subtype="PCM_16")
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])  # header still declares 1 s of data
-    return [utt(path)]
-
-
-def _truncated_flac(d: Path) -> list[Utterance]:
-    path = write(d / "cut.flac", np.random.default_rng(0).normal(0, 0.1, 2 * SR).astype(np.float32))
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return [utt(path)]
-
-
-def _zero_length(d: Path) -> list[Utterance]:
-    return [utt(write(d / "empty.wav", np.zeros(0, np.float32)))]
+_missing = _whole(missing)
+_garbage = _whole(garbage, duration=1.0)
+_truncated_wav = _whole(truncated_wav)
+_truncated_flac = _whole(truncated_flac)
+_zero_length = _whole(zero_length)
 
 
 def _silent(d: Path) -> list[Utterance]:
