@@ -29,8 +29,12 @@ class ConvSubsampling(nn.Module):
         self.proj = nn.Linear(channels * ((in_dim + 3) // 4), out_dim)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, T, F) -> (B, ceil(T/4), D)``."""
-        x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        """``(B, T, F) -> (B, ceil(T/4), D)``; frames past each utterance's end are zeroed after the
+        first convolution, as its own padding would be, so batching does not change the output."""
+        x = self.conv[1](self.conv[0](x.unsqueeze(1)))  # (B, C, ceil(T/2), F')
+        past_end = torch.arange(x.shape[2], device=x.device)[None] >= subsampled_lengths(lengths, 2)[:, None]
+        x = x.masked_fill(past_end[:, None, :, None], 0.0)
+        x = self.conv[3](self.conv[2](x))  # (B, C, ceil(T/4), F'')
         x = self.proj(x.transpose(1, 2).flatten(2))
         return x, subsampled_lengths(lengths, self.factor)
 
