@@ -94,3 +94,40 @@ def test_beam_search_spells_lexicon_words_that_greedy_misspells(tmp_path):
 def test_beam_search_needs_a_character_vocabulary(tmp_path):
     with pytest.raises(ValueError, match="character vocabulary"):
         LexiconBeamSearch(CharTokenizer(["<blk>", "a", "b"]), tmp_path / "x", tmp_path / "y")
+
+
+def test_lm_weight_is_tuned_per_system_on_dev():
+    """The weight whose decodes score best on the dev set wins; the first of equals on ties."""
+    from types import SimpleNamespace
+
+    from asr_kd.stages.decode import tune_lm_weight
+
+    class Dev:
+        utts = [SimpleNamespace(text=t) for t in TEXTS]
+
+        def __len__(self):
+            return len(self.utts)
+
+        def __getitem__(self, i):
+            return {"feats": torch.zeros(8 + i, 4)}
+
+    forwards = []
+
+    def model(feats, lengths):
+        forwards.append(int(lengths[0]))
+        return torch.full((1, len(feats[0]), 5), float(len(forwards) - 1)), lengths
+
+    def make_search(weight):
+        """Weight 2 decodes every utterance right, weight 3 all but the first, others none."""
+        def search(logits):
+            utt = int(logits[0, 0])
+            right = weight == 2 or (weight == 3 and utt > 0)
+            return TEXTS[utt] if right else "turn"
+        return search
+
+    best, wers = tune_lm_weight(SimpleNamespace(model=model), Dev(), make_search, [0.5, 3, 2, 4])
+    assert best == 2 and wers[2] == 0 and 0 < wers[3] < wers[0.5] == wers[4]
+    assert forwards == [8, 9, 10, 11, 12]  # the acoustic model runs once per utterance, not per weight
+    always_same = lambda w: lambda logits: "the light"  # noqa: E731
+    best, _ = tune_lm_weight(SimpleNamespace(model=model), Dev(), always_same, [1, 2])
+    assert best == 1

@@ -143,3 +143,8 @@ def test_lm_decoding_uses_the_train_words(smoke):
     train_words = {w for u in read_manifest(paths.manifest("train")) for w in u.text.split()}
     assert {line.split()[0] for line in lexicon} == train_words
     assert (paths.lm_dir / "lm.arpa").read_text().startswith("\\data\\")
+    report = json.loads((smoke / "report.json").read_text())
+    for systems in report["test_sets"].values():  # each system's weight, tuned on dev
+        assert {name for name, r in systems.items() if "lm_weight" in r} == LM_SYSTEMS
+        assert all(systems[name]["lm_weight"] in (0.5, 1, 2, 3, 4) for name in LM_SYSTEMS)
+    assert "LM weights: teacher_lm " in (smoke / "report.md").read_text()

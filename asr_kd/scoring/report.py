@@ -2,14 +2,16 @@
 
 ``report.json``::
 
-    {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms"}}},
+    {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms",
+                                  ["lm_weight" (``_lm`` systems)]}}},
      "systems": {SYSTEM: {"params", "size_mb", "kind"}}}
 
 WER/CER are fractions (0.05 = 5 %); ``size_mb`` is the checkpoint's fp32 weights in MB (1e6
 bytes); ``rtf`` is CPU seconds per audio second on one thread; ``latency_ms`` is the algorithmic
 latency of streamed decodes (chunk + look-ahead + feature window), ``null`` for offline ones,
 which wait for the end of the utterance. ``<system>_streaming`` is a streamed decode,
-``<system>_lm`` a beam search with the train transcripts' word LM and lexicon (``decode=beam_lm``).
+``<system>_lm`` a beam search with the train transcripts' word LM and lexicon (``decode=beam_lm``),
+at the ``lm_weight`` chosen for that system on the dev set.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def render_markdown(report: dict) -> str:
                 f"| {name} | {100 * r['wer']:.2f} | {100 * r['cer']:.2f} | {r['params']:,} "
                 f"| {r['size_mb']:.2f} | {r['rtf']:.4f} | {latency} |"
             )
+        weights = [f"{name} {r['lm_weight']:g}" for name, r in systems.items() if "lm_weight" in r]
+        lines += ["", f"LM weights: {', '.join(weights)}"] if weights else []
         lines.append("")
     return "\n".join(lines)
 

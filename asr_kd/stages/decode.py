@@ -9,9 +9,11 @@ Writes: ``decode/<system>/<set>.jsonl``: one line per utterance ``{"id", "ref", 
         ``{"summary": {...}}`` whose ``rtf`` is CPU-based (stable on a shared machine),
         ``rtf_wall`` elapsed-based and (streamed decodes only) ``latency_ms`` algorithmic.
         Streaming decodes are the systems ``<system>_streaming``, LM decodes ``<system>_lm``
-        (the LM and lexicon, rebuilt from the train transcripts: ``decode/lm/``).
+        (the LM and lexicon, rebuilt from the train transcripts: ``decode/lm/``; their summary
+        holds the ``lm_weight`` used, chosen per system on ``dev_set`` among
+        ``decode.lm.tune_weights``, or ``decode.lm.lm_weight`` when that is null).
 Run:    ``asr-kd stage=decode [decode.streaming=false] [decode.piece_ms=10] [decode.chunk_frames=4]
-        [decode=beam_lm decode.lm.lm_weight=1]``
+        [decode=beam_lm decode.lm.tune_weights=null decode.lm.lm_weight=1]``
 
 Offline decodes read the stored features, so their RTF is the acoustic model's alone; streaming
 decodes start from the audio samples (front end included), fed in pieces of ``decode.piece_ms``
@@ -35,6 +37,7 @@ from asr_kd.data.manifest import read_manifest
 from asr_kd.decoding.greedy import ctc_greedy
 from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
 from asr_kd.decoding.streaming import StreamingRecognizer, algorithmic_latency_ms
+from asr_kd.scoring.wer import error_rates
 from asr_kd.stages.base import StageStamp
 from asr_kd.training.checkpoint import Bundle, load_bundle
 from asr_kd.utils import write_jsonl
@@ -103,8 +106,9 @@ def summarize(rows: list[dict]) -> dict:
             "rtf_wall": sum(r["wall_s"] for r in rows) / audio}
 
 
-def build_lm(paths, tokenizer, lm_cfg: DictConfig, test_sets) -> LexiconBeamSearch:
-    """The lexicon and n-gram LM of the train transcripts (``decode/lm/``), and a beam search on them."""
+def build_lm(paths, tokenizer, lm_cfg: DictConfig, test_sets) -> Callable[[float], LexiconBeamSearch]:
+    """The lexicon and n-gram LM of the train transcripts (``decode/lm/``); returns a maker of beam
+    searches on them, by LM weight."""
     texts = [u.text for u in read_manifest(paths.manifest("train"))]
     paths.lm_dir.mkdir(parents=True, exist_ok=True)
     arpa, lexicon = paths.lm_dir / "lm.arpa", paths.lm_dir / "lexicon.txt"
@@ -114,8 +118,29 @@ def build_lm(paths, tokenizer, lm_cfg: DictConfig, test_sets) -> LexiconBeamSear
         refs = [u.text for u in read_manifest(paths.manifest(test_set))]
         log.info("decode: LM lexicon of %d words; %.1f%% of %s's words are outside it", len(words),
                  100 * oov_rate(refs, words), test_set)
-    return LexiconBeamSearch(tokenizer, lexicon, arpa, beam_size=lm_cfg.beam_size, lm_weight=lm_cfg.lm_weight,
-                             word_score=lm_cfg.word_score)
+    return lambda lm_weight: LexiconBeamSearch(tokenizer, lexicon, arpa, beam_size=lm_cfg.beam_size,
+                                               lm_weight=lm_weight, word_score=lm_cfg.word_score)
+
+
+def tune_lm_weight(
+    bundle: Bundle, dataset: UtteranceDataset, make_search: Callable[[float], Callable[[torch.Tensor], str]],
+    weights: list[float],
+) -> tuple[float, dict[float, float]]:
+    """The LM weight of ``weights`` with the lowest WER on ``dataset`` (the first on ties), and every
+    weight's WER. Each system gets its own: how much the LM should count depends on how sharp the
+    acoustic model's posteriors are, which distillation changes."""
+    with torch.inference_mode():
+        emissions = []
+        for i in tqdm(range(len(dataset)), desc="tune LM weight", dynamic_ncols=True, leave=False):
+            feats = dataset[i]["feats"]
+            logits, lengths = bundle.model(feats.unsqueeze(0), torch.tensor([len(feats)]))
+            emissions.append(logits[0, : int(lengths[0])])
+    refs = [u.text for u in dataset.utts]
+    wers = {}
+    for weight in weights:
+        search = make_search(weight)
+        wers[weight] = error_rates(refs, [search(e) for e in emissions])["wer"]
+    return min(weights, key=wers.__getitem__), wers
 
 
 def decode_system(cfg: DictConfig, system: str) -> None:
@@ -125,7 +150,16 @@ def decode_system(cfg: DictConfig, system: str) -> None:
         return
     paths = stamp.paths
     bundle = load_bundle(paths.checkpoint(system))
-    lm_search = build_lm(paths, bundle.tokenizer, cfg.decode.lm, cfg.test_sets) if cfg.decode.lm else None
+    lm_search, lm_weight = None, None
+    if cfg.decode.lm:
+        make_search = build_lm(paths, bundle.tokenizer, cfg.decode.lm, cfg.test_sets)
+        lm_weight = cfg.decode.lm.lm_weight
+        if cfg.decode.lm.tune_weights:
+            dev = UtteranceDataset.from_exp(paths, cfg.dev_set, bundle.cmvn, bundle.tokenizer)
+            lm_weight, wers = tune_lm_weight(bundle, dev, make_search, list(cfg.decode.lm.tune_weights))
+            log.info("decode: %s_lm: LM weight %g chosen on %s (WER %s)", system, lm_weight, cfg.dev_set,
+                     ", ".join(f"{w:g}: {100 * e:.2f}%" for w, e in wers.items()))
+        lm_search = make_search(lm_weight)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.decode.threads)
     try:
@@ -140,6 +174,8 @@ def decode_system(cfg: DictConfig, system: str) -> None:
             for name, (decode, args) in runs.items():
                 rows = decode(*args)
                 summary = summarize(rows)
+                if name.endswith("_lm"):
+                    summary["lm_weight"] = lm_weight
                 if decode is decode_streaming:  # chunk + look-ahead + feature window
                     summary["latency_ms"] = algorithmic_latency_ms(bundle.model, bundle.frontend,
                                                                    cfg.decode.chunk_frames)

@@ -49,6 +49,8 @@ def run(cfg: DictConfig) -> None:
                     "size_mb": sizes[system]["size_mb"], "rtf": summary["rtf"], "utterances": len(utts),
                     "latency_ms": summary.get("latency_ms"),
                 }
+                if "lm_weight" in summary:
+                    report["test_sets"][test_set][name]["lm_weight"] = summary["lm_weight"]
     write_json(paths.report_json, report)
     with atomic_path(paths.report_md) as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")

@@ -17,8 +17,8 @@ run cache.k=4 'student_systems=[student_kd_k4]'
 run cache.k=null 'student_systems=[student_kd_kfull]'
 asr-kd stage=cache exp_dir="$exp_dir"
 
-# temperature (T=2 is student_kd), as a Hydra sweep
-asr-kd --multirun stage=all exp_dir="$exp_dir" distill.temperature=1,4 \
+# temperature (T=4 is student_kd), as a Hydra sweep
+asr-kd --multirun stage=all exp_dir="$exp_dir" distill.temperature=1,2 \
   'student_systems=[student_kd_T${distill.temperature}]'
 
 # blank handling and offline-to-streaming alignment (conf/distill/*.yaml)
@@ -28,5 +28,5 @@ run distill=guided_ctc 'student_systems=[student_guided_ctc]'
 # sequence-level KD: CTC on the teacher's 1-best instead of the transcripts, plus frame KD
 run distill.sequence_kd=true 'student_systems=[student_kd_seq]'
 
-asr-kd stage=score exp_dir="$exp_dir" 'student_systems=[student_ctc,student_kd,student_kd_k1,student_kd_k4,student_kd_kfull,student_kd_T1,student_kd_T4,student_kd_spikes,student_kd_delayed,student_guided_ctc,student_kd_seq]'
+asr-kd stage=score exp_dir="$exp_dir" 'student_systems=[student_ctc,student_kd,student_kd_k1,student_kd_k4,student_kd_kfull,student_kd_T1,student_kd_T2,student_kd_spikes,student_kd_delayed,student_guided_ctc,student_kd_seq]'
 cat "$exp_dir/report.md"
