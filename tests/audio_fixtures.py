@@ -14,6 +14,19 @@ import soundfile as sf
 
 SR = 16000
 
+# (extension, soundfile subtype): every encoding a corpus may hand us
+FORMATS = [
+    ("wav", "PCM_U8"),  # 8-bit
+    ("wav", "PCM_16"),
+    ("wav", "PCM_24"),
+    ("wav", "PCM_32"),
+    ("wav", "FLOAT"),
+    ("wav", "DOUBLE"),
+    ("flac", "PCM_16"),
+    ("flac", "PCM_24"),
+    ("ogg", "VORBIS"),
+]
+
 
 def tone(seconds: float, sr: int = SR, channels: int = 1, freq: float = 220.0) -> np.ndarray:
     """A sine at 0.3 of full scale, ``(N,)`` or ``(N, channels)``."""

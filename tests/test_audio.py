@@ -6,22 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from audio_fixtures import BROKEN, SR, tone
+from audio_fixtures import BROKEN, FORMATS, SR, tone
 
 from asr_kd.data.audio import AudioError, load_audio, read_span, save_audio, speed_perturb
-
-FORMATS = [
-    ("wav", "PCM_U8"),  # 8-bit
-    ("wav", "PCM_16"),
-    ("wav", "PCM_24"),
-    ("wav", "PCM_32"),
-    ("wav", "FLOAT"),
-    ("wav", "DOUBLE"),
-    ("flac", "PCM_16"),
-    ("flac", "PCM_24"),
-    ("ogg", "VORBIS"),
-]
-
 
 
 @pytest.mark.parametrize("ext,subtype", FORMATS)

@@ -64,6 +64,25 @@ def test_batch_equals_single_utterances(make):
     assert torch.allclose(out[1, :11], single[0], atol=1e-4)
 
 
+def test_teacher_batchnorm_statistics_come_from_valid_frames():
+    """In training, BatchNorm normalises each channel over the valid frames only, and its running
+    statistics move toward theirs, however much padding the batch holds."""
+    torch.manual_seed(0)
+    model = ConformerCTC(12, input_dim=20, d_model=32, num_heads=2, ffn_dim=64, num_layers=1, dropout=0.0)
+    norm = model.encoder.conformer_layers[0].conv_module.sequential[3]
+    seen = {}
+    norm.register_forward_hook(lambda module, args, out: seen.update(x=args[0], y=out))
+    batch = torch.nn.utils.rnn.pad_sequence([torch.randn(90, 20), torch.randn(30, 20)], batch_first=True)
+    model.train()(batch, torch.tensor([90, 30]))
+    valid = torch.cat([seen["x"][0, :, :23], seen["x"][1, :, :8]], dim=1)  # (C, valid frames)
+    out = torch.cat([seen["y"][0, :, :23], seen["y"][1, :, :8]], dim=1)
+    assert torch.allclose(out.mean(1), torch.zeros(32), atol=1e-4)
+    biased = valid.var(1, unbiased=False)
+    assert torch.allclose(out.var(1, unbiased=False), biased / (biased + norm.eps), atol=1e-4)
+    assert torch.allclose(norm.running_mean, 0.1 * valid.mean(1), atol=1e-5)
+    assert torch.allclose(norm.running_var, 0.9 + 0.1 * valid.var(1), atol=1e-5)
+
+
 def test_every_model_config_instantiates_and_runs():
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         for group, option in [("teacher", "conformer_small"), ("teacher", "conformer_large"),

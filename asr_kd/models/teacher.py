@@ -2,11 +2,15 @@
 
 Configs: ``conf/teacher/conformer_small.yaml`` (the demo's), ``conformer_large.yaml`` (100M+).
 
-torchaudio's Conformer masks padding in self-attention only; its depthwise convolutions read
-the padded frames of shorter utterances in a batch, so a batched forward (training, the cache
-stage) would give other posteriors than the same utterance alone. Each depthwise convolution here
-zeroes padded frames first, which makes a padded frame look like the convolution's own zero
-padding: outputs on valid frames no longer depend on what else is in the batch.
+torchaudio's Conformer masks padding in self-attention only: its depthwise convolutions read the
+padded frames of shorter utterances in a batch, and its BatchNorm counts them in its statistics.
+So a batched forward (training, the cache stage) would give other posteriors than the same
+utterance alone, and training would normalise by statistics that depend on how much padding each
+batch holds. Here each depthwise convolution zeroes padded frames first (a padded frame then looks
+like the convolution's own zero padding) and each BatchNorm estimates its statistics on valid
+frames only: outputs on valid frames no longer depend on what else is in the batch. The two go
+together: masking the convolutions alone turned padded frames into constants that BatchNorm then
+averaged in, and the FSDD teacher trained far worse (dev WER 67% instead of 7-14% at step 400).
 """
 
 from __future__ import annotations
@@ -48,14 +52,15 @@ class ConformerCTC(nn.Module):
             dropout=dropout,
         )
         self.head = nn.Linear(d_model, vocab_size)
-        self._depthwise = []
-        for layer in self.encoder.conformer_layers:
-            conv = layer.conv_module.sequential[2]
-            masked = _PaddingMaskedConv1d(conv.in_channels, conv.out_channels, conv.kernel_size,
-                                          padding=conv.padding, groups=conv.groups,
-                                          bias=conv.bias is not None)
-            layer.conv_module.sequential[2] = masked  # same parameter names: checkpoints still load
-            self._depthwise.append(masked)
+        self._padding_aware = []
+        for layer in self.encoder.conformer_layers:  # same parameter names: checkpoints still load
+            block = layer.conv_module.sequential
+            conv, norm = block[2], block[3]
+            block[2] = _PaddingMaskedConv1d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                                            padding=conv.padding, groups=conv.groups,
+                                            bias=conv.bias is not None)
+            block[3] = _PaddingMaskedBatchNorm1d(norm.num_features, eps=norm.eps, momentum=norm.momentum)
+            self._padding_aware += [block[2], block[3]]
 
     @property
     def subsampling_factor(self) -> int:
@@ -65,13 +70,13 @@ class ConformerCTC(nn.Module):
         """``(B, T, F), (B,) -> logits (B, ceil(T/4), V), lengths (B,)``."""
         x, lengths = self.subsampling(feats, lengths)
         padding = torch.arange(x.shape[1], device=x.device)[None] >= lengths[:, None]  # (B, T')
-        for conv in self._depthwise:
-            conv.padding_mask = padding
+        for module in self._padding_aware:
+            module.padding_mask = padding
         try:
             x, lengths = self.encoder(self.dropout(x), lengths)
         finally:
-            for conv in self._depthwise:
-                conv.padding_mask = None
+            for module in self._padding_aware:
+                module.padding_mask = None
         return self.head(x), lengths
 
 
@@ -85,3 +90,26 @@ class _PaddingMaskedConv1d(nn.Conv1d):
         if self.padding_mask is not None:
             x = x.masked_fill(self.padding_mask[:, None, :], 0.0)
         return super().forward(x)
+
+
+class _PaddingMaskedBatchNorm1d(nn.BatchNorm1d):
+    """A BatchNorm1d over ``(B, C, T)`` whose training statistics (batch and running) come from
+    the frames ``padding_mask`` ``(B, T)`` leaves unmarked; evaluation uses the running ones."""
+
+    padding_mask: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.padding_mask is None:
+            return super().forward(x)
+        valid = (~self.padding_mask)[:, None, :].to(x.dtype)  # (B, 1, T)
+        count = valid.sum() * 1.0
+        mean = (x * valid).sum((0, 2)) / count
+        var = ((x - mean[None, :, None]) ** 2 * valid).sum((0, 2)) / count
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            unbiased = var * count / (count - 1).clamp(min=1)
+            self.running_mean.lerp_(mean.detach(), momentum)
+            self.running_var.lerp_(unbiased.detach(), momentum)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return (x - mean[None, :, None]) * scale[None, :, None] + self.bias[None, :, None]

@@ -10,7 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from audio_fixtures import SR, garbage, missing, tone, truncated_flac, truncated_wav, write, zero_length
+from audio_fixtures import (
+    FORMATS,
+    SR,
+    garbage,
+    missing,
+    tone,
+    truncated_flac,
+    truncated_wav,
+    write,
+    zero_length,
+)
 
 from asr_kd.data.manifest import Utterance
 from asr_kd.data.validate import (
@@ -36,19 +46,6 @@ def check(utts: list[Utterance], **kw) -> tuple[list[Utterance], list[dict]]:
 
 
 # --- every format validates (loading itself: tests/test_audio.py) ---------------------------------
-
-FORMATS = [
-    ("wav", "PCM_U8"),
-    ("wav", "PCM_16"),
-    ("wav", "PCM_24"),
-    ("wav", "PCM_32"),
-    ("wav", "FLOAT"),
-    ("wav", "DOUBLE"),
-    ("flac", "PCM_16"),
-    ("flac", "PCM_24"),
-    ("ogg", "VORBIS"),
-]
-
 
 @pytest.mark.parametrize("ext,subtype", FORMATS)
 @pytest.mark.parametrize("sr,channels", [(8000, 1), (44100, 2)])
