@@ -101,7 +101,8 @@ class _PaddingMaskedBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.padding_mask is None:
             return super().forward(x)
-        valid = (~self.padding_mask)[:, None, :].to(x.dtype)  # (B, 1, T)
+        x = x.float()  # as autocast runs batch_norm: statistics in fp32
+        valid = (~self.padding_mask)[:, None, :].float()  # (B, 1, T)
         count = valid.sum() * 1.0
         mean = (x * valid).sum((0, 2)) / count
         var = ((x - mean[None, :, None]) ** 2 * valid).sum((0, 2)) / count
