@@ -101,16 +101,8 @@ class _PaddingMaskedBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.padding_mask is None:
             return super().forward(x)
-        x = x.float()  # as autocast runs batch_norm: statistics in fp32
-        valid = (~self.padding_mask)[:, None, :].float()  # (B, 1, T)
-        count = valid.sum() * 1.0
-        mean = (x * valid).sum((0, 2)) / count
-        var = ((x - mean[None, :, None]) ** 2 * valid).sum((0, 2)) / count
-        with torch.no_grad():
-            self.num_batches_tracked += 1
-            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            unbiased = var * count / (count - 1).clamp(min=1)
-            self.running_mean.lerp_(mean.detach(), momentum)
-            self.running_var.lerp_(unbiased.detach(), momentum)
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        return (x - mean[None, :, None]) * scale[None, :, None] + self.bias[None, :, None]
+        valid = ~self.padding_mask
+        normed = super().forward(x.transpose(1, 2)[valid])  # (valid frames, C): the fused kernel
+        out = normed.new_zeros(x.shape[0], x.shape[2], x.shape[1])  # padded frames: 0
+        out[valid] = normed
+        return out.transpose(1, 2)
