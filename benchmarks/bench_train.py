@@ -52,7 +52,7 @@ from torch import nn
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.training.distributed import resolve_device
-from asr_kd.training.loop import SpecAugment, TrainConfig, _loader, train, train_step
+from asr_kd.training.loop import SpecAugment, TrainConfig, _loader, make_optimizer, train, train_step
 
 REPO = Path(__file__).resolve().parent.parent
 FRAME_SHIFT_S = 0.01  # the training loop's own audio-seconds arithmetic
@@ -96,7 +96,7 @@ def measure_steps(model: nn.Module, objective, batches: list, cfg: TrainConfig, 
     model.to(device)
     batches = [b.to(device) for b in batches]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg, device)
     augment = SpecAugment(**cfg.spec_augment) if cfg.spec_augment is not None else None
     model.train()
     times, cpu, audio = [], [], []

@@ -39,9 +39,10 @@ class ConformerCTC(nn.Module):
         num_layers: int = 8,
         conv_kernel_size: int = 15,
         dropout: float = 0.1,
+        subsampling_channels: int = 64,
     ):
         super().__init__()
-        self.subsampling = ConvSubsampling(input_dim, d_model)
+        self.subsampling = ConvSubsampling(input_dim, d_model, channels=subsampling_channels)
         self.dropout = nn.Dropout(dropout)
         self.encoder = Conformer(
             input_dim=d_model,

@@ -181,6 +181,13 @@ class _MetricsLog:
             self.tb.close()
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with the fused kernel where torch has one (CPU, CUDA): it updates every parameter in
+    one pass, ~4x faster than the per-tensor loop, which cost ~4% of a teacher step on 2 CPU cores."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.peak_lr, weight_decay=cfg.weight_decay,
+                             fused=device.type in ("cpu", "cuda"))
+
+
 def train_step(
     model: nn.Module,
     loss_fn: LossFn,
@@ -241,7 +248,7 @@ def train(
         device_ids = [device] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    optimizer = torch.optim.AdamW(core.parameters(), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(core, cfg, device)
     augment = SpecAugment(**cfg.spec_augment) if cfg.spec_augment is not None else None
     step = 0
     resume_path = out_dir / "last.pt"
