@@ -21,6 +21,10 @@ asr-kd stage=cache exp_dir="$exp_dir"
 asr-kd --multirun stage=all exp_dir="$exp_dir" distill.temperature=1,2 \
   'student_systems=[student_kd_T${distill.temperature}]'
 
+# weight of the KD term (alpha 0.5 is student_kd), fixed lower or moved from 0.9 to 0.1 in training
+run distill.alpha=0.2 'student_systems=[student_kd_a02]'
+run distill.alpha=0.9 distill.alpha_final=0.1 'student_systems=[student_kd_sched]'
+
 # blank handling and offline-to-streaming alignment (conf/distill/*.yaml)
 run distill=kd_spikes 'student_systems=[student_kd_spikes]'
 run distill=kd_delayed 'student_systems=[student_kd_delayed]'
@@ -28,5 +32,5 @@ run distill=guided_ctc 'student_systems=[student_guided_ctc]'
 # sequence-level KD: CTC on the teacher's 1-best instead of the transcripts, plus frame KD
 run distill.sequence_kd=true 'student_systems=[student_kd_seq]'
 
-asr-kd stage=score exp_dir="$exp_dir" 'student_systems=[student_ctc,student_kd,student_kd_k1,student_kd_k4,student_kd_kfull,student_kd_T1,student_kd_T2,student_kd_spikes,student_kd_delayed,student_guided_ctc,student_kd_seq]'
+asr-kd stage=score exp_dir="$exp_dir" 'student_systems=[student_ctc,student_kd,student_kd_k1,student_kd_k4,student_kd_kfull,student_kd_T1,student_kd_T2,student_kd_a02,student_kd_sched,student_kd_spikes,student_kd_delayed,student_guided_ctc,student_kd_seq]'
 cat "$exp_dir/report.md"
