@@ -32,5 +32,13 @@ run distill=guided_ctc 'student_systems=[student_guided_ctc]'
 # sequence-level KD: CTC on the teacher's 1-best instead of the transcripts, plus frame KD
 run distill.sequence_kd=true 'student_systems=[student_kd_seq]'
 
-asr-kd stage=score exp_dir="$exp_dir" 'student_systems=[student_ctc,student_kd,student_kd_k1,student_kd_k4,student_kd_kfull,student_kd_T1,student_kd_T2,student_kd_a02,student_kd_sched,student_kd_spikes,student_kd_delayed,student_guided_ctc,student_kd_seq]'
+# run-to-run noise: CTC only, the default and alpha 0.2 again from two more seeds (init and batch order)
+asr-kd --multirun stage=all exp_dir="$exp_dir" train.student.seed=1,2 distill.alpha=0 \
+  'student_systems=[student_ctc_seed${train.student.seed}]'
+asr-kd --multirun stage=all exp_dir="$exp_dir" train.student.seed=1,2 \
+  'student_systems=[student_kd_seed${train.student.seed}]'
+asr-kd --multirun stage=all exp_dir="$exp_dir" train.student.seed=1,2 distill.alpha=0.2 \
+  'student_systems=[student_kd_a02_seed${train.student.seed}]'
+
+asr-kd stage=score exp_dir="$exp_dir" 'student_systems=[student_ctc,student_kd,student_kd_k1,student_kd_k4,student_kd_kfull,student_kd_T1,student_kd_T2,student_kd_a02,student_kd_sched,student_kd_spikes,student_kd_delayed,student_guided_ctc,student_kd_seq,student_ctc_seed1,student_ctc_seed2,student_kd_seed1,student_kd_seed2,student_kd_a02_seed1,student_kd_a02_seed2]'
 cat "$exp_dir/report.md"
