@@ -5,7 +5,7 @@
 #   bash recipes/demo/kd_study.sh            # after run.sh; ~2-3 min per variant on 2 CPU cores
 #
 # Each variant is a system name of its own (models/<name>/, decode/<name>*/); the last step scores
-# them all into one report.md. Cache variants rebuild cache/ with their k; the final `stage=cache`
+# every student in models/ into one report.md. Cache variants rebuild cache/ with their k; the final `stage=cache`
 # restores the default k=16 cache, whose fingerprint the main student_kd was trained against.
 set -euo pipefail
 exp_dir=${EXP_DIR:-exp/demo}
@@ -40,5 +40,7 @@ asr-kd --multirun stage=all exp_dir="$exp_dir" train.student.seed=1,2 \
 asr-kd --multirun stage=all exp_dir="$exp_dir" train.student.seed=1,2 distill.alpha=0.2 \
   'student_systems=[student_kd_a02_seed${train.student.seed}]'
 
-asr-kd stage=score exp_dir="$exp_dir" 'student_systems=[student_ctc,student_kd,student_kd_k1,student_kd_k4,student_kd_kfull,student_kd_T1,student_kd_T2,student_kd_a02,student_kd_sched,student_kd_spikes,student_kd_delayed,student_guided_ctc,student_kd_seq,student_ctc_seed1,student_ctc_seed2,student_kd_seed1,student_kd_seed2,student_kd_a02_seed1,student_kd_a02_seed2]'
+# score every student in the experiment (the variants above, the seeds, and run.sh's two)
+students=$(cd "$exp_dir/models" && ls -d student_* | paste -sd, -)
+asr-kd stage=score exp_dir="$exp_dir" "student_systems=[$students]"
 cat "$exp_dir/report.md"

@@ -18,8 +18,9 @@ for spk in $speakers; do
 done
 for spk in $speakers; do
   echo "=== fold $spk: plain KD ($(date +%H:%M:%S))"
-  fold=(recipe=fsdd exp_dir="$root/$spk" data.held_out_speaker="$spk")
-  asr-kd stage=all "${fold[@]}" distill=kd 'student_systems=[student_kd_plain]'
-  asr-kd stage=score "${fold[@]}" 'student_systems=[student_ctc,student_kd,student_kd_plain]'
+  EXP_DIR="$root/$spk" bash recipes/fsdd/run.sh --stage 5 --stop-stage 6 data.held_out_speaker="$spk" \
+    distill=kd 'student_systems=[student_kd_plain]' > /dev/null
+  asr-kd stage=score recipe=fsdd exp_dir="$root/$spk" data.held_out_speaker="$spk" \
+    'student_systems=[student_ctc,student_kd,student_kd_plain]'
 done
 python recipes/fsdd/summarize_folds.py "$root"

@@ -12,9 +12,10 @@ import statistics
 import sys
 from pathlib import Path
 
-SYSTEMS = ("teacher", "student_ctc", "student_kd", "student_kd_plain")
+from asr_kd.stages.student import BASELINE
+
+SYSTEMS = ("teacher", BASELINE, "student_kd", "student_kd_plain")
 VARIANTS = ("", "_streaming", "_lm")
-BASELINE = "student_ctc"
 
 
 def fold_wers(report: Path) -> dict[str, float]:
@@ -24,6 +25,7 @@ def fold_wers(report: Path) -> dict[str, float]:
 
 
 def mean_sd(values: list[float]) -> str:
+    """``mean ± sd`` to two decimals (sd 0 for a single value)."""
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.2f} ± {spread:.2f}"
 
