@@ -49,7 +49,9 @@ def check_torch_pair() -> None:
 
         torch.ops._torchaudio.is_align_available()
     except (ImportError, OSError, RuntimeError, AttributeError) as e:
-        raise RuntimeError(f"{pair}: torchaudio's native library does not load ({_first_line(e)}); {FIX}") from e
+        raise RuntimeError(
+            f"{pair}: torchaudio's native library does not load ({_first_line(e)}); {FIX}"
+        ) from e
 
 
 def check_ctc_decoder() -> None:

@@ -47,8 +47,8 @@ import torch
 
 from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
 from asr_kd.distill.cache import PosteriorCache, ShardWriter
+from asr_kd.models.bundle import load_bundle
 from asr_kd.stages import cache as cache_stage
-from asr_kd.training.checkpoint import load_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 KS = (1, 4, 16, None)

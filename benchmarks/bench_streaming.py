@@ -48,9 +48,9 @@ from asr_kd.data.manifest import read_manifest
 from asr_kd.decoding.latency import emission_latencies, word_end_times, word_times
 from asr_kd.decoding.offline import OfflineRecognizer
 from asr_kd.decoding.streaming import StreamingRecognizer
+from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.scoring.wer import error_rates
-from asr_kd.training.checkpoint import load_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RTF, TARGET_LATENCY_MS = 0.02, 400.0

@@ -131,7 +131,7 @@ def measure_train(make_model, objective, dataset, cfg: TrainConfig, steps: int) 
 
 def systems(cfg, paths, names: list[str]):
     """``name -> (model factory, objective, dataset, TrainConfig)`` for the requested systems."""
-    from asr_kd.data.tokenizer import load_tokenizer
+    from asr_kd.data.vocabulary import load_tokenizer
     from asr_kd.features.cmvn import GlobalCMVN
     from asr_kd.features.store import FeatureStore
     from asr_kd.stages.student import make_objective, open_cache

@@ -15,10 +15,10 @@ from asr_kd.decoding.offline import OfflineRecognizer
 from asr_kd.decoding.streaming import StreamingRecognizer
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.frontend import KaldiFbank
+from asr_kd.models.bundle import load_bundle, save_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import PIPELINE, STAGES, get_stage
 from asr_kd.stages.transcribe import run
-from asr_kd.training.checkpoint import load_bundle, save_bundle
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 MODELS = {

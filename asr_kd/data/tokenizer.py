@@ -1,8 +1,9 @@
 """Character vocabulary for CTC: index 0 is the blank, then the characters seen in training.
 
 A vocabulary travels as its list of tokens (``data/tokens.txt``, a checkpoint's ``tokens``):
-:func:`tokenizer_from_tokens` and :func:`load_tokenizer` give back the tokenizer it belongs to, this
-one or :class:`asr_kd.data.bpe.BpeTokenizer` (whose pieces hold the word-start mark ``▁``).
+:func:`asr_kd.data.vocabulary.tokenizer_from_tokens` and ``load_tokenizer`` give back the
+tokenizer it belongs to, this one or :class:`asr_kd.data.bpe.BpeTokenizer` (whose pieces hold the
+word-start mark ``▁``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["CharTokenizer", "BLANK", "WORD_START", "tokenizer_from_tokens", "load_tokenizer"]
+__all__ = ["CharTokenizer", "BLANK", "WORD_START", "read_tokens"]
 
 BLANK = "<blk>"
 #: sentencepiece's word-start mark; normalised text never holds it, so it tells BPE pieces apart.
@@ -34,7 +35,7 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
-        return cls(_read_tokens(path))
+        return cls(read_tokens(path))
 
     def save(self, path: str | os.PathLike) -> None:
         from asr_kd.utils import atomic_path
@@ -57,20 +58,6 @@ class CharTokenizer:
         return "".join(self.tokens[i] for i in ids if i != 0)
 
 
-def _read_tokens(path: str | os.PathLike) -> list[str]:
+def read_tokens(path: str | os.PathLike) -> list[str]:
     lines = Path(path).read_text(encoding="utf-8").split("\n")
     return [line.replace("<space>", " ") for line in lines if line]
-
-
-def tokenizer_from_tokens(tokens: Sequence[str]) -> CharTokenizer:
-    """The tokenizer of a vocabulary: BPE when a token holds ``▁``, characters otherwise."""
-    if any(WORD_START in t for t in tokens):
-        from asr_kd.data.bpe import BpeTokenizer
-
-        return BpeTokenizer(tokens)
-    return CharTokenizer(tokens)
-
-
-def load_tokenizer(path: str | os.PathLike) -> CharTokenizer:
-    """The tokenizer saved at ``path`` (``data/tokens.txt``), whichever kind it is."""
-    return tokenizer_from_tokens(_read_tokens(path))

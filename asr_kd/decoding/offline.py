@@ -8,7 +8,7 @@ import torch
 from asr_kd.config import instantiate
 from asr_kd.decoding.greedy import ctc_greedy
 from asr_kd.features.frontend import LogMelFrontend
-from asr_kd.training.checkpoint import Bundle
+from asr_kd.models.bundle import Bundle
 
 __all__ = ["OfflineRecognizer", "bundle_frontend"]
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from asr_kd.decoding.offline import bundle_frontend
-from asr_kd.training.checkpoint import Bundle
+from asr_kd.models.bundle import Bundle
 
 __all__ = ["StreamingRecognizer", "algorithmic_latency_ms"]
 

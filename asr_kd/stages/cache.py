@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
 from asr_kd.distill.cache import PosteriorCache, ShardWriter, cache_meta, shard_name, write_meta
+from asr_kd.models.bundle import Bundle, load_bundle
 from asr_kd.stages.base import StageStamp
-from asr_kd.training.checkpoint import Bundle, load_bundle
 from asr_kd.training.distributed import barrier, init_distributed, resolve_device
 from asr_kd.utils import file_hash, read_json, write_json
 

@@ -37,9 +37,9 @@ from asr_kd.data.manifest import read_manifest
 from asr_kd.decoding.greedy import ctc_greedy
 from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
 from asr_kd.decoding.streaming import StreamingRecognizer, algorithmic_latency_ms
+from asr_kd.models.bundle import Bundle, load_bundle
 from asr_kd.scoring.wer import error_rates
 from asr_kd.stages.base import StageStamp
-from asr_kd.training.checkpoint import Bundle, load_bundle
 from asr_kd.utils import write_jsonl
 
 log = logging.getLogger(__name__)

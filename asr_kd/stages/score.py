@@ -11,10 +11,10 @@ import logging
 
 from omegaconf import DictConfig
 
+from asr_kd.models.bundle import count_parameters, load_bundle
 from asr_kd.scoring.report import plot_report, render_markdown
 from asr_kd.scoring.wer import error_rates
 from asr_kd.stages.base import StageStamp
-from asr_kd.training.checkpoint import count_parameters, load_bundle
 from asr_kd.utils import atomic_path, read_jsonl, write_json
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,13 @@ from omegaconf import DictConfig
 
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.dataset import UtteranceDataset
-from asr_kd.data.tokenizer import CharTokenizer, load_tokenizer
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.vocabulary import load_tokenizer
 from asr_kd.distill.loss import ctc_loss
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
+from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
 from asr_kd.stages.base import StageStamp
-from asr_kd.training.checkpoint import count_parameters, load_bundle, save_bundle
 from asr_kd.training.distributed import barrier, is_main_process
 from asr_kd.training.loop import TrainConfig, train
 from asr_kd.utils import atomic_path, file_hash

@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 from asr_kd.data.audio import load_audio
 from asr_kd.decoding.offline import OfflineRecognizer
 from asr_kd.decoding.streaming import StreamingRecognizer
+from asr_kd.models.bundle import Bundle, load_bundle
 from asr_kd.stages.base import exp_paths
-from asr_kd.training.checkpoint import Bundle, load_bundle
 
 log = logging.getLogger(__name__)
 

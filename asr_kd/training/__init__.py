@@ -1,1 +1,1 @@
-"""One readable training loop (DDP-ready) and checkpoint bundles."""
+"""One readable training loop (DDP-ready)."""

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from asr_kd.data.bpe import BpeTokenizer
-from asr_kd.data.tokenizer import CharTokenizer, load_tokenizer, tokenizer_from_tokens
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.vocabulary import load_tokenizer, tokenizer_from_tokens
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz'"
 

@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 
 from asr_kd.config import instantiate
 from asr_kd.data.manifest import read_manifest
+from asr_kd.models.bundle import count_parameters, load_bundle
 from asr_kd.paths import ExpPaths
-from asr_kd.training.checkpoint import count_parameters, load_bundle
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SUBSETS = [

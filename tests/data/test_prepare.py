@@ -13,7 +13,7 @@ import soundfile as sf
 from hydra import compose, initialize_config_dir
 
 from asr_kd.data.manifest import read_manifest
-from asr_kd.data.tokenizer import load_tokenizer
+from asr_kd.data.vocabulary import load_tokenizer
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import prepare
 

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from asr_kd.config import instantiate
-from asr_kd.data.tokenizer import CharTokenizer, tokenizer_from_tokens
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.vocabulary import tokenizer_from_tokens
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.utils import atomic_path, file_hash
 
