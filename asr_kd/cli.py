@@ -1,38 +1,91 @@
 """``asr-kd``: the command line. ``asr-kd stage=NAME [overrides...]`` (see README).
 
-Hydra stays here: this module composes the config, sets up logging and calls the stage.
+Hydra stays here: this module composes the config, checks it, sets up logging and calls the stage.
+User errors (bad input, bad settings, a stage run out of order: asr_kd.errors.UserError) and a
+broken installation print one line and exit non-zero; ``HYDRA_FULL_ERROR=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from asr_kd.stages import STAGES, get_stage
+from asr_kd.environment import diagnose
+from asr_kd.errors import UserError
+from asr_kd.paths import ExpPaths
+from asr_kd.stages import PIPELINE, STAGES, get_stage
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
+#: Hydra flags that take no value: they may come after the overrides on our command line.
+_BARE_FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve", "--hydra-help", "--version")
+
 log = logging.getLogger("asr_kd")
+
+
+def _full_errors() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _sweep_job_dir(cfg: DictConfig) -> None:
+    """In a ``--multirun`` sweep whose exp_dir is the same for every job, give each job its own
+    ``<exp_dir>/jobs/<overrides>`` seeded with the shared upstream (so jobs never overwrite each
+    other's models or report)."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    given = [o.split("=", 1)[1] for o in hydra_cfg.overrides.task if o.startswith("exp_dir=")]
+    if given and "${" in given[0]:
+        return  # the user made it per job
+    from asr_kd.stages.base import share_upstream
+
+    base = Path(cfg.exp_dir)
+    job = base / "jobs" / (hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}")
+    share_upstream(ExpPaths(base.absolute()), ExpPaths(job.absolute()))
+    cfg.exp_dir = str(job)
+    log.info("sweep job %d: exp_dir=%s", hydra_cfg.job.num, job)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     try:
         stage = get_stage(cfg.stage)
-    except ValueError as e:
-        log.error("%s", e)
+        _sweep_job_dir(cfg)
+        if cfg.stage in (*PIPELINE, "all"):
+            from asr_kd.stages.plan import Plan
+
+            Plan(cfg)  # every system, objective and training setting checked before any work
+        stage(cfg)
+    except UserError as e:
+        if _full_errors():
+            raise
+        print(f"asr-kd: error: {e}", file=sys.stderr)
         sys.exit(2)
-    stage(cfg)
+    except (ImportError, OSError):
+        problems = diagnose()
+        if not problems or _full_errors():
+            raise
+        print(f"asr-kd: error: broken installation: {problems[0]}", file=sys.stderr)
+        sys.exit(3)
 
 
 def main() -> None:
     """Console-script entry point."""
-    if any(a in ("-h", "--help") for a in sys.argv[1:]) and len(sys.argv) == 2:
-        print(f"usage: asr-kd stage={{{','.join(STAGES)}}} [recipe=NAME] [exp_dir=PATH] [key=value ...]")
+    args = sys.argv[1:]
+    if args in (["-h"], ["--help"]):
+        print(f"usage: asr-kd stage={{{','.join(STAGES)}}} [recipe=NAME] [study=NAME] [exp_dir=PATH] "
+              "[--multirun] [key=value ...]")
+        return
+    # Hydra's parser takes its flags only before the overrides; README lines put --multirun after.
+    flags = [a for a in args if a in _BARE_FLAGS]
+    sys.argv = [sys.argv[0], *flags, *[a for a in args if a not in _BARE_FLAGS]]
     _main()
 
 

@@ -1,26 +1,62 @@
-"""Hydra glue kept at the edge: the one ``instantiate`` every config-built object goes through."""
+"""Hydra glue kept at the edge: the one ``instantiate`` every config-built object goes through, and
+the type check of config nodes against the dataclasses that describe them."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import hydra.utils
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-__all__ = ["instantiate", "to_dict"]
+from asr_kd.errors import ConfigError
+
+__all__ = ["instantiate", "to_dict", "check_types"]
 
 #: Modules whose callables configs may name in ``_target_`` (Hydra 1.4 will ask for such a list).
 ALLOWED_PREFIXES = ("asr_kd.",)
 
 
 def to_dict(cfg: Any) -> Any:
-    """A plain, resolved ``dict`` of a config node (or the value itself)."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    """A plain, resolved ``dict`` (or list) of a config node (or the value itself)."""
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
-def instantiate(config: dict | DictConfig, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` restricted to targets inside ``asr_kd``; ``kwargs`` are run-time facts."""
+def check_types(schema: type, node: Any, where: str) -> DictConfig:
+    """``node`` merged onto the dataclass ``schema``: a wrong type, an unknown key or a missing value
+    raises :class:`ConfigError` naming the key (``train.student.steps: 'abc' is not an int``)."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), node)
+        OmegaConf.to_object(typed)  # raises on values still missing
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or ""
+        message = str(e).splitlines()[0]
+        raise ConfigError(f"{where}{'.' + key if key else ''}: {message}") from None
+    return typed
+
+
+def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` restricted to targets inside ``asr_kd``; ``kwargs`` are run-time facts.
+
+    A target that is a dataclass has its arguments type-checked first (:func:`check_types`), so a
+    wrong type fails at start with the key's name, not deep inside training.
+    """
     target = config.get("_target_", "")
-    if not target.startswith(ALLOWED_PREFIXES):
-        raise ValueError(f"_target_ {target!r} is outside the allowed modules {ALLOWED_PREFIXES}")
-    return hydra.utils.instantiate(config, **kwargs)
+    if not isinstance(target, str) or not target.startswith(ALLOWED_PREFIXES):
+        raise ConfigError(f"{_where_ or 'config'}: _target_ {target!r} is outside the allowed modules "
+                          f"{ALLOWED_PREFIXES}")
+    try:
+        obj = hydra.utils.get_object(target)
+    except Exception as e:  # Hydra wraps the import error of a mistyped target
+        raise ConfigError(f"{_where_ or 'config'}: _target_ {target!r} does not exist ({e})") from None
+    if dataclasses.is_dataclass(obj):
+        args = {k: v for k, v in to_dict(config).items() if not k.startswith("_")}
+        check_types(obj, {**args, **kwargs}, _where_ or target)
+    try:
+        return hydra.utils.instantiate(config, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ConfigError):
+            raise ConfigError(f"{_where_ or target}: {e.__cause__}") from None
+        raise

@@ -10,11 +10,12 @@ Stages talk to each other only through these files::
       features/cmvn.json            global CMVN statistics estimated on train
       models/<system>/model.pt      checkpoint with its config, vocabulary and front end (a bundle)
       models/<system>/train_log.jsonl, models/<system>/tb/   metrics, TensorBoard events
-      cache/                        teacher posterior cache (asr_kd.distill.cache)
+      cache/<name>/<split>/         teacher posterior caches, one per setting (asr_kd.distill.cache)
       decode/<system>/<set>.jsonl   per-utterance hypotheses, references and timings
       decode/lm/lexicon.txt, lm.arpa   word lexicon and n-gram LM of the train transcripts (decode.lm)
       report.json, report.md, report.png
-      stamps/<stage>.json           fingerprint of each finished stage (asr_kd.stages.base)
+      stamps/<unit>.json            fingerprint and settings of each finished unit of work
+                                    (asr_kd.stages.base; units in asr_kd.stages.plan)
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ class ExpPaths:
     def checkpoint(self, system: str) -> Path:
         return self.model_dir(system) / "model.pt"
 
-    @property
-    def cache_dir(self) -> Path:
-        return self.root / "cache"
+    def cache_dir(self, name: str, split: str) -> Path:
+        """Cache ``name`` (``teacher_k16``, see asr_kd.stages.plan) of ``split``."""
+        return self.root / "cache" / name / split
 
     def decode(self, system: str, test_set: str) -> Path:
         return self.root / "decode" / system / f"{test_set}.jsonl"

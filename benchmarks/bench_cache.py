@@ -49,6 +49,8 @@ from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
 from asr_kd.distill.cache import PosteriorCache, ShardWriter
 from asr_kd.models.bundle import load_bundle
 from asr_kd.stages import cache as cache_stage
+from asr_kd.stages.base import exp_paths
+from asr_kd.stages.plan import CacheSpec, Plan
 
 REPO = Path(__file__).resolve().parent.parent
 KS = (1, 4, 16, None)
@@ -86,12 +88,20 @@ def pure_forward(model, dataset: UtteranceDataset, batches: list[list[int]]) -> 
     return wall, cpu
 
 
+def default_cache(cfg) -> tuple[Plan, CacheSpec]:
+    """The plan of ``cfg`` and the cache of the top-level ``cache`` settings (student_kd's)."""
+    plan = Plan(cfg)
+    return plan, next(spec for spec in plan.caches.values() if spec.k == cfg.cache.k)
+
+
 def run_stage(cfg) -> tuple[float, float, dict]:
-    """One cold run of the cache stage (its folder removed first): wall and CPU seconds, its summary."""
-    folder = Path(cfg.exp_dir) / "cache"
+    """One cold run of the cache stage for the default cache of train (its folder removed first; the
+    config has force=true): wall and CPU seconds, its summary."""
+    plan, spec = default_cache(cfg)
+    folder = exp_paths(cfg).cache_dir(spec.name, "train")
     shutil.rmtree(folder, ignore_errors=True)
     start, start_cpu = time.perf_counter(), time.process_time()
-    cache_stage.run(cfg)
+    cache_stage.build_cache(cfg, plan, spec, "train")
     wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     return wall, cpu, json.loads((folder / "summary.json").read_text())
 
@@ -124,7 +134,7 @@ def bytes_real_teacher(bundle, dataset, items: list[int], max_frames: int, scrat
         errors = []
         for i in items:
             utt = dataset.utts[i]
-            values, _ = cache[PosteriorCache.key(utt.id, dataset.store.utts[utt.id]["audio_sha"])]
+            values, _ = cache[PosteriorCache.key(utt.id, dataset.audio_sha(i))]
             exact = truth[i].topk(k, -1).values if k is not None else truth[i]
             rest_fp16 = 1 - np.exp(values.astype(np.float64)).sum(-1)
             rest_fp32 = 1 - np.exp(exact.double().numpy()).sum(-1)
@@ -186,8 +196,6 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "cache.json")
     args = p.parse_args()
 
-    from asr_kd.stages.base import exp_paths
-
     torch.set_num_threads(args.threads)
     cfg = compose_config(args.exp_dir.absolute(), [f"cache.k={args.k}", "force=true", *args.override])
     paths = exp_paths(cfg)
@@ -227,7 +235,7 @@ def main() -> None:
         items = sorted(range(len(dataset)), key=lambda i: dataset.utts[i].id)[: args.size_utts]
         results["bytes_demo"] = bytes_real_teacher(bundle, dataset, items, cfg.cache.max_frames, Path(tmp))
         results["bytes_bpe500"] = bytes_synthetic(BPE_VOCAB, 20000, Path(tmp))
-    results["read"] = read_speed(paths.cache_dir, args.repeats)
+    results["read"] = read_speed(paths.cache_dir(default_cache(cfg)[1].name, "train"), args.repeats)
 
     print()
     def row(label, name, ref=None):

@@ -130,40 +130,47 @@ def measure_train(make_model, objective, dataset, cfg: TrainConfig, steps: int) 
 
 
 def systems(cfg, paths, names: list[str]):
-    """``name -> (model factory, objective, dataset, TrainConfig)`` for the requested systems."""
+    """``name -> (model factory, objective, dataset, TrainConfig)`` for the requested systems
+    (``teacher`` or any system of the config's ``systems``)."""
     from asr_kd.data.vocabulary import load_tokenizer
+    from asr_kd.distill.objectives import CTCOnly
+    from asr_kd.distill.targets import CachedTargets
     from asr_kd.features.cmvn import GlobalCMVN
     from asr_kd.features.store import FeatureStore
-    from asr_kd.stages.student import make_objective, open_cache
-    from asr_kd.stages.teacher import ctc_objective
+    from asr_kd.stages.plan import Plan
+    from asr_kd.stages.student import open_cache
 
+    plan = Plan(cfg)
     tokenizer = load_tokenizer(paths.tokens)
     cmvn = GlobalCMVN.load(paths.cmvn)
     frontend = FeatureStore(paths.features("train")).frontend
     out = {}
     for name in names:
-        part = "teacher" if name == "teacher" else "student"
-        model_config = {**to_dict(cfg[part].model), "input_dim": frontend["num_mel_bins"]}
+        if name == "teacher":
+            model_config, objective = to_dict(cfg.teacher.model), CTCOnly()
+            train_cfg, splits = TrainConfig(**plan.teacher_train), ("train",)
+        else:
+            system = plan.systems[name]
+            model_config, objective = system.student["model"], system.build_objective()
+            train_cfg, splits = system.train_config(), system.splits
+        model_config = {**model_config, "input_dim": frontend["num_mel_bins"]}
 
         def make_model(model_config=model_config):
             return instantiate(model_config, vocab_size=len(tokenizer))
 
-        cache = None
-        if name == "teacher":
-            objective = ctc_objective
-        elif name == "student_ctc":
-            objective = make_objective(0.0, cfg.distill)
-        else:
-            if not (paths.cache_dir / "meta.json").exists():
-                print(f"# {name}: skipped, no cache in {paths.cache_dir} (run stage=cache or bench_cache.py)")
+        targets = None
+        if objective.needs_teacher:
+            spec = plan.caches[system.cache]
+            folders = [paths.cache_dir(spec.name, split) for split in splits]
+            if not all((folder / "meta.json").exists() for folder in folders):
+                print(f"# {name}: skipped, no cache in {folders[0]} (run stage=cache or bench_cache.py)")
                 continue
-            cache = open_cache(paths, make_model().subsampling_factor, frontend["frame_shift_ms"],
-                               cfg.cache.k)
-            objective = make_objective(float(cfg.distill.alpha), cfg.distill)
-        train_cfg = TrainConfig(**to_dict(cfg.train[part]))
-        if cache is not None and train_cfg.spec_augment:  # as the student stage: no time warp with KD
-            train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}
-        dataset = UtteranceDataset.from_exp(paths, "train", cmvn, tokenizer, cache)
+            caches = [open_cache(paths, spec.name, split, make_model().subsampling_factor,
+                                 frontend["frame_shift_ms"], spec.k) for split in splits]
+            targets = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
+            if train_cfg.spec_augment:  # as the student stage: no time warp with KD
+                train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}
+        dataset = UtteranceDataset.from_exp(paths, splits, cmvn, tokenizer, targets)
         out[name] = (make_model, objective, dataset, train_cfg, model_config)
     return out
 

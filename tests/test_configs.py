@@ -1,55 +1,135 @@
-"""Every config option composes, and every ``_target_`` in it names a real callable in asr_kd."""
+"""Every option of every config group (found in conf/, not listed here) composes, every ``_target_``
+names a real callable in asr_kd that accepts the node's keys, every model and objective
+instantiates, and every recipe and study overlay resolves into a plan of systems. A typo in a
+distill option fails here in seconds, not after the teacher stage."""
 
+import inspect
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra._internal.utils import _locate
+from hydra.errors import ConfigCompositionException
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 from asr_kd.config import instantiate
+from asr_kd.errors import ConfigError
+from asr_kd.stages.plan import Plan
+from asr_kd.stages.prepare import PREPARE_KEYS
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 OPTIONS = [(g, y.stem) for g in GROUPS for y in sorted((CONF / g).glob("*.yaml"))]
+RECIPES = sorted(y.stem for y in (CONF / "recipe").glob("*.yaml"))
+STUDIES = sorted(y.stem for y in (CONF / "study").glob("*.yaml"))
 
 
-def _targets(node):
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def _target_nodes(node, where=""):
     if isinstance(node, dict):
         if "_target_" in node:
-            yield node["_target_"]
-        for v in node.values():
-            yield from _targets(v)
+            yield where, node
+        for key, value in node.items():
+            yield from _target_nodes(value, f"{where}.{key}" if where else str(key))
+
+
+def test_every_group_has_options():
+    assert {"cache", "data", "decode", "distill", "features", "recipe", "student", "study", "teacher",
+            "tokenizer", "train"} <= set(GROUPS)
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_composes_and_targets_resolve(group, option):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"{group}={option}"])
+def test_option_composes_and_its_targets_accept_their_keys(group, option):
+    cfg = _compose(f"{group}={option}")
     container = OmegaConf.to_container(cfg, resolve=False)
-    for target in _targets(container):
-        assert target.startswith("asr_kd."), target
-        assert callable(_locate(target))
+    for where, node in _target_nodes(container):
+        target = get_object(node["_target_"])
+        assert node["_target_"].startswith("asr_kd.") and callable(target), where
+        keys = {k: v for k, v in node.items() if not k.startswith("_")}
+        if where == "data":  # the data node also holds prepare's own settings
+            keys = {k: v for k, v in keys.items() if k not in PREPARE_KEYS}
+        inspect.signature(target).bind_partial(**keys)  # a misspelt key raises TypeError here
+
+
+@pytest.mark.parametrize("group,option", [o for o in OPTIONS if o[0] in ("teacher", "student")],
+                         ids=lambda o: str(o))
+def test_every_model_option_instantiates(group, option):
+    cfg = _compose(f"{group}={option}")
+    model = instantiate(cfg[group].model, vocab_size=30, input_dim=80)
+    assert model.subsampling_factor == 4  # teacher and students share the 40 ms frame rate
+
+
+@pytest.mark.parametrize("option", sorted(y.stem for y in (CONF / "distill").glob("*.yaml")))
+def test_every_objective_instantiates(option):
+    objective = instantiate(_compose(f"distill={option}").distill)
+    assert callable(objective) and isinstance(objective.needs_teacher, bool)
 
 
 def test_features_options_instantiate():
     for option in ("fbank", "librosa"):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=[f"features={option}"])
-        frontend = instantiate(cfg.features.frontend, sample_rate=16000)
+        frontend = instantiate(_compose(f"features={option}").features.frontend, sample_rate=16000)
         assert frontend.num_frames(16000) == 98
 
 
-def test_unknown_keys_are_refused():
-    from hydra.errors import ConfigCompositionException
+@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("study", [None, *STUDIES])
+def test_every_recipe_and_study_resolves_into_systems(recipe, study):
+    cfg = _compose(f"recipe={recipe}", *([f"study={study}"] if study else []))
+    plan = Plan(cfg)
+    assert {"student_ctc", "student_kd"} <= set(plan.systems)
+    assert not plan.systems["student_ctc"].build_objective().needs_teacher  # the baseline is a config
+    for system in plan.systems.values():
+        assert system.cache is None or system.cache in plan.caches
+        instantiate({**system.student["model"]}, vocab_size=30, input_dim=80)
 
-    with (
-        initialize_config_dir(config_dir=str(CONF), version_base="1.3"),
-        pytest.raises(ConfigCompositionException),
-    ):
-        compose("config", overrides=["distill.temprature=2"])
+
+def test_smoke_study_has_four_systems_and_two_caches():
+    plan = Plan(_compose("recipe=smoke", "study=smoke"))
+    assert len(plan.systems) >= 4 and set(plan.caches) == {"teacher_k16", "teacher_k4"}
+
+
+def test_a_system_states_only_its_differences():
+    plan = Plan(_compose("study=kd_demo", "distill.temperature=2"))
+    assert plan.systems["student_kd"].objective["temperature"] == 2.0  # the top-level distill node
+    assert plan.systems["student_kd_T1"].objective["temperature"] == 1.0
+    assert plan.systems["student_kd_seed1"].train["seed"] == 1
+    assert plan.systems["student_kd_seed1"].train["steps"] == plan.systems["student_kd"].train["steps"]
+    assert plan.systems["student_kd_kfull"].cache == "teacher_full"
+    # a system's fingerprint is its own: changing T changes student_kd only
+    before = Plan(_compose("study=kd_demo"))
+    changed = {n for n in plan.systems if plan.fingerprint(f"student/{n}") != before.fingerprint(f"student/{n}")}
+    assert changed == {"student_kd"}
+
+
+def test_train_blocks_share_one_source():
+    cfg = OmegaConf.load(CONF / "train" / "default.yaml")  # the student block starts from the teacher's
+    teacher, student = OmegaConf.to_container(cfg.teacher), OmegaConf.to_container(cfg.student)
+    assert {k for k in teacher if teacher[k] != student[k]} == {"steps"}
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(ConfigCompositionException):
+        _compose("distill.temprature=2")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.student.steps=abc", "train.student.steps: Value 'abc'"),
+    ("train.teacher.peak_lr=fast", "train.teacher.peak_lr"),
+    ("distill.temperature=hot", "systems.student_kd.objective.temperature"),
+    ("distill.topk_mode=nope", "topk_mode must be 'residual' or 'renorm'"),
+    ("+systems.student_x.objective._target_=asr_kd.distill.objectives.NoSuch", "does not exist"),
+    ("+systems.student_x.optimiser=adam", "unknown key(s) ['optimiser']"),
+    ("cache.k=many", "cache.k"),
+])
+def test_wrong_settings_fail_at_start_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        Plan(_compose(override))
 
 
 def test_instantiate_refuses_targets_outside_the_package():
-    with pytest.raises(ValueError, match="outside the allowed modules"):
+    with pytest.raises(ConfigError, match="outside the allowed modules"):
         instantiate({"_target_": "os.system", "command": "true"})

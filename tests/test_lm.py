@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from asr_kd.data.tokenizer import CharTokenizer
-from asr_kd.decoding.greedy import ctc_greedy
+from asr_kd.models.ctc import ctc_greedy
 from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
 
 TEXTS = ["turn on the light", "turn off the light", "turn on the radio", "play the radio", "the light"]

@@ -7,7 +7,7 @@ import torch
 
 from asr_kd.config import instantiate
 from asr_kd.data.tokenizer import CharTokenizer
-from asr_kd.decoding.greedy import ctc_greedy
+from asr_kd.models.ctc import ctc_greedy
 from asr_kd.decoding.streaming import StreamingRecognizer
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.frontend import KaldiFbank

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from asr_kd.data.manifest import Utterance
 from asr_kd.data.tokenizer import CharTokenizer
-from asr_kd.decoding.greedy import collapse
 from asr_kd.features.cmvn import GlobalCMVN
-from asr_kd.features.store import FeatureStore
+from asr_kd.features.store import FeatureStore, StoreUnion
 
 __all__ = ["Batch", "UtteranceDataset", "DurationBatchSampler", "collate"]
 
@@ -43,60 +41,56 @@ class Batch:
 
 
 class UtteranceDataset(Dataset):
-    """Item ``i``: normalised features, token ids and (optionally) cached teacher targets.
+    """Item ``i``: normalised features, token ids and (optionally) teacher targets.
 
-    With ``pseudo_labels`` (sequence-level KD) the token ids are the teacher's greedy 1-best,
-    read off the cache (best token per frame, repeats collapsed, blanks dropped), not the
-    transcript: the student then learns from whatever the teacher heard, labelled or not.
+    ``teacher`` maps ``(utt_id, audio_sha)`` to extra item fields (``teacher_values``,
+    ``teacher_indices``, and ``tokens`` when it replaces the transcript's): see
+    asr_kd.distill.targets, which reads them off the posterior cache.
     """
 
     def __init__(
         self,
         utts: Sequence[Utterance],
-        store: FeatureStore,
+        store: FeatureStore | StoreUnion,
         cmvn: GlobalCMVN,
         tokenizer: CharTokenizer,
-        cache=None,
-        pseudo_labels: bool = False,
+        teacher: Callable[[str, str], dict[str, torch.Tensor]] | None = None,
     ):
-        if pseudo_labels and cache is None:
-            raise ValueError("pseudo_labels (sequence-level KD) need the teacher cache")
         missing = [u.id for u in utts if u.id not in store]
         if missing:
             raise KeyError(
                 f"{len(missing)} utterance(s) have no features, e.g. {missing[:3]}; re-run features"
             )
         self.utts = list(utts)
-        self.store, self.cmvn, self.tokenizer, self.cache = store, cmvn, tokenizer, cache
-        self.pseudo_labels = pseudo_labels
+        self.store, self.cmvn, self.tokenizer, self.teacher = store, cmvn, tokenizer, teacher
 
     @classmethod
     def from_exp(
         cls,
         paths,
-        split: str,
+        splits: str | Sequence[str],
         cmvn: GlobalCMVN,
         tokenizer: CharTokenizer,
-        cache=None,
-        pseudo_labels: bool = False,
-    ):
-        """The dataset of ``split`` in an experiment directory (an :class:`asr_kd.paths.ExpPaths`)."""
+        teacher: Callable[[str, str], dict[str, torch.Tensor]] | None = None,
+    ) -> UtteranceDataset:
+        """The dataset of one split, or several read as one, of an experiment directory
+        (an :class:`asr_kd.paths.ExpPaths`)."""
         from asr_kd.data.manifest import read_manifest
 
-        return cls(
-            read_manifest(paths.manifest(split)),
-            FeatureStore(paths.features(split)),
-            cmvn,
-            tokenizer,
-            cache,
-            pseudo_labels,
-        )
+        splits = [splits] if isinstance(splits, str) else list(splits)
+        utts = [u for split in splits for u in read_manifest(paths.manifest(split))]
+        stores = [FeatureStore(paths.features(split)) for split in splits]
+        return cls(utts, stores[0] if len(stores) == 1 else StoreUnion(stores), cmvn, tokenizer, teacher)
 
     def __len__(self) -> int:
         return len(self.utts)
 
     def num_frames(self, i: int) -> int:
         return self.store.num_frames(self.utts[i].id)
+
+    def audio_sha(self, i: int) -> str:
+        """Content hash of utterance ``i``'s audio (the posterior cache's key)."""
+        return self.store.utts[self.utts[i].id]["audio_sha"]
 
     def __getitem__(self, i: int) -> dict:
         utt = self.utts[i]
@@ -105,14 +99,8 @@ class UtteranceDataset(Dataset):
             "feats": self.cmvn(torch.from_numpy(self.store[utt.id])),
             "tokens": torch.tensor(self.tokenizer.encode(utt.text), dtype=torch.long),
         }
-        if self.cache is not None:
-            key = self.cache.key(utt.id, self.store.utts[utt.id]["audio_sha"])
-            values, indices = self.cache[key]
-            item["teacher_values"] = torch.from_numpy(values)
-            item["teacher_indices"] = torch.from_numpy(indices)
-            if self.pseudo_labels:
-                best = indices[np.arange(len(values)), values.argmax(-1)]
-                item["tokens"] = torch.tensor(collapse(best.tolist()), dtype=torch.long)
+        if self.teacher is not None:
+            item.update(self.teacher(utt.id, self.audio_sha(i)))
         return item
 
 

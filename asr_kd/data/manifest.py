@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from asr_kd.errors import DataError
 from asr_kd.utils import read_jsonl, write_jsonl
 
 __all__ = ["Utterance", "read_manifest", "write_manifest"]
@@ -53,9 +54,9 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     for lineno, row in enumerate(read_jsonl(path), 1):
         missing = {"id", "audio", "duration", "text"} - row.keys()
         if missing:
-            raise ValueError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
+            raise DataError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
         if row["id"] in seen:
-            raise ValueError(f"{path}:{lineno}: duplicate utterance id {row['id']!r}")
+            raise DataError(f"{path}:{lineno}: duplicate utterance id {row['id']!r}")
         seen.add(row["id"])
         row = {k: v for k, v in row.items() if k in fields}
         if not os.path.isabs(row["audio"]):

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from asr_kd.data.tokenizer import BLANK, CharTokenizer
+from asr_kd.errors import ConfigError
 from asr_kd.utils import atomic_path
 
 __all__ = ["write_arpa", "write_lexicon", "oov_rate", "LexiconBeamSearch"]
@@ -48,9 +49,9 @@ def write_arpa(
 ) -> None:
     """Estimate a word ``order``-gram LM on ``sentences`` (normalised text) and write it as ARPA."""
     if not 1 <= order <= 6:
-        raise ValueError(f"LM order must be 1..6, not {order}")
+        raise ConfigError(f"LM order must be 1..6, not {order}")
     if not 0 < discount < 1:
-        raise ValueError(f"absolute discount must be in (0, 1), not {discount}")
+        raise ConfigError(f"absolute discount must be in (0, 1), not {discount}")
     counts = _ngram_counts(sentences, order)
     if not counts[0]:
         raise ValueError("no training text to estimate the LM from")
@@ -139,7 +140,7 @@ class LexiconBeamSearch:
         from torchaudio.models.decoder import ctc_decoder
 
         if type(tokenizer) is not CharTokenizer or " " not in tokenizer.tokens:
-            raise ValueError("LM decoding (decode.lm) needs a character vocabulary with a space token")
+            raise ConfigError("LM decoding (decode.lm) needs a character vocabulary with a space token")
         tokens = ["-" if t == BLANK else "|" if t == " " else t for t in tokenizer.tokens]
         self.decoder = ctc_decoder(
             lexicon=str(lexicon), tokens=tokens, lm=str(arpa), beam_size=beam_size, lm_weight=lm_weight,

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from asr_kd.config import instantiate
-from asr_kd.decoding.greedy import ctc_greedy
 from asr_kd.features.frontend import LogMelFrontend
 from asr_kd.models.bundle import Bundle
+from asr_kd.models.ctc import ctc_greedy
 
 __all__ = ["OfflineRecognizer", "bundle_frontend"]
 

@@ -148,7 +148,7 @@ class StreamingRecognizer:
         self._frames_out += len(logits)
 
     def _emit(self, ids: list[int], first_frame: int) -> None:
-        """Greedy CTC (as :func:`asr_kd.decoding.greedy.collapse`) continuing the stream; records
+        """Greedy CTC (as :func:`asr_kd.models.ctc.collapse`) continuing the stream; records
         each new token's encoder frame."""
         previous, new = self._last_id, False
         for t, i in enumerate(ids, first_frame):

@@ -1,8 +1,10 @@
 """The teacher posterior cache: top-k frame log-posteriors, sharded, checksummed, memory-mapped.
 
-Layout of ``<exp_dir>/cache/``::
+Layout of one cache, ``<exp_dir>/cache/<name>/<split>/`` (``<name>``: ``teacher_k16``,
+``teacher_full``...; one folder per split the systems using it train on)::
 
-    meta.json            what made the cache (see :func:`cache_meta`); checked before training
+    meta.json            what made the cache (see :func:`cache_meta`), checked before training, and
+                         its ``layout`` (``shard_utts``): a cache of another layout is rebuilt, never mixed
     shard-NNNNN.val      float16 log-posteriors, shape (frames, K) (K = V when ``k`` is null)
     shard-NNNNN.idx      token ids of those values, uint8 (V <= 256) or uint16, shape (frames, K);
                          absent for full posteriors, where column j is token j
@@ -24,14 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+from asr_kd.errors import MissingFileError, UserError
 from asr_kd.utils import atomic_path, read_json, write_json
 
-__all__ = ["FORMAT_VERSION", "cache_meta", "ShardWriter", "PosteriorCache", "CacheMismatchError"]
+__all__ = ["FORMAT_VERSION", "cache_meta", "bundle_cache_meta", "ShardWriter", "PosteriorCache",
+           "CacheMismatchError", "write_meta", "check_meta", "shard_name"]
 
 FORMAT_VERSION = 1
 
 
-class CacheMismatchError(ValueError):
+class CacheMismatchError(UserError, ValueError):
     """The cache was made by another teacher, feature set or vocabulary, or a shard is damaged."""
 
 
@@ -45,7 +49,7 @@ def cache_meta(
     subsampling: int,
     k: int | None,
 ) -> dict:
-    """Everything a student must agree with to use the cache (creation time excluded from checks)."""
+    """Everything a student must agree with to use the cache (creation time and layout excluded)."""
     return {
         "format_version": FORMAT_VERSION,
         "teacher_sha": teacher_sha,
@@ -57,6 +61,20 @@ def cache_meta(
         "frame_shift_ms": frontend["frame_shift_ms"] * subsampling,
         "k": k,
     }
+
+
+def bundle_cache_meta(bundle, cmvn_sha: str, k: int | None) -> dict:
+    """The metadata a cache made by ``bundle`` (an asr_kd.models.bundle.Bundle, the teacher) on
+    features normalised by the CMVN file of hash ``cmvn_sha`` must carry."""
+    return cache_meta(
+        teacher_sha=bundle.sha,
+        teacher_config=bundle.model_config,
+        vocabulary=bundle.tokenizer.tokens,
+        frontend={key: v for key, v in bundle.frontend.items() if key != "fingerprint"},
+        cmvn_sha=cmvn_sha,
+        subsampling=bundle.model.subsampling_factor,
+        k=k,
+    )
 
 
 def _index_dtype(vocab_size: int) -> np.dtype:
@@ -121,7 +139,7 @@ class PosteriorCache:
         self.folder = Path(folder)
         meta_path = self.folder / "meta.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"{self.folder}: no posterior cache; run `asr-kd stage=cache` first")
+            raise MissingFileError(f"{self.folder}: no posterior cache; run `asr-kd stage=cache` first")
         self.meta = read_json(meta_path)
         if expected is not None:
             check_meta(self.meta, expected, self.folder)
@@ -136,6 +154,12 @@ class PosteriorCache:
             info = read_json(shard_json)
             self._open_shard(shard, info, verify)
             for key, (offset, frames) in info["utts"].items():
+                if key in self._entries:
+                    raise CacheMismatchError(
+                        f"{self.folder}: {key} is stored twice ({shard_json.name} and "
+                        f"{shard_name(self._entries[key][0])}.json); the shards come from two layouts: "
+                        "re-run `asr-kd stage=cache force=true`"
+                    )
                 self._entries[key] = (shard, offset, frames)
 
     def _open_shard(self, shard: int, info: dict, verify: bool) -> None:

@@ -1,6 +1,7 @@
-"""Losses: CTC, frame-level KD on cached top-k teacher posteriors, guided CTC, and their mix.
+"""Losses: CTC, frame-level KD on cached top-k teacher posteriors, guided CTC (mixed into training
+objectives by asr_kd.distill.objectives).
 
-Distillation methods (``distill.method``, dispatched by :func:`distill_loss`):
+Distillation terms:
 
 * ``kd``: frame-level KL to the teacher (below). ``shift_frames`` delays the targets for a
   streaming student that emits later than the offline teacher; ``blank_weight`` <
@@ -30,14 +31,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ctc_loss", "kd_loss", "guided_ctc_loss", "distill_loss", "METHODS", "align_teacher",
-           "FrameRateMismatchError"]
+from asr_kd.errors import UserError
 
-#: Valid ``distill.method`` values.
-METHODS = ("kd", "guided_ctc")
+__all__ = ["ctc_loss", "kd_loss", "guided_ctc_loss", "align_teacher", "FrameRateMismatchError"]
 
 
-class FrameRateMismatchError(ValueError):
+class FrameRateMismatchError(UserError, ValueError):
     """Teacher and student emit different numbers of frames for the same utterance."""
 
 
@@ -145,28 +144,6 @@ def guided_ctc_loss(
     mask = (frames < lengths[:, None]) & (frames >= shift_frames) & (best[..., 0] != 0)
     p = student_logits[:, :t].float().softmax(-1).gather(-1, best)[..., 0]  # (B, T)
     return ((1 - p) * mask).sum() / b
-
-
-def distill_loss(
-    student_logits: torch.Tensor,
-    lengths: torch.Tensor,
-    teacher_values: torch.Tensor,
-    teacher_indices: torch.Tensor,
-    method: str = "kd",
-    temperature: float = 1.0,
-    topk_mode: str = "residual",
-    shift_frames: int = 0,
-    blank_weight: float = 1.0,
-    blank_threshold: float = 0.9,
-) -> torch.Tensor:
-    """The distillation term of ``distill.method`` (see module docstring); ``guided_ctc`` uses only
-    ``shift_frames`` of the options."""
-    if method == "kd":
-        return kd_loss(student_logits, lengths, teacher_values, teacher_indices, temperature, topk_mode,
-                       shift_frames, blank_weight, blank_threshold)
-    if method == "guided_ctc":
-        return guided_ctc_loss(student_logits, lengths, teacher_values, teacher_indices, shift_frames)
-    raise ValueError(f"distill.method must be one of {', '.join(METHODS)}, not {method!r}")
 
 
 def _blank_prob(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from asr_kd.errors import DataError, MissingFileError
 from asr_kd.utils import atomic_path, read_json, write_json
 
-__all__ = ["FeatureWriter", "FeatureStore"]
+__all__ = ["FeatureWriter", "FeatureStore", "StoreUnion"]
 
 DTYPE = np.float16
 
@@ -63,7 +64,7 @@ class FeatureStore:
         self.folder = Path(folder)
         index_path = self.folder / "index.json"
         if not index_path.exists():
-            raise FileNotFoundError(f"{self.folder}: no feature index; run `asr-kd stage=features` first")
+            raise MissingFileError(f"{self.folder}: no feature index; run `asr-kd stage=features` first")
         index = read_json(index_path)
         self.dim: int = index["dim"]
         self.frontend: dict = index["frontend"]
@@ -72,7 +73,7 @@ class FeatureStore:
         expected = shape[0] * shape[1] * np.dtype(DTYPE).itemsize
         size = (self.folder / "feats.f16").stat().st_size
         if size != expected:
-            raise ValueError(f"{self.folder}/feats.f16: {size} bytes, index expects {expected}; re-extract")
+            raise DataError(f"{self.folder}/feats.f16: {size} bytes, index expects {expected}; re-extract")
         self._data = np.memmap(self.folder / "feats.f16", dtype=DTYPE, mode="r", shape=shape)
 
     def __len__(self) -> int:
@@ -87,3 +88,28 @@ class FeatureStore:
     def __getitem__(self, utt_id: str) -> np.ndarray:
         entry = self.utts[utt_id]
         return np.asarray(self._data[entry["offset"] : entry["offset"] + entry["frames"]], dtype=np.float32)
+
+
+class StoreUnion:
+    """Several splits' stores read as one (a system that trains on more than one split)."""
+
+    def __init__(self, stores: list[FeatureStore]):
+        dims = {store.dim for store in stores}
+        if len(dims) != 1:
+            folders = [str(s.folder) for s in stores]
+            raise ValueError(f"feature stores of different dimensions {sorted(dims)}: {folders}")
+        self.dim, self.frontend = stores[0].dim, stores[0].frontend
+        self._owner = {utt_id: store for store in stores for utt_id in store.utts}
+        self.utts = {utt_id: store.utts[utt_id] for utt_id, store in self._owner.items()}
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __contains__(self, utt_id: str) -> bool:
+        return utt_id in self.utts
+
+    def num_frames(self, utt_id: str) -> int:
+        return self.utts[utt_id]["frames"]
+
+    def __getitem__(self, utt_id: str) -> np.ndarray:
+        return self._owner[utt_id][utt_id]

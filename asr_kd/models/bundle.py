@@ -16,6 +16,7 @@ from torch import nn
 from asr_kd.config import instantiate
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.vocabulary import tokenizer_from_tokens
+from asr_kd.errors import MissingFileError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.utils import atomic_path, file_hash
 
@@ -65,7 +66,7 @@ def save_bundle(
 def load_bundle(path: str | os.PathLike, map_location: str = "cpu") -> Bundle:
     """Rebuild the model from the config stored beside its weights; eval mode."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+        raise MissingFileError(f"{path}: no such checkpoint")
     payload = torch.load(path, map_location=map_location, weights_only=False)
     tokenizer = tokenizer_from_tokens(payload["tokens"])
     model = instantiate(payload["model_config"], vocab_size=len(tokenizer))

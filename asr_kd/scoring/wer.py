@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import jiwer
 
+from asr_kd.errors import DataError
 from asr_kd.scoring.text import normalize_text
 
 __all__ = ["error_rates"]
@@ -16,7 +17,7 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
     refs = [normalize_text(r) for r in refs]
     hyps = [normalize_text(h) for h in hyps]
     if not refs or any(not r for r in refs):
-        raise ValueError("every reference must be non-empty after normalisation")
+        raise DataError("every reference must be non-empty after normalisation")
     words = jiwer.process_words(refs, hyps)
     chars = jiwer.process_characters(refs, hyps)
     return {"wer": words.wer, "cer": chars.cer, "words": sum(len(r.split()) for r in refs)}

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
+from asr_kd.errors import ConfigError
+
 __all__ = ["STAGES", "PIPELINE", "TOOLS", "get_stage"]
 
 #: The stages of ``stage=all``, in order.
@@ -22,7 +24,7 @@ STAGES = (*PIPELINE, "all", *TOOLS)
 def get_stage(name: str) -> Callable[[DictConfig], object]:
     """The ``run`` function of stage ``name``; an unknown name lists the valid ones."""
     if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
+        raise ConfigError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
     if name == "all":
         return run_all
     return importlib.import_module(f"asr_kd.stages.{name}").run

@@ -1,28 +1,31 @@
-"""What every stage shares: its paths, its fingerprint, skip-if-done and the done stamp.
+"""What every stage shares: its paths, its stamp (fingerprint, skip-if-done, done) and the check that
+its inputs on disk were made for the settings configured now.
 
-A stage's fingerprint hashes its own settings and the fingerprints of the stamps it reads, so
-changing an upstream setting changes every downstream fingerprint and re-runs those stages.
+A unit's fingerprint comes from the config alone (asr_kd.stages.plan), so a stage compares each
+input's stamp with what the config says it should be: a missing input names the stage to run; an
+input made for other settings (a teacher trained with another seed, a cache of another teacher)
+is refused with the setting that changed and the stage to re-run. ``force=true`` redoes a stage but
+never makes it use stale inputs. ``stage=all`` runs the stages in order, so it redoes what changed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from asr_kd.config import to_dict
+from asr_kd.errors import MissingUpstreamError, StaleUpstreamError
 from asr_kd.paths import ExpPaths
-from asr_kd.utils import fingerprint, read_json, write_json
+from asr_kd.stages.plan import Plan
+from asr_kd.utils import read_json, write_json
 
-__all__ = ["exp_paths", "StageStamp", "MissingUpstreamError"]
+__all__ = ["exp_paths", "StageStamp", "MissingUpstreamError", "StaleUpstreamError", "share_upstream"]
 
 log = logging.getLogger(__name__)
-
-
-class MissingUpstreamError(RuntimeError):
-    """A stage's input has not been produced yet."""
 
 
 def exp_paths(cfg: DictConfig) -> ExpPaths:
@@ -30,33 +33,59 @@ def exp_paths(cfg: DictConfig) -> ExpPaths:
 
 
 class StageStamp:
-    """The fingerprint of one unit of work (a stage, or one system inside a stage).
+    """The stamp of one unit of work (``teacher``, ``student/student_kd``...; see asr_kd.stages.plan).
 
-    ``settings`` are this unit's own config values; ``upstream`` names the stamps it consumes.
+    Construction checks every upstream unit's stamp against the configured fingerprint.
     """
 
-    def __init__(self, cfg: DictConfig, name: str, settings: object, upstream: tuple[str, ...] = ()):
+    def __init__(self, cfg: DictConfig, unit: str, plan: Plan | None = None):
+        self.plan = plan or Plan(cfg)
         self.paths = exp_paths(cfg)
-        self.name = name
+        self.name = unit
         self.force = bool(cfg.force)
-        parents = {up: self._upstream_fingerprint(up) for up in upstream}
-        self.fingerprint = fingerprint({"settings": to_dict(settings), "upstream": parents})
+        self.settings = self.plan.settings(unit)
+        self.fingerprint = self.plan.fingerprint(unit)
+        for up in self.plan.upstream(unit):
+            self._check_upstream(up)
+        self._start = time.perf_counter()
 
-    def _upstream_fingerprint(self, up: str) -> str:
-        path = self.paths.stamp(up)
-        if not path.exists():
+    def _read(self, unit: str) -> dict | None:
+        path = self.paths.stamp(unit)
+        return read_json(path) if path.exists() else None
+
+    def _check_upstream(self, up: str) -> None:
+        stamp = self._read(up)
+        stage = up.split("/")[0]
+        if stamp is None:
             raise MissingUpstreamError(
                 f"{self.name} needs the output of '{up}', which has not run in {self.paths.root}; "
-                f"run `asr-kd stage={up.split('/')[0]} exp_dir={self.paths.root}` first"
+                f"run `asr-kd stage={stage} exp_dir={self.paths.root}` first (or stage=all)"
             )
-        return read_json(path)["fingerprint"]
+        if stamp["fingerprint"] != self.plan.fingerprint(up):
+            culprit, why = self._explain(up)
+            raise StaleUpstreamError(
+                f"{self.name} needs '{up}', but {self.paths.root} holds one made for other settings "
+                f"({culprit}: {why}); re-run `asr-kd stage={culprit.split('/')[0]}` and the stages after "
+                "it with these settings, or `asr-kd stage=all`"
+            )
+
+    def _explain(self, unit: str) -> tuple[str, str]:
+        """The unit nearest the start of the pipeline whose stamp disagrees with the config, and how."""
+        stamp = self._read(unit)
+        if stamp is None:
+            return unit, "has not run"
+        for up in self.plan.upstream(unit):
+            if stamp.get("upstream", {}).get(up) != self.plan.fingerprint(up):
+                return self._explain(up)
+        changed = _differences(stamp.get("settings"), self.plan.settings(unit))
+        return unit, ", ".join(changed[:3]) or "made by an older version"
 
     def is_done(self) -> bool:
         """True when finished outputs exist for exactly these settings and inputs (and no force)."""
-        path = self.paths.stamp(self.name)
-        if self.force or not path.exists():
+        stamp = self._read(self.name)
+        if self.force or stamp is None:
             return False
-        if read_json(path)["fingerprint"] != self.fingerprint:
+        if stamp["fingerprint"] != self.fingerprint:
             log.info("%s: settings or inputs changed since the last run; redoing it", self.name)
             return False
         log.info(
@@ -65,14 +94,51 @@ class StageStamp:
         return True
 
     def done(self, info: dict | None = None) -> None:
+        """Record the unit as finished: fingerprint, settings, upstream fingerprints, wall time."""
         write_json(
             self.paths.stamp(self.name),
             {
                 "fingerprint": self.fingerprint,
+                "settings": self.settings,
+                "upstream": {up: self.plan.fingerprint(up) for up in self.plan.upstream(self.name)},
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "wall_s": round(time.perf_counter() - self._start, 3),
                 "info": info or {},
             },
         )
 
-    def info(self) -> dict:
-        return read_json(self.paths.stamp(self.name)).get("info", {})
+    def undo(self) -> None:
+        """Forget that the unit finished (its outputs are about to change)."""
+        self.paths.stamp(self.name).unlink(missing_ok=True)
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf where two settings dicts differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')} {old!r} -> {new!r}"]
+
+
+#: What a per-job experiment directory of a sweep shares with the directory it was swept from.
+SHARED_UPSTREAM = ("data", "features", "models/teacher", "cache")
+
+
+def share_upstream(source: ExpPaths, job: ExpPaths) -> None:
+    """Seed ``job`` with ``source``'s data, features, teacher and caches as hard links (no copy, and
+    safe: every stage replaces files by rename, so a job never changes ``source``'s files)."""
+    if job.root.exists() or not source.root.exists():
+        return
+    for part in SHARED_UPSTREAM:
+        if (source.root / part).is_dir():
+            shutil.copytree(source.root / part, job.root / part, copy_function=os.link)
+    stamps = source.root / "stamps"
+    for stamp in stamps.rglob("*.json") if stamps.is_dir() else []:
+        unit = stamp.relative_to(stamps).with_suffix("").as_posix()
+        if unit.split("/")[0] in ("prepare", "features", "teacher", "cache"):
+            (job.root / "stamps" / stamp.relative_to(stamps)).parent.mkdir(parents=True, exist_ok=True)
+            os.link(stamp, job.root / "stamps" / stamp.relative_to(stamps))
+    log.info("%s: a sweep job; data, features, teacher and caches shared (hard links) from %s",
+             job.root, source.root)

@@ -1,12 +1,16 @@
-"""Stage ``cache``: run the teacher once over the training set and store its top-k posteriors.
+"""Stage ``cache``: run the teacher once over the training splits and store its top-k posteriors,
+once per cache setting the systems ask for.
 
-Reads:  ``models/teacher/model.pt``, ``features/train``, ``data/train.jsonl``.
-Writes: ``cache/`` (format in asr_kd.distill.cache) and ``cache/summary.json``.
+Reads:  ``models/teacher/model.pt``, ``features/<split>``, ``data/<split>.jsonl``.
+Writes: ``cache/<name>/<split>/`` (format in asr_kd.distill.cache; ``<name>``: ``teacher_k16``,
+        ``teacher_full``... from each distilled system's ``cache.k``, asr_kd.stages.plan) and its
+        ``summary.json``.
 Run:    ``asr-kd stage=cache [cache.k=16|null] [cache.device=auto|cpu|cuda]``; under ``torchrun``
         each rank writes its own shards (one index: the shard files themselves).
 
 Shards are finished one by one, so a killed run resumes at the first missing shard. A cache
-made with other metadata (teacher, features, vocabulary, k) is cleared before writing.
+made with other metadata (teacher, features, vocabulary, k) or another layout (``shard_utts``) is
+cleared before writing, never mixed.
 """
 
 from __future__ import annotations
@@ -19,39 +23,28 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
-from asr_kd.distill.cache import PosteriorCache, ShardWriter, cache_meta, shard_name, write_meta
-from asr_kd.models.bundle import Bundle, load_bundle
+from asr_kd.distill.cache import PosteriorCache, ShardWriter, bundle_cache_meta, shard_name, write_meta
+from asr_kd.models.bundle import load_bundle
 from asr_kd.stages.base import StageStamp
+from asr_kd.stages.plan import CacheSpec, Plan
 from asr_kd.training.distributed import barrier, init_distributed, resolve_device
 from asr_kd.utils import file_hash, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 
-def expected_meta(paths, bundle: Bundle, k: int | None) -> dict:
-    """The metadata a cache of this experiment's ``bundle`` (teacher) and features must carry."""
-    return cache_meta(
-        teacher_sha=bundle.sha,
-        teacher_config=bundle.model_config,
-        vocabulary=bundle.tokenizer.tokens,
-        frontend={k_: v for k_, v in bundle.frontend.items() if k_ != "fingerprint"},
-        cmvn_sha=file_hash(paths.cmvn),
-        subsampling=bundle.model.subsampling_factor,
-        k=k,
-    )
-
-
 def _prepare_folder(folder, meta: dict) -> None:
-    """Keep finished shards only if they were made with the same metadata."""
+    """Keep finished shards only if they were made with the same metadata and layout."""
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "meta.json"
     if meta_path.exists():
         old = {k: v for k, v in read_json(meta_path).items() if k != "created"}
         if old == meta:
             return
-        log.info("cache: metadata changed (new teacher, features or k); clearing %s", folder)
+        log.info("cache: metadata or layout changed (teacher, features, k, shard_utts); clearing %s", folder)
     for f in folder.glob("shard-*"):
         f.unlink()
+    (folder / "summary.json").unlink(missing_ok=True)
     write_meta(folder, meta)
 
 
@@ -73,54 +66,67 @@ def write_shard(model, dataset: UtteranceDataset, shard: int, items: list[int], 
         out_lengths = out_lengths.cpu()
         for row, p in enumerate(batch_pos):
             utt = dataset.utts[items[p]]
-            key = PosteriorCache.key(utt.id, dataset.store.utts[utt.id]["audio_sha"])
+            key = PosteriorCache.key(utt.id, dataset.audio_sha(items[p]))
             n = int(out_lengths[row])
             writer.add(key, values[row, :n].numpy(), None if indices is None else indices[row, :n].numpy())
     writer.close()
 
 
-def run(cfg: DictConfig) -> None:
-    stamp = StageStamp(cfg, "cache", {"cache": cfg.cache}, upstream=("teacher", "features"))
+def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> None:
+    """Write cache ``spec`` of ``split`` (skipped when its stamp is up to date)."""
+    stamp = StageStamp(cfg, f"cache/{spec.name}/{split}", plan)
     if stamp.is_done():
         return
     paths = stamp.paths
-    folder = paths.cache_dir
-    device = resolve_device(cfg.cache.device)
+    folder = paths.cache_dir(spec.name, split)
+    device = resolve_device(spec.device)
     rank, world = init_distributed(device)
     bundle = load_bundle(paths.checkpoint("teacher"))
-    meta = expected_meta(paths, bundle, cfg.cache.k)
+    meta = {**bundle_cache_meta(bundle, file_hash(paths.cmvn), spec.k),
+            "layout": {"shard_utts": spec.shard_utts}}
     if rank == 0:
         _prepare_folder(folder, meta)
     barrier()
     bundle.model.to(device)
-    dataset = UtteranceDataset.from_exp(paths, "train", bundle.cmvn, bundle.tokenizer)
+    dataset = UtteranceDataset.from_exp(paths, split, bundle.cmvn, bundle.tokenizer)
     order = sorted(range(len(dataset)), key=lambda i: dataset.utts[i].id)
-    shards = [order[i : i + cfg.cache.shard_utts] for i in range(0, len(order), cfg.cache.shard_utts)]
+    shards = [order[i : i + spec.shard_utts] for i in range(0, len(order), spec.shard_utts)]
     todo = [s for s in range(rank, len(shards), world) if not (folder / f"{shard_name(s)}.json").exists()]
-    log.info("cache: %d shards, %d to write (rank %d/%d)", len(shards), len(todo), rank, world)
+    log.info("cache %s/%s: %d shards, %d to write (rank %d/%d)", spec.name, split, len(shards), len(todo),
+             rank, world)
     start = time.perf_counter()
-    for s in tqdm(todo, desc="cache", dynamic_ncols=True):
-        write_shard(bundle.model, dataset, s, shards[s], cfg.cache.k, cfg.cache.max_frames, folder)
+    for s in tqdm(todo, desc=f"cache {spec.name}/{split}", dynamic_ncols=True):
+        write_shard(bundle.model, dataset, s, shards[s], spec.k, spec.max_frames, folder)
     elapsed = time.perf_counter() - start
     barrier()
     if rank != 0:
         return
     cache = PosteriorCache(folder, expected=meta)
     if len(cache) != len(dataset):
-        raise RuntimeError(f"cache: {len(cache)} of {len(dataset)} utterances cached; re-run stage=cache")
+        raise RuntimeError(f"cache {folder}: {len(cache)} of {len(dataset)} utterances cached; "
+                           "re-run stage=cache")
     size = sum(f.stat().st_size for f in folder.glob("shard-*") if f.suffix in (".val", ".idx"))
-    audio = sum(u.duration for i in order for u in [dataset.utts[i]])
+    audio = sum(u.duration for u in dataset.utts)
     todo_audio = sum(dataset.utts[i].duration for s in todo for i in shards[s])
     summary = {
         "utterances": len(cache),
         "frames": cache.frames,
         "bytes_per_frame": size / max(1, cache.frames),
         "size_bytes": size,
-        "k": cfg.cache.k,
+        "k": spec.k,
         "x_realtime": todo_audio / elapsed if todo else None,
         "audio_hours": audio / 3600,
         "full_fp32_bytes_per_frame": 4 * cache.vocab_size,
     }
     write_json(folder / "summary.json", summary)
-    log.info("cache: %s", summary)
+    log.info("cache %s/%s: %s", spec.name, split, summary)
     stamp.done(summary)
+
+
+def run(cfg: DictConfig) -> None:
+    plan = Plan(cfg)
+    if not plan.caches:
+        log.info("cache: no system distils from the teacher; nothing to cache")
+    for spec in plan.caches.values():
+        for split in spec.splits:
+            build_cache(cfg, plan, spec, split)

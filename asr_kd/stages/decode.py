@@ -34,12 +34,13 @@ from tqdm import tqdm
 from asr_kd.data.audio import load_audio
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.manifest import read_manifest
-from asr_kd.decoding.greedy import ctc_greedy
 from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
 from asr_kd.decoding.streaming import StreamingRecognizer, algorithmic_latency_ms
 from asr_kd.models.bundle import Bundle, load_bundle
+from asr_kd.models.ctc import ctc_greedy
 from asr_kd.scoring.wer import error_rates
 from asr_kd.stages.base import StageStamp
+from asr_kd.stages.plan import Plan
 from asr_kd.utils import write_jsonl
 
 log = logging.getLogger(__name__)
@@ -143,9 +144,8 @@ def tune_lm_weight(
     return min(weights, key=wers.__getitem__), wers
 
 
-def decode_system(cfg: DictConfig, system: str) -> None:
-    stamp = StageStamp(cfg, f"decode/{system}", {"decode": cfg.decode, "test_sets": cfg.test_sets},
-                       upstream=(_producer(cfg, system), "features"))
+def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
+    stamp = StageStamp(cfg, f"decode/{system}", plan)
     if stamp.is_done():
         return
     paths = stamp.paths
@@ -187,10 +187,7 @@ def decode_system(cfg: DictConfig, system: str) -> None:
     stamp.done()
 
 
-def _producer(cfg: DictConfig, system: str) -> str:
-    return "teacher" if system == "teacher" else f"student/{system}"
-
-
 def run(cfg: DictConfig) -> None:
-    for system in ["teacher", *cfg.student_systems]:
-        decode_system(cfg, system)
+    plan = Plan(cfg)
+    for system in plan.decoded:
+        decode_system(cfg, plan, system)

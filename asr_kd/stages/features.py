@@ -23,6 +23,7 @@ from tqdm import tqdm
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.audio import load_audio
 from asr_kd.data.manifest import Utterance, read_manifest
+from asr_kd.errors import DataError
 from asr_kd.features.cmvn import CMVNAccumulator
 from asr_kd.features.frontend import LogMelFrontend
 from asr_kd.features.store import FeatureWriter
@@ -83,7 +84,7 @@ def extract_split(
     try:
         for utt_id, feats, sha, _ in tqdm(loader, total=len(utts), desc=desc, dynamic_ncols=True):
             if len(feats) == 0:
-                raise ValueError(f"{utt_id}: audio shorter than one analysis window")
+                raise DataError(f"{utt_id}: audio shorter than one analysis window")
             writer.add(utt_id, feats, sha)
             stats.update(feats)
     except BaseException:
@@ -94,7 +95,7 @@ def extract_split(
 
 
 def run(cfg: DictConfig) -> None:
-    stamp = StageStamp(cfg, "features", {"features": cfg.features}, upstream=("prepare",))
+    stamp = StageStamp(cfg, "features")
     if stamp.is_done():
         return
     paths = stamp.paths

@@ -30,6 +30,7 @@ from asr_kd.data.audio import load_audio, save_audio, speed_perturb
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.validate import describe, reject, summarize_rejects, validate_utterances, write_rejects
+from asr_kd.errors import ConfigError, DataError
 from asr_kd.stages.base import StageStamp
 from asr_kd.utils import fingerprint
 
@@ -40,20 +41,18 @@ PREPARE_KEYS = ("on_error", "max_duration", "min_duration", "speed_perturb")
 
 
 def run(cfg: DictConfig) -> None:
-    stamp = StageStamp(
-        cfg, "prepare", {"data": cfg.data, "tokenizer": cfg.tokenizer, "rate": cfg.sample_rate}
-    )
+    stamp = StageStamp(cfg, "prepare")
     if stamp.is_done():
         return
     paths = stamp.paths
     data = to_dict(cfg.data)
     on_error = data["on_error"]
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+        raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
     importer = {k: v for k, v in data.items() if k not in PREPARE_KEYS}
     splits = instantiate(importer, work_dir=paths.data_dir)
     if "train" not in splits:
-        raise ValueError(f"the {importer['_target_']} importer gave no 'train' split (got {sorted(splits)})")
+        raise DataError(f"the {importer['_target_']} importer gave no 'train' split (got {sorted(splits)})")
 
     kept, rejects = {}, []
     for split, utts in splits.items():
@@ -71,7 +70,7 @@ def run(cfg: DictConfig) -> None:
     if factors:
         kept["train"] += perturbed_copies(kept["train"], factors, paths.data_dir / "audio", cfg.sample_rate)
 
-    paths.stamp("prepare").unlink(missing_ok=True)  # outputs are about to change: not done until all are
+    stamp.undo()  # outputs are about to change: not done until all are
     for split, utts in kept.items():
         write_manifest(paths.manifest(split), utts)
     write_rejects(paths.rejects, rejects)
@@ -92,7 +91,7 @@ def _check_not_empty(kept: dict[str, list[Utterance]], rejects: list[dict]) -> N
     for split, utts in kept.items():
         if not utts:
             bad = [r for r in rejects if r["split"] == split]
-            raise ValueError(f"split {split!r}: no usable utterance left ({summarize_rejects(bad)})")
+            raise DataError(f"split {split!r}: no usable utterance left ({summarize_rejects(bad)})")
 
 
 def _spellable(
@@ -106,7 +105,7 @@ def _spellable(
         except KeyError as e:
             record = reject(utt, f"out of vocabulary: {e.args[0]} (learned from the train transcripts)")
             if on_error == "raise":
-                raise ValueError(describe(record)) from None
+                raise DataError(describe(record)) from None
             bad.append(record)
         else:
             good.append(utt)

@@ -15,15 +15,16 @@ from asr_kd.models.bundle import count_parameters, load_bundle
 from asr_kd.scoring.report import plot_report, render_markdown
 from asr_kd.scoring.wer import error_rates
 from asr_kd.stages.base import StageStamp
+from asr_kd.stages.plan import Plan
 from asr_kd.utils import atomic_path, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
-    systems = ["teacher", *cfg.student_systems]
-    stamp = StageStamp(cfg, "score", {"test_sets": cfg.test_sets},
-                       upstream=tuple(f"decode/{s}" for s in systems))
+    plan = Plan(cfg)
+    systems = plan.decoded
+    stamp = StageStamp(cfg, "score", plan)
     if stamp.is_done():
         return
     paths = stamp.paths
@@ -31,8 +32,9 @@ def run(cfg: DictConfig) -> None:
     for system in systems:
         model = load_bundle(paths.checkpoint(system)).model
         params = count_parameters(model)
+        config = plan.systems[system].config if system in plan.systems else plan.settings("teacher")
         sizes[system] = {"params": params, "size_mb": 4 * params / 1e6,
-                         "kind": "streaming" if model.streaming else "offline"}
+                         "kind": "streaming" if model.streaming else "offline", "config": config}
     report = {"test_sets": {}, "systems": sizes}
     for test_set in cfg.test_sets:
         report["test_sets"][test_set] = {}

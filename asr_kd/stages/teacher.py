@@ -17,33 +17,29 @@ from asr_kd.config import instantiate, to_dict
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.vocabulary import load_tokenizer
-from asr_kd.distill.loss import ctc_loss
+from asr_kd.distill.objectives import CTCOnly
+from asr_kd.errors import UserError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
 from asr_kd.stages.base import StageStamp
 from asr_kd.training.distributed import barrier, is_main_process
-from asr_kd.training.loop import TrainConfig, train
-from asr_kd.utils import atomic_path, file_hash
+from asr_kd.training.loop import TrainConfig, seed_everything, train
+from asr_kd.utils import atomic_path
 
 log = logging.getLogger(__name__)
-
-
-def ctc_objective(logits, lengths, batch, progress=0.0):
-    """Plain CTC, the teacher's loss (and the student's when ``alpha = 0``)."""
-    loss = ctc_loss(logits, lengths, batch.targets, batch.target_lengths)
-    return loss, {"ctc": loss.item()}
 
 
 def adopt_checkpoint(path: str, paths, tokenizer: CharTokenizer, frontend: dict) -> dict:
     """Copy an existing teacher bundle in after checking it fits this experiment's data."""
     bundle = load_bundle(path)
     if bundle.tokenizer.tokens != tokenizer.tokens:
-        raise ValueError(f"{path}: the checkpoint's vocabulary differs from {paths.tokens}")
+        raise UserError(f"teacher.checkpoint={path}: its vocabulary ({len(bundle.tokenizer)} tokens) differs "
+                        f"from this run's {paths.tokens} ({len(tokenizer)} tokens)")
     theirs = {k: v for k, v in bundle.frontend.items() if k != "fingerprint"}
     ours = {k: v for k, v in frontend.items() if k != "fingerprint"}
     if theirs != ours:
-        raise ValueError(f"{path}: the checkpoint expects features {theirs}, this run extracted {ours}")
+        raise UserError(f"teacher.checkpoint={path}: it expects features {theirs}, this run extracted {ours}")
     with atomic_path(paths.checkpoint("teacher")) as tmp:
         shutil.copyfile(path, tmp)
     return {"params": count_parameters(bundle.model), "adopted_from": str(path)}
@@ -51,10 +47,7 @@ def adopt_checkpoint(path: str, paths, tokenizer: CharTokenizer, frontend: dict)
 
 def run(cfg: DictConfig) -> None:
     ckpt = cfg.teacher.checkpoint
-    settings = (
-        {"checkpoint_sha": file_hash(ckpt)} if ckpt else {"teacher": cfg.teacher, "train": cfg.train.teacher}
-    )
-    stamp = StageStamp(cfg, "teacher", settings, upstream=("features",))
+    stamp = StageStamp(cfg, "teacher")
     if stamp.is_done():
         return
     paths = stamp.paths
@@ -64,16 +57,18 @@ def run(cfg: DictConfig) -> None:
         stamp.done(adopt_checkpoint(ckpt, paths, tokenizer, frontend))
         return
     cmvn = GlobalCMVN.load(paths.cmvn)
+    train_cfg = TrainConfig(**stamp.plan.teacher_train)
     model_config = {**to_dict(cfg.teacher.model), "input_dim": frontend["num_mel_bins"]}
+    seed_everything(train_cfg.seed)  # before the model is built: its initial weights follow the seed
     model = instantiate(model_config, vocab_size=len(tokenizer))
     log.info("teacher: %s, %.2fM parameters", model_config["_target_"], count_parameters(model) / 1e6)
     dev = UtteranceDataset.from_exp(paths, cfg.dev_set, cmvn, tokenizer)
     metrics = train(
         model,
-        ctc_objective,
+        CTCOnly(),
         UtteranceDataset.from_exp(paths, "train", cmvn, tokenizer),
         dev,
-        TrainConfig(**to_dict(cfg.train.teacher)),
+        train_cfg,
         paths.model_dir("teacher"),
         name="teacher",
         resume_key=stamp.fingerprint,

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from asr_kd.data.audio import load_audio
 from asr_kd.decoding.offline import OfflineRecognizer
 from asr_kd.decoding.streaming import StreamingRecognizer
+from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.models.bundle import Bundle, load_bundle
 from asr_kd.stages.base import exp_paths
 
@@ -34,7 +35,7 @@ def model_path(cfg: DictConfig) -> Path:
         return Path(str(cfg.model))
     path = exp_paths(cfg).checkpoint(str(cfg.model))
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path}: no model {cfg.model!r} in {cfg.exp_dir}; train it (`asr-kd stage=all "
             f"exp_dir={cfg.exp_dir}`) or pass model=PATH/model.pt"
         )
@@ -64,7 +65,7 @@ def transcribe_streaming(bundle: Bundle, wav, cfg: DictConfig, out=None) -> str:
 
 def run(cfg: DictConfig) -> str:
     if not cfg.audio:
-        raise ValueError("stage=transcribe needs audio=FILE (e.g. `asr-kd stage=transcribe audio=a.wav`)")
+        raise ConfigError("stage=transcribe needs audio=FILE (e.g. `asr-kd stage=transcribe audio=a.wav`)")
     path = model_path(cfg)
     bundle = load_bundle(path)
     wav = load_audio(cfg.audio, bundle.frontend["sample_rate"])

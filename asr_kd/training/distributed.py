@@ -12,6 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from asr_kd.errors import ConfigError
+
 __all__ = ["resolve_device", "init_distributed", "rank_world", "is_main_process", "barrier"]
 
 
@@ -22,7 +24,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={name} was asked for, but torch sees no CUDA device")
+            raise ConfigError(f"device={name} was asked for, but torch sees no CUDA device")
         if device.index is None:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)

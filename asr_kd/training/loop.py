@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr_kd.data.dataset import Batch, DurationBatchSampler, UtteranceDataset, collate
-from asr_kd.decoding.greedy import ctc_greedy
+from asr_kd.models.ctc import ctc_greedy
 from asr_kd.scoring.wer import error_rates
 from asr_kd.training.distributed import init_distributed, resolve_device
 from asr_kd.utils import atomic_path
@@ -322,3 +322,14 @@ def train(
         resume_path.unlink(missing_ok=True)
     core.to("cpu").eval()
     return dev_metrics
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python's ``random``: call before building a model."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

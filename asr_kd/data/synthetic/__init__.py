@@ -32,6 +32,7 @@ from asr_kd.data.manifest import Utterance
 from asr_kd.data.synthetic.grammar import command_sentence
 from asr_kd.data.synthetic.open_english import open_english_sentences
 from asr_kd.data.synthetic.tts import ACCENTS, Voice, english_variants, synthesize
+from asr_kd.errors import ConfigError
 from asr_kd.utils import fingerprint, write_json
 
 __all__ = ["make_synthetic_corpus", "DOMAINS"]
@@ -82,10 +83,10 @@ def make_synthetic_corpus(
     :data:`asr_kd.data.synthetic.tts.ACCENTS`); ``rate_range`` bounds each speaker's words per minute.
     """
     if domain not in DOMAINS:
-        raise ValueError(f"unknown synthetic domain {domain!r}; choose one of {DOMAINS}")
+        raise ConfigError(f"unknown synthetic domain {domain!r}; choose one of {DOMAINS}")
     unknown = set(accents) - set(ACCENTS)
     if unknown or not accents:
-        raise ValueError(f"unknown espeak-ng accent(s) {sorted(unknown)}; choose from {ACCENTS}")
+        raise ConfigError(f"unknown espeak-ng accent(s) {sorted(unknown)}; choose from {ACCENTS}")
     rng = random.Random(seed)
     sentences = _sentences(domain, rng, num_train, num_dev, num_test)
     seen, unseen = _speakers(

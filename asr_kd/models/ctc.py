@@ -1,4 +1,5 @@
-"""Greedy CTC decoding: best token per frame, repeats collapsed, blanks (id 0) removed."""
+"""The CTC output convention every model shares: blank is id 0; the best path is the argmax per frame
+with repeats collapsed and blanks removed (greedy decoding, dev WER, pseudo-labels)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,215 @@
+"""The experiment plan: the systems of a run, the teacher caches they read, and every unit of work
+with the settings it depends on and the units it reads, all resolved from the config alone.
+
+Units of work (a stamp each, ``stamps/<unit>.json``)::
+
+    prepare -> features -> teacher -> cache/<cache>/<split> -> student/<system> -> decode/<system> -> score
+
+A **system** is a student trained one way: ``systems.<name>`` in the config holds its ``objective``
+(a ``distill/`` option: a ``_target_`` that builds the loss; ``ctc_only`` is one like any other)
+and, optionally, ``student`` (a ``student/`` option; default: the top-level ``student``),
+``train`` (overrides of ``train.student``: steps, seed...), ``splits`` (what it trains on;
+default ``[train]``) and ``cache`` (overrides of the top-level ``cache``: ``k``...). An objective
+that reads teacher posteriors gets the cache of its settings, ``cache/teacher_k<k>/`` (or
+``teacher_full``); systems that need the same cache share it, so k=4, k=16 and full posteriors
+coexist. A unit's fingerprint hashes its settings and its upstream units' fingerprints, so a stage
+knows, before it reads anything, whether what is on disk was made for the settings configured now.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+
+from omegaconf import DictConfig, OmegaConf
+
+from asr_kd.config import check_types, instantiate, to_dict
+from asr_kd.distill.objectives import Objective
+from asr_kd.errors import ConfigError
+from asr_kd.training.loop import TrainConfig
+from asr_kd.utils import file_hash, fingerprint
+
+__all__ = ["System", "CacheSpec", "Plan", "SYSTEM_KEYS"]
+
+#: The keys a ``systems.<name>`` node may hold.
+SYSTEM_KEYS = ("objective", "student", "train", "splits", "cache")
+
+
+@dataclass
+class CacheSettings:
+    """Types of the ``cache`` node (conf/cache/topk.yaml holds the values)."""
+
+    k: int | None
+    shard_utts: int
+    max_frames: int
+    device: str
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """One teacher posterior cache: top ``k`` (None: the full distribution) over ``splits``."""
+
+    name: str
+    k: int | None
+    shard_utts: int
+    max_frames: int
+    device: str
+    splits: tuple[str, ...]
+
+    @property
+    def content(self) -> dict:
+        """The settings that decide what the cache holds and how it is laid out (not how fast it is made)."""
+        return {"k": self.k, "shard_utts": self.shard_utts}
+
+
+@dataclass(frozen=True)
+class System:
+    """One student system, resolved: everything that decides its weights."""
+
+    name: str
+    student: dict  # {"model": {"_target_": ..., ...}}
+    objective: dict  # {"_target_": ..., ...}
+    train: dict  # TrainConfig fields
+    splits: tuple[str, ...]
+    cache: str | None  # the CacheSpec it reads, None when its objective needs no teacher
+
+    @property
+    def config(self) -> dict:
+        """The resolved system config (recorded in stamps and reports)."""
+        return {"student": self.student, "objective": self.objective, "train": self.train,
+                "splits": list(self.splits), "cache": self.cache}
+
+    def build_objective(self) -> Objective:
+        return instantiate(self.objective)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**self.train)
+
+
+def _typed_train(node, where: str) -> dict:
+    """``node`` checked against :class:`TrainConfig` (types, unknown keys), as a plain dict."""
+    return to_dict(check_types(TrainConfig, node, where))
+
+
+def _cache_name(k: int | None) -> str:
+    return "teacher_full" if k is None else f"teacher_k{k}"
+
+
+class Plan:
+    """The systems, caches and unit fingerprints of one config (see module docstring)."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.teacher_train = _typed_train(cfg.train.teacher, "train.teacher")
+        _typed_train(cfg.train.student, "train.student")  # named as the user wrote it, before any system
+        self.caches: dict[str, CacheSpec] = {}
+        self.systems: dict[str, System] = {}
+        if not cfg.get("systems"):
+            raise ConfigError("no systems configured: `systems` must name at least one student")
+        for name in cfg.systems:
+            self.systems[name] = self._resolve(name, cfg.systems[name])
+
+    def _resolve(self, name: str, node: DictConfig) -> System:
+        where = f"systems.{name}"
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{where}: a system is a mapping of {', '.join(SYSTEM_KEYS)}, not {node!r}")
+        unknown = sorted(set(node) - set(SYSTEM_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; a system holds {', '.join(SYSTEM_KEYS)}")
+        if node.get("objective") is None:
+            raise ConfigError(f"{where}.objective is missing: name a distill/ option, e.g. "
+                              f"'+distill@{where}.objective=ctc_only'")
+        built = instantiate(node.objective, _where_=f"{where}.objective")
+        objective = {"_target_": node.objective._target_, **dataclasses.asdict(built)}  # typed, complete
+        train = _typed_train(OmegaConf.merge(self.cfg.train.student, node.get("train") or {}),
+                             f"{where}.train")
+        splits = tuple(node.get("splits") or ("train",))
+        cache = None
+        if built.needs_teacher:
+            cache = self._cache_for(OmegaConf.merge(self.cfg.cache, node.get("cache") or {}), splits, where)
+        student = to_dict(node.student) if node.get("student") is not None else to_dict(self.cfg.student)
+        return System(name, student, objective, train, splits, cache)
+
+    def _cache_for(self, node: DictConfig, splits: tuple[str, ...], where: str) -> str:
+        values = to_dict(check_types(CacheSettings, node, f"{where}.cache"))
+        name = _cache_name(values["k"])
+        spec = CacheSpec(name=name, splits=splits, **values)
+        known = self.caches.get(name)
+        if known is not None:
+            if known.content != spec.content:
+                raise ConfigError(f"{where}: cache {name} is asked for with {spec.content} and "
+                                  f"{known.content}; give systems that share a k the same cache settings")
+            spec = dataclasses.replace(known, splits=tuple(dict.fromkeys(known.splits + splits)))
+        self.caches[name] = spec
+        return name
+
+    # ---- units of work -------------------------------------------------------------------------
+
+    def settings(self, unit: str) -> dict:
+        """The config values unit ``unit`` depends on (plain, resolved)."""
+        cfg = self.cfg
+        kind, _, rest = unit.partition("/")
+        if kind == "prepare":
+            return {"data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "rate": cfg.sample_rate}
+        if kind == "features":
+            return {"features": to_dict(cfg.features)}
+        if kind == "teacher":
+            if cfg.teacher.checkpoint:
+                return {"checkpoint_sha": self.teacher_checkpoint_sha}
+            return {"teacher": to_dict(cfg.teacher), "train": self.teacher_train}
+        if kind == "cache":
+            name, split = rest.split("/")
+            return {**self.caches[name].content, "split": split}
+        if kind == "student":
+            return self.systems[rest].config
+        if kind == "decode":
+            return {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set}
+        if kind == "score":
+            return {"test_sets": list(cfg.test_sets), "score": to_dict(cfg.get("score"))}
+        raise KeyError(f"unknown unit {unit!r}")
+
+    def upstream(self, unit: str) -> tuple[str, ...]:
+        """The units whose outputs ``unit`` reads."""
+        kind, _, rest = unit.partition("/")
+        if kind == "prepare":
+            return ()
+        if kind == "features":
+            return ("prepare",)
+        if kind == "teacher":
+            return ("features",)
+        if kind == "cache":
+            return ("teacher", "features")
+        if kind == "student":
+            system = self.systems[rest]
+            caches = [f"cache/{system.cache}/{split}" for split in system.splits] if system.cache else []
+            return ("features", *caches)
+        if kind == "decode":
+            return ("teacher" if rest == "teacher" else f"student/{rest}", "features")
+        if kind == "score":
+            return tuple(f"decode/{name}" for name in self.decoded)
+        raise KeyError(f"unknown unit {unit!r}")
+
+    def fingerprint(self, unit: str) -> str:
+        """Hash of the unit's settings and its upstream units' fingerprints (memoised)."""
+        memo = self.__dict__.setdefault("_fingerprints", {})
+        if unit not in memo:
+            parents = {up: self.fingerprint(up) for up in self.upstream(unit)}
+            memo[unit] = fingerprint({"settings": self.settings(unit), "upstream": parents})
+        return memo[unit]
+
+    @property
+    def decoded(self) -> list[str]:
+        """Every model the decode and score stages cover: the teacher, then each system."""
+        return ["teacher", *self.systems]
+
+    def cache_units(self) -> list[str]:
+        return [f"cache/{name}/{split}" for name, spec in self.caches.items() for split in spec.splits]
+
+    @cached_property
+    def teacher_checkpoint_sha(self) -> str:
+        path = str(self.cfg.teacher.checkpoint)
+        try:
+            return file_hash(path)
+        except OSError as e:
+            raise ConfigError(f"teacher.checkpoint={path}: cannot read it ({e.strerror})") from None
