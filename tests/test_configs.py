@@ -4,6 +4,7 @@ instantiates, and every recipe and study overlay resolves into a plan of systems
 distill option fails here in seconds, not after the teacher stage."""
 
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,8 @@ def test_a_system_states_only_its_differences():
     assert plan.systems["student_kd_kfull"].cache == "teacher_full"
     # a system's fingerprint is its own: changing T changes student_kd only
     before = Plan(_compose("study=kd_demo"))
-    changed = {n for n in plan.systems if plan.fingerprint(f"student/{n}") != before.fingerprint(f"student/{n}")}
+    changed = {n for n in plan.systems
+               if plan.fingerprint(f"student/{n}") != before.fingerprint(f"student/{n}")}
     assert changed == {"student_kd"}
 
 
@@ -126,7 +128,7 @@ def test_unknown_keys_are_refused():
     ("cache.k=many", "cache.k"),
 ])
 def test_wrong_settings_fail_at_start_naming_the_key(override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         Plan(_compose(override))
 
 

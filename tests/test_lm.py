@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from asr_kd.data.tokenizer import CharTokenizer
-from asr_kd.models.ctc import ctc_greedy
 from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
+from asr_kd.models.ctc import ctc_greedy
 
 TEXTS = ["turn on the light", "turn off the light", "turn on the radio", "play the radio", "the light"]
 

@@ -112,9 +112,9 @@ def test_sequence_kd_trains_on_the_teachers_1best(smoke):
     import torch
 
     from asr_kd.data.dataset import UtteranceDataset
-    from asr_kd.models.ctc import ctc_greedy
     from asr_kd.distill.cache import PosteriorCache
     from asr_kd.models.bundle import load_bundle
+    from asr_kd.models.ctc import ctc_greedy
 
     paths = ExpPaths(smoke)
     teacher = load_bundle(paths.checkpoint("teacher"))

@@ -7,11 +7,11 @@ import torch
 
 from asr_kd.config import instantiate
 from asr_kd.data.tokenizer import CharTokenizer
-from asr_kd.models.ctc import ctc_greedy
 from asr_kd.decoding.streaming import StreamingRecognizer
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.frontend import KaldiFbank
 from asr_kd.models.bundle import load_bundle, save_bundle
+from asr_kd.models.ctc import ctc_greedy
 
 CONFIG = {"_target_": "asr_kd.models.student.EmformerCTC", "input_dim": 80, "d_model": 32,
           "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "chunk_frames": 4,

@@ -130,6 +130,8 @@ class DurationBatchSampler(Sampler[list[int]]):
     the batches are shuffled; each epoch (``set_epoch``) reshuffles deterministically from ``seed``.
     With ``rank``/``world_size`` each DDP rank takes every ``world_size``-th batch (the last
     ``< world_size`` batches are dropped so every rank steps the same number of times).
+    ``set_epoch(epoch, start)`` begins that epoch at its batch ``start``: a resumed run takes up
+    the order where it stopped, and the skipped batches are never handed to the loader.
     """
 
     def __init__(
@@ -145,10 +147,13 @@ class DurationBatchSampler(Sampler[list[int]]):
         self.lengths = list(lengths)
         self.max_frames, self.shuffle, self.seed = max_frames, shuffle, seed
         self.bucket_size, self.rank, self.world_size = bucket_size, rank, world_size
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Yield ``epoch``'s batches from its ``start``-th on (this rank's count) until the next call."""
+        if start < 0:
+            raise ValueError(f"DurationBatchSampler: start must be >= 0, not {start}")
+        self.epoch, self.start = epoch, start
 
     def _batches(self) -> list[list[int]]:
         order = list(range(len(self.lengths)))
@@ -176,7 +181,7 @@ class DurationBatchSampler(Sampler[list[int]]):
         return batches[self.rank : usable : self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
+        return iter(self._batches()[self.start :])
 
     def __len__(self) -> int:
-        return len(self._batches())
+        return len(self._batches()[self.start :])

@@ -88,8 +88,18 @@ class System:
 
 
 def _typed_train(node, where: str) -> dict:
-    """``node`` checked against :class:`TrainConfig` (types, unknown keys), as a plain dict."""
-    return to_dict(check_types(TrainConfig, node, where))
+    """``node`` checked against :class:`TrainConfig` (types, unknown keys, values), as a plain dict."""
+    values = to_dict(check_types(TrainConfig, node, where))
+    try:
+        TrainConfig(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return values
+
+
+def _learned(train: dict) -> dict:
+    """Training settings that decide the weights (fingerprinted), without the run-time ones."""
+    return {k: v for k, v in train.items() if k not in TrainConfig.RUNTIME_KEYS}
 
 
 def _cache_name(k: int | None) -> str:
@@ -157,12 +167,12 @@ class Plan:
         if kind == "teacher":
             if cfg.teacher.checkpoint:
                 return {"checkpoint_sha": self.teacher_checkpoint_sha}
-            return {"teacher": to_dict(cfg.teacher), "train": self.teacher_train}
+            return {"teacher": to_dict(cfg.teacher), "train": _learned(self.teacher_train)}
         if kind == "cache":
             name, split = rest.split("/")
             return {**self.caches[name].content, "split": split}
         if kind == "student":
-            return self.systems[rest].config
+            return {**self.systems[rest].config, "train": _learned(self.systems[rest].train)}
         if kind == "decode":
             return {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set}
         if kind == "score":

@@ -31,8 +31,9 @@ from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan, System
+from asr_kd.training import seed_everything
 from asr_kd.training.distributed import barrier, is_main_process
-from asr_kd.training.loop import seed_everything, train
+from asr_kd.training.loop import train
 from asr_kd.utils import file_hash
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,9 @@ from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
 from asr_kd.stages.base import StageStamp
+from asr_kd.training import seed_everything
 from asr_kd.training.distributed import barrier, is_main_process
-from asr_kd.training.loop import TrainConfig, seed_everything, train
+from asr_kd.training.loop import TrainConfig, train
 from asr_kd.utils import atomic_path
 
 log = logging.getLogger(__name__)

@@ -3,32 +3,44 @@ gradient clipping, periodic dev WER, JSON-lines + TensorBoard metrics, resumable
 
 Runs on the CPU or a GPU (``device``, optionally bf16 autocast), in one process or under
 ``torchrun`` (DDP: each rank takes its share of the batches; asr_kd.training.distributed).
+
+Seeded and resumable: ``train`` seeds every random stream from ``cfg.seed``
+(:func:`asr_kd.training.seed_everything`), and its checkpoints (every ``checkpoint_every`` steps
+and/or ``checkpoint_minutes``) hold the step, the position in the epoch's batch order and every
+random state, so a killed run resumes to the weights an uninterrupted one would have reached.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
+import pickle
+import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torchaudio.transforms as T
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr_kd.data.dataset import Batch, DurationBatchSampler, UtteranceDataset, collate
+from asr_kd.errors import ConfigError
 from asr_kd.models.ctc import ctc_greedy
 from asr_kd.scoring.wer import error_rates
-from asr_kd.training.distributed import init_distributed, resolve_device
-from asr_kd.utils import atomic_path
+from asr_kd.training import seed_everything
+from asr_kd.training.distributed import barrier, init_distributed, resolve_device
+from asr_kd.utils import atomic_path, write_jsonl
 
-__all__ = ["TrainConfig", "SpecAugment", "train", "train_step", "evaluate_wer", "LossFn"]
+__all__ = ["TrainConfig", "SpecAugment", "train", "train_step", "evaluate_wer", "LossFn", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -87,26 +99,39 @@ def _time_warp(feats: torch.Tensor, length: int, width: int) -> torch.Tensor:
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (``conf/train/*.yaml``)."""
+    """Types of the optimisation settings; the values live in one place, ``conf/train/default.yaml``
+    (teacher, and a student block that starts from it), and a system may override any of them."""
 
-    steps: int = 2000
-    max_frames: int = 4000
-    peak_lr: float = 3e-3
-    warmup_steps: int = 200
-    final_lr_ratio: float = 0.02
-    weight_decay: float = 1e-3
-    grad_clip: float = 5.0
-    eval_every: int = 500
-    num_workers: int = 1
-    threads: int | None = None  # torch threads; None: this rank's share of the CPU cores
-    seed: int = 0
-    spec_augment: dict | None = field(default_factory=lambda: {})
-    device: str = "auto"  # auto (a GPU when there is one) | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 (autocast on GPUs; the losses stay in fp32)
+    steps: int
+    max_frames: int  # feature frames per batch, padding included
+    peak_lr: float
+    warmup_steps: int
+    final_lr_ratio: float  # the cosine decay ends at peak_lr * final_lr_ratio
+    weight_decay: float
+    grad_clip: float
+    eval_every: int
+    checkpoint_every: int  # steps between checkpoints (0: off)
+    checkpoint_minutes: float  # minutes between checkpoints (0: off)
+    keep_checkpoints: int  # the newest checkpoints kept; older ones are deleted
+    num_workers: int
+    threads: int | None  # torch threads; None: this rank's share of the CPU cores
+    seed: int
+    spec_augment: dict | None  # SpecAugment's arguments; null: off
+    device: str  # auto (a GPU when there is one) | cpu | cuda | cuda:N
+    precision: str  # fp32 | bf16 (autocast on GPUs; the losses stay in fp32)
+
+    #: Settings that change how a run goes, not what it learns: left out of fingerprints, so a
+    #: changed checkpoint interval or worker count neither retrains nor loses a resume.
+    RUNTIME_KEYS = ("checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "num_workers", "threads")
 
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"train precision must be fp32 or bf16, not {self.precision!r}")
+            raise ConfigError(f"train precision must be fp32 or bf16, not {self.precision!r}")
+        for key in ("checkpoint_every", "checkpoint_minutes"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train {key} must be >= 0 (0: off), not {getattr(self, key)}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"train keep_checkpoints must be >= 1, not {self.keep_checkpoints}")
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -117,18 +142,22 @@ class TrainConfig:
 
 
 def _loader(
-    dataset: UtteranceDataset, cfg: TrainConfig, shuffle: bool, rank=0, world=1, pin_memory=False
+    dataset: UtteranceDataset, max_frames: int, num_workers: int, shuffle: bool, seed: int = 0, rank=0,
+    world=1, pin_memory=False,
 ) -> DataLoader:
     lengths = [dataset.num_frames(i) for i in range(len(dataset))]
-    sampler = DurationBatchSampler(lengths, cfg.max_frames, shuffle, cfg.seed, rank=rank, world_size=world)
+    sampler = DurationBatchSampler(lengths, max_frames, shuffle, seed, rank=rank, world_size=world)
     return DataLoader(
         dataset,
         batch_sampler=sampler,
         collate_fn=collate,
-        num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-        prefetch_factor=4 if cfg.num_workers > 0 else None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
         pin_memory=pin_memory,
+        # The workers' seeds come from here, not from torch's global generator: the number of
+        # workers, the epochs and a resume then leave dropout's and SpecAugment's stream alone.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -138,7 +167,7 @@ def evaluate_wer(model: nn.Module, dataset: UtteranceDataset, max_frames: int = 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    loader = _loader(dataset, TrainConfig(max_frames=max_frames, num_workers=0), shuffle=False)
+    loader = _loader(dataset, max_frames, num_workers=0, shuffle=False)
     refs, hyps = [], []
     texts = {u.id: u.text for u in dataset.utts}
     for batch in loader:
@@ -151,30 +180,38 @@ def evaluate_wer(model: nn.Module, dataset: UtteranceDataset, max_frames: int = 
 
 
 class _MetricsLog:
-    """Metrics as JSON lines (always) and TensorBoard events (when available)."""
+    """Metrics as JSON lines (always) and TensorBoard events (when available), continuing from
+    ``step``: what a killed run logged after it is dropped (``train_log.jsonl`` rewritten
+    atomically, TensorBoard's ``purge_step``), so each step appears once."""
 
-    def __init__(self, folder: Path, enabled: bool):
+    def __init__(self, folder: Path, enabled: bool, step: int):
         self.enabled = enabled
         self.path = folder / "train_log.jsonl"
         self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        if not enabled:
+            return
+        if self.path.exists():
+            rows = []
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a kill
+                    rows.append(json.loads(line))
+            write_jsonl(self.path, [row for row in rows if row["step"] <= step])
+        try:
+            from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(folder / "tb"))
-            except ImportError:  # tensorboard is optional
-                self.tb = None
+            self.tb = SummaryWriter(str(folder / "tb"), purge_step=step + 1)
+        except ImportError:  # tensorboard is optional
+            self.tb = None
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
-        import json
-
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **values}) + "\n")
         if self.tb is not None:
             for k, v in values.items():
                 self.tb.add_scalar(k, v, step)
+            self.tb.flush()  # on disk at once, like the JSON line: a killed run keeps what it logged
 
     def close(self) -> None:
         if self.tb is not None:
@@ -216,6 +253,61 @@ def train_step(
     return loss, parts, grad_norm
 
 
+def _rng_state(device: torch.device) -> dict:
+    """Every random stream a training step draws from (dropout, SpecAugment, time warping)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _gather(obj, world: int) -> list:
+    """``obj`` of every rank, in rank order (``[obj]`` in a single process)."""
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _rank0_says(flag: bool, device: torch.device, world: int) -> bool:
+    """Rank 0's ``flag`` on every rank: a decision taken by the clock must be the same on all of them."""
+    if world == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    """The checkpoints ``ckpt-<step>.pt`` in ``folder``, oldest first."""
+    return sorted(folder.glob("ckpt-[0-9]*.pt"))
+
+
+def _load_checkpoint(folder: Path, resume_key: str, name: str) -> dict | None:
+    """The newest readable checkpoint in ``folder`` if it was saved under ``resume_key``, else None."""
+    for path in reversed(_checkpoints(folder)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)  # our own file (RNG states)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+            log.warning("%s: cannot read %s (%s); trying the one before", name, path, e)
+            continue
+        if state.get("resume_key") != resume_key:
+            log.warning("%s: %s was saved for other settings or inputs; starting afresh", name, path)
+            return None
+        log.info("%s: resuming from step %d (%s)", name, state["step"], path)
+        return state
+    return None
+
+
 def train(
     model: nn.Module,
     loss_fn: LossFn,
@@ -228,11 +320,16 @@ def train(
 ) -> dict[str, float]:
     """Train ``model`` in place for ``cfg.steps`` steps; returns the final dev metrics.
 
-    The model trains on ``cfg.device`` and is handed back on the CPU, in eval mode.
+    The model trains on ``cfg.device`` and is handed back on the CPU, in eval mode. Random streams
+    are seeded from ``cfg.seed`` (+ the rank) before the first step; seed before building the model
+    too (:func:`seed_everything`) for a run that reproduces from its initial weights on.
 
-    ``out_dir/last.pt`` (model + optimiser + step + ``resume_key``, written atomically at each
-    evaluation) lets a killed run resume where it stopped; a ``last.pt`` saved under another
-    ``resume_key`` (other settings or inputs) is ignored. It is deleted when training completes.
+    ``out_dir/ckpt-<step>.pt`` (model, optimiser, step, epoch and batch position, every rank's random
+    states, ``resume_key``) is written atomically every ``cfg.checkpoint_every`` steps and/or
+    ``cfg.checkpoint_minutes``, the newest ``cfg.keep_checkpoints`` kept. A killed run resumes from
+    the newest readable one and ends with the weights an uninterrupted run would have; checkpoints
+    saved under another ``resume_key`` (other settings or inputs) are ignored and removed. All are
+    deleted when training completes.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +339,7 @@ def train(
     # (With other busy processes on the machine, pass fewer: OpenMP spins against them.)
     threads = cfg.threads or max(1, len(os.sched_getaffinity(0)) // world)
     torch.set_num_threads(threads)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed + rank)  # each rank draws its own dropout and SpecAugment masks
     core = model.to(device)
     if world > 1:
         device_ids = [device] if device.type == "cuda" else None
@@ -250,33 +347,43 @@ def train(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     optimizer = make_optimizer(core, cfg, device)
     augment = SpecAugment(**cfg.spec_augment) if cfg.spec_augment is not None else None
-    step = 0
-    resume_path = out_dir / "last.pt"
-    state = torch.load(resume_path, map_location="cpu", weights_only=False) if resume_path.exists() else None
-    if state is not None and state.get("resume_key") != resume_key:
-        log.warning("%s: %s was saved for other settings or inputs; starting afresh", name, resume_path)
-        state = None
+    step, epoch, position = 0, 0, 0  # position: batches of this epoch already taken (this rank's)
+    state = _load_checkpoint(out_dir, resume_key, name)
     if state is not None:
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-        log.info("%s: resuming from step %d (%s)", name, step, resume_path)
+        step, epoch, position = state["step"], state["epoch"], state["position"]
+        if len(state["rng"]) == world:
+            _set_rng_state(state["rng"][rank], device)
+        else:
+            log.warning("%s: the checkpoint was saved by %d rank(s), this run has %d: it goes on from "
+                        "step %d, but not as the uninterrupted run would have", name, len(state["rng"]),
+                        world, step)
+    barrier()  # every rank has read its checkpoint before rank 0 tidies up
+    if rank == 0:  # what the resumed run would not use: other settings, unreadable, or newer than it
+        for path in _checkpoints(out_dir):
+            if state is None or int(path.stem.split("-")[1]) > step:
+                path.unlink()
+        for path in out_dir.glob(".ckpt-*.tmp"):  # a save cut short by kill -9
+            path.unlink()
     log.info(
         "%s: %d steps on %s (%s, %d rank(s)), %d torch thread(s), %d loader worker(s)",
         name, cfg.steps, device, cfg.precision, world, threads, cfg.num_workers,
     )
-    metrics = _MetricsLog(out_dir, enabled=rank == 0)
-    loader = _loader(train_set, cfg, shuffle=True, rank=rank, world=world, pin_memory=device.type == "cuda")
+    metrics = _MetricsLog(out_dir, enabled=rank == 0, step=step)
+    loader = _loader(train_set, cfg.max_frames, cfg.num_workers, shuffle=True, seed=cfg.seed, rank=rank,
+                     world=world, pin_memory=device.type == "cuda")
     dev_metrics: dict[str, float] = {}
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=rank != 0, dynamic_ncols=True)
-    epoch = step // max(1, len(loader))
     start, audio_seconds, frame_shift = time.perf_counter(), 0.0, 0.01
+    last_saved = time.monotonic()
     while step < cfg.steps:
-        loader.batch_sampler.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch, start=position)
         for batch in loader:
             if step >= cfg.steps:
                 break
+            position += 1
             batch = batch.to(device)
             loss, parts, grad_norm = train_step(model, loss_fn, batch, optimizer, cfg, step, augment,
                                                 autocast)
@@ -299,37 +406,29 @@ def train(
                         "x_realtime": audio_seconds / max(elapsed, 1e-9),
                     },
                 )
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                if dev_set is not None and rank == 0:
-                    dev_metrics = evaluate_wer(core, dev_set)
-                    metrics.write(step, {f"dev_{k}": v for k, v in dev_metrics.items() if k != "words"})
-                    log.info("%s step %d: dev WER %.2f%%", name, step, 100 * dev_metrics["wer"])
-                if rank == 0 and step < cfg.steps:
-                    with atomic_path(resume_path) as tmp:
-                        torch.save(
-                            {
-                                "model": core.state_dict(),
-                                "optimizer": optimizer.state_dict(),
-                                "step": step,
-                                "resume_key": resume_key,
-                            },
-                            tmp,
-                        )
-        epoch += 1
+            if (step % cfg.eval_every == 0 or step == cfg.steps) and dev_set is not None and rank == 0:
+                dev_metrics = evaluate_wer(core, dev_set)
+                metrics.write(step, {f"dev_{k}": v for k, v in dev_metrics.items() if k != "words"})
+                log.info("%s step %d: dev WER %.2f%%", name, step, 100 * dev_metrics["wer"])
+            due = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+            if cfg.checkpoint_minutes > 0 and not due:
+                due = _rank0_says(time.monotonic() - last_saved >= 60 * cfg.checkpoint_minutes, device, world)
+            if due and step < cfg.steps:
+                rng = _gather(_rng_state(device), world)
+                if rank == 0:
+                    with atomic_path(out_dir / f"ckpt-{step:08d}.pt") as tmp:
+                        torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "step": step, "epoch": epoch, "position": position, "rng": rng,
+                                    "resume_key": resume_key}, tmp)
+                    for old in _checkpoints(out_dir)[: -cfg.keep_checkpoints]:
+                        old.unlink()
+                last_saved = time.monotonic()
+        epoch, position = epoch + 1, 0
     bar.close()
     metrics.close()
     if rank == 0:
-        resume_path.unlink(missing_ok=True)
+        for path in _checkpoints(out_dir):
+            path.unlink()
     core.to("cpu").eval()
     return dev_metrics
 
-
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy and Python's ``random``: call before building a model."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
