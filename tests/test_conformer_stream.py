@@ -15,7 +15,7 @@ from asr_kd.config import instantiate
 from asr_kd.decoding.streaming import StreamingRecognizer
 from asr_kd.models import ChunkConformerCTC
 from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
-from asr_kd.models.conformer_stream import _rotary, chunk_attention_mask
+from asr_kd.models.conformer_stream import _rotate, chunk_attention_mask, rotary_angles
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 CONFIG = {"_target_": "asr_kd.models.conformer_stream.ChunkConformerCTC", "input_dim": 80, "d_model": 32,
@@ -165,8 +165,9 @@ def test_memory_is_constant_over_a_ten_minute_stream():
 
 def test_rotary_positions_are_relative_far_into_a_stream():
     q, k = torch.randn(1, 2, 5, 16), torch.randn(1, 2, 5, 16)
-    near = _rotary(q, 0) @ _rotary(k, 0).transpose(-1, -2)
-    far = _rotary(q, 15000) @ _rotary(k, 15000).transpose(-1, -2)
+    near, far = rotary_angles(0, 5, 16), rotary_angles(15000, 5, 16)
+    near = _rotate(q, near) @ _rotate(k, near).transpose(-1, -2)
+    far = _rotate(q, far) @ _rotate(k, far).transpose(-1, -2)
     assert torch.allclose(near, far, atol=1e-4)
 
 
@@ -215,10 +216,23 @@ def test_bundle_round_trip(tmp_path, bundle):
         assert torch.equal(again.model(x, torch.tensor([77]))[0], bundle.model(x, torch.tensor([77]))[0])
 
 
-def _student(option: str) -> ChunkConformerCTC:
+OPTIONS = sorted(p.stem for p in Path(CONF, "student").glob("conformer_*.yaml"))
+
+
+def _student(option: str, *overrides: str) -> ChunkConformerCTC:
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=[f"student={option}"])
-    return instantiate(cfg.student.model, vocab_size=29)  # the demo's 29 characters
+        cfg = compose("config", overrides=[f"student={option}", *overrides])
+    return instantiate(cfg.student.model, vocab_size=29, input_dim=80)  # the demo's 29 characters
+
+
+@pytest.mark.parametrize("recipe", ["demo", "smoke"])
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_config_builds_and_runs_under_each_recipe(option, recipe):
+    model = _student(option, f"recipe={recipe}").eval()
+    with torch.no_grad():
+        out, lengths = model(torch.randn(1, 57, 80), torch.tensor([57]))
+    assert out.shape == (1, 15, 29) and lengths.item() == 15
+    assert model.streaming == option.startswith("conformer_stream")
 
 
 def test_config_sizes_against_the_demo_teacher():
@@ -229,5 +243,4 @@ def test_config_sizes_against_the_demo_teacher():
     assert small <= teacher / 5 and tiny_ <= teacher / 10
     assert count_parameters(_student("conformer_full_small")) == small
     assert count_parameters(_student("conformer_full_tiny")) == tiny_
-    assert not _student("conformer_full_small").streaming
     assert _student("conformer_stream_dynamic").dynamic_chunks == (4, 8, 16)

@@ -43,7 +43,7 @@ from torch import nn
 
 from asr_kd.models.subsampling import StackSubsampling
 
-__all__ = ["ChunkConformerCTC", "StreamState", "chunk_attention_mask"]
+__all__ = ["ChunkConformerCTC", "StreamState", "chunk_attention_mask", "rotary_angles"]
 
 
 class StreamState(NamedTuple):
@@ -67,7 +67,8 @@ def chunk_attention_mask(
 
     j must be valid (``j < key_lengths``) and, with chunking, in i's chunk or one of the
     ``left_chunks`` before it (``-1``: any earlier chunk). Each frame always sees itself, so the
-    rows of padded frames are never empty (an empty row is NaN, whose gradient would leak).
+    rows of padded frames are never empty, whatever an attention kernel makes of an empty row (some
+    give NaN, whose gradient leaks into valid frames; torch 2.11's CPU kernels give zeros).
     """
     pos = torch.arange(frames, device=key_lengths.device)
     allowed = pos[None, None, :] < key_lengths[:, None, None]  # (B, 1, T)
@@ -81,17 +82,20 @@ def chunk_attention_mask(
     return allowed[:, None]
 
 
-def _rotary(x: torch.Tensor, first: int) -> torch.Tensor:
-    """Rotate ``(B, H, T, Dh)`` queries or keys by the positions ``first, first + 1, ...`` (RoPE).
+def rotary_angles(first: int, frames: int, head_dim: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin)``, each ``(frames, head_dim / 2)``, of the rotary angles of positions ``first,
+    first + 1, ...`` (RoPE). Computed in float64, so positions far into a long stream rotate as
+    precisely as the first ones; computed once per forward or chunk and shared by every layer."""
+    half = head_dim // 2
+    inv_freq = 10000.0 ** (-torch.arange(half, dtype=torch.float64, device=device) / half)
+    angles = torch.arange(first, first + frames, dtype=torch.float64, device=device)[:, None] * inv_freq
+    return angles.cos().float(), angles.sin().float()
 
-    Angles are computed in float64, so positions far into a long stream rotate as precisely as
-    the first ones."""
-    half = x.shape[-1] // 2
-    inv_freq = 10000.0 ** (-torch.arange(half, dtype=torch.float64, device=x.device) / half)
-    pos = torch.arange(first, first + x.shape[-2], dtype=torch.float64, device=x.device)
-    angles = pos[:, None] * inv_freq[None]  # (T, Dh/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:]
+
+def _rotate(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate ``(B, H, T, Dh)`` queries or keys by :func:`rotary_angles`' ``(cos, sin)``."""
+    cos, sin = (r.to(x.dtype) for r in rotation)
+    x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
@@ -115,15 +119,15 @@ class _SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
 
     def forward(
-        self, x: torch.Tensor, first: int, mask: torch.Tensor | None,
+        self, x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x (B, T, D)`` at positions ``first...``; returns the output and the keys and values
+        """``x (B, T, D)``, ``rotation``: its positions' angles. Returns the output and the keys and values
         ``(B, H, S + T, Dh)`` it attended over (``cache``'s S frames, then x's)."""
         b, t, d = x.shape
         qkv = self.qkv(self.norm(x)).view(b, t, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
-        q, k = _rotary(q, first), _rotary(k, first)
+        q, k = _rotate(q, rotation), _rotate(k, rotation)
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         dropout = self.dropout if self.training else 0.0
@@ -163,12 +167,13 @@ class _ConformerBlock(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(
-        self, x: torch.Tensor, first: int, mask: torch.Tensor | None, history: torch.Tensor,
+        self, x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+        history: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``x``, the attention's keys and values, and the convolution's new history."""
         x = x + 0.5 * self.ff1(x)
-        a, k, v = self.attn(x, first, mask, cache)
+        a, k, v = self.attn(x, rotation, mask, cache)
         x = x + self.attn_dropout(a)
         c, history = self.conv(x, history)
         x = x + c
@@ -253,8 +258,9 @@ class ChunkConformerCTC(nn.Module):
         mask = chunk_attention_mask(key_lengths, padded_t, chunk, self.left_chunks)
         x = self.dropout(x)
         history = x.new_zeros(b, self.conv_kernel - 1, x.shape[-1])
+        rotation = rotary_angles(0, padded_t, x.shape[-1] // self.num_heads, x.device)
         for block in self.blocks:
-            x, _, _, _ = block(x, 0, mask, history)
+            x, _, _, _ = block(x, rotation, mask, history)
         return self.head(x[:, :out_t]), out_lengths
 
     @property
@@ -284,9 +290,10 @@ class ChunkConformerCTC(nn.Module):
             x, _ = self.subsampling(feats, torch.tensor([feats.shape[1]]))
             if state is None:
                 state = self._initial_state(x)
+            rotation = rotary_angles(state.frames, chunk, x.shape[-1] // self.num_heads, x.device)
             keys, values, convs = [], [], []
             for i, block in enumerate(self.blocks):
-                x, k, v, conv = block(x, state.frames, None, state.conv[i], (state.keys[i], state.values[i]))
+                x, k, v, conv = block(x, rotation, None, state.conv[i], (state.keys[i], state.values[i]))
                 # the next chunk sees left_chunks chunks back: keep the last left_chunks * chunk frames
                 first_kept = max(0, k.shape[2] - self.left_chunks * chunk) if self.left_chunks >= 0 else 0
                 keys.append(k[:, :, first_kept:])
