@@ -18,9 +18,9 @@ CONFIG = {"_target_": "asr_kd.models.student.EmformerCTC", "input_dim": 80, "d_m
           "left_context_frames": 8, "right_context_frames": 1, "conv_kernel": 3}
 
 
-def make_bundle(folder, **overrides):
+def make_bundle(folder, config=CONFIG, **overrides):
     torch.manual_seed(0)
-    config = {**CONFIG, **overrides}
+    config = {**config, **overrides}
     tokenizer = CharTokenizer.from_texts(["abc de"])
     model = instantiate(config, vocab_size=len(tokenizer))
     with torch.no_grad():  # a large head bias spread makes greedy output non-trivial

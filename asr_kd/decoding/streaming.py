@@ -2,9 +2,10 @@
 
 The recognizer keeps three states between calls: unconsumed audio samples (the front end
 frames Kaldi-style, so features computed piecewise equal those of the whole file), feature
-frames not yet consumed by a chunk, and the Emformer's layer states. ``finalize`` flushes the
-tail with zero frames exactly as :meth:`asr_kd.models.EmformerCTC.forward` pads it, so a
-streamed utterance yields the same logits as the model's chunk-masked full-utterance forward.
+frames not yet consumed by a chunk, and the model's streaming state (``stream_chunk``'s: layer
+states, caches). ``finalize`` flushes the tail with zero frames exactly as the streaming models'
+``forward`` pads it (:class:`asr_kd.models.EmformerCTC`, :class:`asr_kd.models.ChunkConformerCTC`),
+so a streamed utterance yields the same logits as the model's chunk-masked full-utterance forward.
 
 Cost: a piece only appends samples to a buffer. The front end runs once enough samples are
 buffered for the next whole chunk + look-ahead (once per chunk for small pieces, so the
