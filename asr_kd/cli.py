@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 
 from asr_kd.stages import STAGES, get_stage
 
@@ -26,6 +27,8 @@ def _main(cfg: DictConfig) -> None:
     except ValueError as e:
         log.error("%s", e)
         sys.exit(2)
+    with open_dict(cfg):  # the command line's overrides, for the report's provenance
+        cfg.overrides = list(HydraConfig.get().overrides.task)
     stage(cfg)
 
 
