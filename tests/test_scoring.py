@@ -255,6 +255,8 @@ def test_comparison_pairs_and_named_pairs():
     ]
     with pytest.raises(ValueError, match="score.compare names student_x, which has no decode"):
         comparison_pairs(names, ["student_ctc"], ["student_kd"], [["student_x", "teacher"]])
+    with pytest.raises(ValueError, match="takes pairs"):
+        comparison_pairs(names, [], [], [["teacher"]])
 
 
 def test_speaker_blocks_fall_back_to_utterances():

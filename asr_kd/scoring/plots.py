@@ -109,7 +109,7 @@ def plot_training_curves(logs: dict[str, list[dict]], path: str | os.PathLike) -
         for system, points in series[metric].items():
             steps = sorted(points)
             scale = 100 if metric == "dev_wer" else 1
-            ax.plot(steps, [scale * points[s] for s in steps], label=system)
+            ax.plot(steps, [scale * points[s] for s in steps], marker=".", label=system)
         ax.set_title("dev WER %" if metric == "dev_wer" else metric)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -88,6 +88,8 @@ def comparison_pairs(
         if f"{s}{v}" in names and f"{b}{v}" in names
     ]
     for pair in extra:
+        if len(pair) != 2:
+            raise ValueError(f"score.compare takes pairs [a, b] of decodes, got {list(pair)}")
         a, b = pair
         missing = [n for n in (a, b) if n not in names]
         if missing:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from asr_kd.config import to_dict
 from asr_kd.models.bundle import count_parameters, load_bundle
+from asr_kd.paths import ExpPaths
 from asr_kd.scoring.plots import plot_pareto, plot_report, plot_training_curves
 from asr_kd.scoring.provenance import provenance
 from asr_kd.scoring.report import VARIANTS, Decode, comparison_pairs, render_markdown, score_test_set
@@ -31,6 +32,24 @@ log = logging.getLogger(__name__)
 
 #: The CTC-only baseline every other student is compared against.
 BASELINE = "student_ctc"
+
+
+def load_decodes(paths: ExpPaths, test_set: str, systems: list[str]) -> dict[str, Decode]:
+    """Every decode of ``test_set`` by ``systems`` (all variants), scored per utterance; writes each
+    one's alignments beside it (``<set>.align.txt``)."""
+    decodes = {}
+    for system in systems:
+        for name in (f"{system}{v}" for v in VARIANTS):
+            path = paths.decode(name, test_set)
+            if path.exists():
+                rows = read_jsonl(path)
+                utts = rows[:-1]
+                errors = utterance_errors([r["id"] for r in utts], [r["ref"] for r in utts],
+                                          [r["hyp"] for r in utts])
+                with atomic_path(path.with_suffix(".align.txt")) as tmp:
+                    tmp.write_text(errors.alignment, encoding="utf-8")
+                decodes[name] = Decode(errors, rows[-1]["summary"], system)
+    return decodes
 
 
 def run(cfg: DictConfig) -> None:
@@ -52,18 +71,10 @@ def run(cfg: DictConfig) -> None:
     report = {"test_sets": {}, "systems": sizes, "comparisons": []}
     blocked_by = {}
     for test_set in cfg.test_sets:
-        decodes = {}
-        for system in systems:
-            for name in (f"{system}{v}" for v in VARIANTS):
-                path = paths.decode(name, test_set)
-                if path.exists():
-                    rows = read_jsonl(path)
-                    utts = rows[:-1]
-                    errors = utterance_errors([r["id"] for r in utts], [r["ref"] for r in utts],
-                                              [r["hyp"] for r in utts])
-                    with atomic_path(path.with_suffix(".align.txt")) as tmp:
-                        tmp.write_text(errors.alignment, encoding="utf-8")
-                    decodes[name] = Decode(errors, rows[-1]["summary"], system)
+        decodes = load_decodes(paths, test_set, systems)
+        if not decodes:
+            raise FileNotFoundError(f"score: no decode of {test_set} under {paths.root / 'decode'}; "
+                                    f"run `asr-kd stage=decode exp_dir={paths.root}`")
         manifest = paths.manifest(test_set)
         speakers = {r["id"]: r.get("speaker") for r in read_jsonl(manifest)} if manifest.exists() else None
         pairs = comparison_pairs(list(decodes), baselines, students, [list(p) for p in cfg.score.compare])
