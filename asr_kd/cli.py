@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from asr_kd.environment import diagnose
 from asr_kd.errors import UserError
@@ -58,6 +58,8 @@ def _main(cfg: DictConfig) -> None:
     try:
         stage = get_stage(cfg.stage)
         _sweep_job_dir(cfg)
+        with open_dict(cfg):  # the command line's overrides, for the report's provenance
+            cfg.overrides = list(HydraConfig.get().overrides.task)
         if cfg.stage in (*PIPELINE, "all"):
             from asr_kd.stages.plan import Plan
 

@@ -1,65 +1,231 @@
-"""The report: WER/CER per test set and system, with size and speed, as JSON, Markdown and a plot.
+"""The report: WER/CER per test set and system with confidence intervals, paired comparisons between
+systems, size, speed and provenance, as JSON and Markdown (plots: asr_kd.scoring.plots).
 
 ``report.json``::
 
     {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms",
-                                  ["lm_weight" (``_lm`` systems)]}}},
-     "systems": {SYSTEM: {"params", "size_mb", "kind"}}}
+                                  ["lm_weight" (``_lm`` systems)],
+                                  "wer_ci95", "words", "sub", "del", "ins", "per_speaker"}}},
+     "systems": {SYSTEM: {"params", "size_mb", "kind"}},
+     "comparisons": [{"test_set", "a", "b", "delta", "ci95", "p", "p_improve", "p_wilcoxon"}],
+     "bootstrap": {"resamples", "seed", "min_speakers", "interval",
+                   "blocked_by": {SET: "speaker" | "utterance"}},
+     "provenance": {"commit", "dirty", "overrides", "config", "torch", "torchaudio", "python", "cpu",
+                    "gpu", "threads", "stage_wall_s"}}
 
-WER/CER are fractions (0.05 = 5 %); ``size_mb`` is the checkpoint's fp32 weights in MB (1e6
-bytes); ``rtf`` is CPU seconds per audio second on one thread; ``latency_ms`` is the algorithmic
-latency of streamed decodes (chunk + look-ahead + feature window), ``null`` for offline ones,
-which wait for the end of the utterance. ``<system>_streaming`` is a streamed decode,
-``<system>_lm`` a beam search with the train transcripts' word LM and lexicon (``decode=beam_lm``),
-at the ``lm_weight`` chosen for that system on the dev set.
+Keys, once:
+
+- ``wer``, ``cer``: corpus error rates, fractions (0.05 = 5 %), after the one text normalisation.
+- ``params``, ``size_mb``: the model's parameter count and fp32 weights in MB (1e6 bytes);
+  ``kind``: ``streaming`` or ``offline``.
+- ``rtf``: CPU seconds per audio second on one thread; ``latency_ms``: the algorithmic latency of
+  streamed decodes (chunk + look-ahead + feature window), ``null`` for offline ones, which wait for
+  the end of the utterance. ``utterances``: how many were decoded.
+- ``<system>_streaming`` is a streamed decode, ``<system>_lm`` a beam search with the train
+  transcripts' word LM and lexicon (``decode=beam_lm``) at ``lm_weight``, chosen for that system
+  on the dev set.
+- ``wer_ci95``: ``[low, high]``, the 95 % bootstrap interval of ``wer`` (asr_kd.scoring.significance).
+- ``words``: reference words; ``sub``, ``del``, ``ins``: substitutions, deletions, insertions
+  (counts; ``wer`` = (sub + del + ins) / words).
+- ``per_speaker``: ``{speaker: wer}`` from the speakers of the test set's manifest; ``{}`` when
+  the manifest names none.
+- ``comparisons``: system ``a`` against system ``b`` on one test set, paired on the same
+  utterances and resamples: ``delta`` = WER(a) - WER(b) (fraction; negative: ``a`` is better),
+  ``ci95`` its 95 % bootstrap interval, ``p`` the two-sided paired bootstrap p-value of "no
+  difference", ``p_improve`` the share of resamples in which ``a`` is better (kaldialign's
+  probability of improvement), ``p_wilcoxon`` a Wilcoxon signed-rank test on per-block WER
+  differences. Listed: every student against every CTC-only baseline (like decodes with like:
+  greedy, ``_streaming``, ``_lm``), then the pairs of ``score.compare``.
+- ``bootstrap``: its settings: ``resamples``, ``seed``; ``interval``: ``percentile``;
+  ``blocked_by`` per test set: ``speaker`` (speakers are resampled with all their utterances)
+  when every utterance has a speaker and there are at least ``min_speakers`` of them, else
+  ``utterance``.
+- ``provenance``: ``commit`` and ``dirty`` (tracked files modified) of the package's git checkout
+  (``null`` outside one), ``overrides`` (the command line's), ``config`` (the resolved config),
+  ``torch``, ``torchaudio``, ``python`` versions, ``cpu`` and ``gpu`` models, torch ``threads``,
+  ``stage_wall_s`` (wall seconds of each finished stage, from ``stamps/``; ``null`` if not recorded).
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from asr_kd.utils import atomic_path
+import numpy as np
 
-__all__ = ["render_markdown", "plot_report"]
+from asr_kd.scoring.significance import Bootstrap, Comparison
+from asr_kd.scoring.wer import UtteranceErrors
+
+__all__ = ["VARIANTS", "Decode", "comparison_pairs", "speaker_blocks", "score_test_set", "verdict",
+           "render_markdown"]
+
+#: Suffixes of the decodes of one system (greedy offline, streamed, beam search with the LM).
+VARIANTS = ("", "_streaming", "_lm")
+
+
+@dataclass(frozen=True)
+class Decode:
+    """One decode of one test set: its per-utterance errors, its summary line and the model behind it."""
+
+    errors: UtteranceErrors
+    summary: dict
+    system: str
+
+
+def comparison_pairs(
+    names: Sequence[str],
+    baselines: Sequence[str],
+    students: Sequence[str],
+    extra: Sequence[Sequence[str]] = (),
+) -> list[tuple[str, str]]:
+    """``(a, b)`` pairs among the decodes ``names``: each student against each baseline, variant by
+    variant (``student_kd_lm`` against ``student_ctc_lm``), then ``extra`` pairs as given."""
+    pairs = [
+        (f"{s}{v}", f"{b}{v}")
+        for b in baselines
+        for s in students
+        for v in VARIANTS
+        if f"{s}{v}" in names and f"{b}{v}" in names
+    ]
+    for pair in extra:
+        if len(pair) != 2:
+            raise ValueError(f"score.compare takes pairs [a, b] of decodes, got {list(pair)}")
+        a, b = pair
+        missing = [n for n in (a, b) if n not in names]
+        if missing:
+            raise ValueError(f"score.compare names {', '.join(missing)}, which has no decode; decodes: "
+                             f"{', '.join(names)}")
+        if (a, b) not in pairs:
+            pairs.append((a, b))
+    return pairs
+
+
+def speaker_blocks(
+    ids: Sequence[str], speakers: dict[str, str | None] | None, min_speakers: int
+) -> tuple[list[str] | None, list[str] | None]:
+    """``(speakers of ids or None, blocks for the bootstrap or None)``: blocks are the speakers when
+    every utterance has one and there are at least ``min_speakers``; else None (utterances)."""
+    if speakers is None:
+        return None, None
+    unknown = [i for i in ids if i not in speakers]
+    if unknown:
+        raise ValueError(f"utterance {unknown[0]!r} of the decode is not in the test set's manifest "
+                         f"({len(unknown)} such); decode again")
+    labels = [speakers[i] for i in ids]
+    if any(s is None for s in labels):
+        return None, None
+    return labels, labels if len(set(labels)) >= min_speakers else None
+
+
+def _per_speaker(errors: np.ndarray, words: np.ndarray, labels: list[str] | None) -> dict[str, float]:
+    if labels is None:
+        return {}
+    spk, index = np.unique(np.asarray(labels), return_inverse=True)
+    wer = np.bincount(index, weights=errors) / np.bincount(index, weights=words)
+    return {str(s): float(w) for s, w in zip(spk, wer, strict=True)}
+
+
+def score_test_set(
+    test_set: str,
+    decodes: dict[str, Decode],
+    sizes: dict[str, dict],
+    speakers: dict[str, str | None] | None,
+    pairs: Sequence[tuple[str, str]],
+    resamples: int,
+    seed: int,
+    min_speakers: int,
+) -> tuple[dict[str, dict], list[dict], str]:
+    """The report entries of one test set's decodes, its comparisons and what the bootstrap blocked by.
+
+    ``speakers`` maps utterance id -> speaker (None: unknown) from the manifest, or is None.
+    Every decode must cover the same utterances (they are paired).
+    """
+    first = next(iter(decodes.values())).errors
+    order = {u: i for i, u in enumerate(first.ids)}
+    aligned = {}
+    for name, d in decodes.items():
+        if sorted(d.errors.ids) != sorted(first.ids):
+            raise ValueError(f"decode {name} has other utterances than {next(iter(decodes))} "
+                             f"({len(d.errors.ids)} vs {len(first.ids)}); decode every system again")
+        aligned[name] = np.argsort([order[u] for u in d.errors.ids])  # decode order -> first's order
+    labels, blocks = speaker_blocks(first.ids, speakers, min_speakers)
+    boot = Bootstrap({n: d.errors.errors[aligned[n]] for n, d in decodes.items()}, first.words, blocks,
+                     resamples, seed)
+    entries = {}
+    for name, d in decodes.items():
+        e, size = d.errors, sizes[d.system]
+        entries[name] = {
+            "wer": e.wer, "cer": e.cer, "params": size["params"], "size_mb": size["size_mb"],
+            "rtf": d.summary["rtf"], "utterances": len(e.ids), "latency_ms": d.summary.get("latency_ms"),
+            **({"lm_weight": d.summary["lm_weight"]} if "lm_weight" in d.summary else {}),
+            "wer_ci95": list(boot.interval(name)), "words": int(e.words.sum()),
+            "sub": int(e.sub.sum()), "del": int(e.dele.sum()), "ins": int(e.ins.sum()),
+            "per_speaker": _per_speaker(e.errors[aligned[name]], first.words, labels),
+        }
+    comparisons = [_comparison_row(test_set, a, b, boot.compare(a, b)) for a, b in pairs]
+    return entries, comparisons, "utterance" if blocks is None else "speaker"
+
+
+def _comparison_row(test_set: str, a: str, b: str, c: Comparison) -> dict:
+    return {"test_set": test_set, "a": a, "b": b, "delta": c.delta, "ci95": list(c.ci95), "p": c.p,
+            "p_improve": c.p_improve, "p_wilcoxon": c.p_wilcoxon}
+
+
+def verdict(c: dict) -> str:
+    """A comparison in words: "a better than b on SET: -3.6 points [-5.1, -2.2], p = 0.001".
+
+    Significant when the 95 % interval of the difference excludes zero.
+    """
+    low, high = c["ci95"]
+    figures = f"{100 * c['delta']:+.1f} points [{100 * low:.1f}, {100 * high:.1f}], p = {c['p']:.2g}"
+    if high < 0:
+        return f"{c['a']} better than {c['b']} on {c['test_set']}: {figures}"
+    if low > 0:
+        return f"{c['a']} worse than {c['b']} on {c['test_set']}: {figures}"
+    return f"{c['a']} vs {c['b']} on {c['test_set']}: no significant difference, {figures}"
 
 
 def render_markdown(report: dict) -> str:
+    """``report.md``: a table per test set (WER with its interval), the verdicts, the provenance."""
     lines = ["# asr-kd report", ""]
+    blocked_by = report.get("bootstrap", {}).get("blocked_by", {})
     for test_set, systems in report["test_sets"].items():
         lines += [f"## {test_set}", "",
-                  "| system | WER % | CER % | params | size MB | RTF (1 thread, CPU) | latency ms |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| system | WER % [95% CI] | S / D / I | CER % | params | size MB | RTF (1 thread, CPU) "
+                  "| latency ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, r in systems.items():
             latency = "utterance" if r.get("latency_ms") is None else f"{r['latency_ms']:.0f}"
+            low, high = r["wer_ci95"]
             lines.append(
-                f"| {name} | {100 * r['wer']:.2f} | {100 * r['cer']:.2f} | {r['params']:,} "
+                f"| {name} | {100 * r['wer']:.2f} [{100 * low:.2f}, {100 * high:.2f}] "
+                f"| {r['sub']} / {r['del']} / {r['ins']} | {100 * r['cer']:.2f} | {r['params']:,} "
                 f"| {r['size_mb']:.2f} | {r['rtf']:.4f} | {latency} |"
             )
         weights = [f"{name} {r['lm_weight']:g}" for name, r in systems.items() if "lm_weight" in r]
         lines += ["", f"LM weights: {', '.join(weights)}"] if weights else []
+        verdicts = [verdict(c) for c in report.get("comparisons", []) if c["test_set"] == test_set]
+        if verdicts:
+            lines += ["", f"Paired comparisons (bootstrap by {blocked_by.get(test_set, 'utterance')}):", ""]
+            lines += [f"- {v}" for v in verdicts]
         lines.append("")
+    if "bootstrap" in report:
+        b = report["bootstrap"]
+        lines += [f"Intervals: {b['interval']} bootstrap, {b['resamples']} resamples, seed {b['seed']}; "
+                  f"resampled by speaker where a test set has at least {b['min_speakers']} speakers.", ""]
+    if "provenance" in report:
+        lines += _provenance_markdown(report["provenance"])
     return "\n".join(lines)
 
 
-def plot_report(report: dict, path: str | os.PathLike) -> None:
-    """Grouped bar chart of WER per test set and system (matplotlib, headless)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sets = list(report["test_sets"])
-    systems = list(dict.fromkeys(s for t in sets for s in report["test_sets"][t]))
-    fig, ax = plt.subplots(figsize=(1.5 + 1.6 * len(sets) * max(1, len(systems)) / 3, 3.5))
-    width = 0.8 / max(1, len(systems))
-    for j, system in enumerate(systems):
-        xs = [i + j * width for i in range(len(sets))]
-        wers = [100 * report["test_sets"][t].get(system, {}).get("wer", float("nan")) for t in sets]
-        ax.bar(xs, wers, width, label=system)
-    ax.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(sets))], sets)
-    ax.set_ylabel("WER %")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+def _provenance_markdown(p: dict) -> list[str]:
+    commit = "unknown" if p["commit"] is None else p["commit"][:12] + (" (dirty)" if p["dirty"] else "")
+    walls = ", ".join(f"{k} {v:.0f} s" for k, v in p["stage_wall_s"].items() if v is not None)
+    return [
+        "## Provenance", "",
+        f"- commit {commit}; overrides: {' '.join(p['overrides']) or 'none'}",
+        f"- torch {p['torch']}, torchaudio {p['torchaudio']}, Python {p['python']}; CPU {p['cpu']}, "
+        f"GPU {p['gpu'] or 'none'}, {p['threads']} torch threads",
+        *([f"- stage wall times: {walls}"] if walls else []),
+        "",
+    ]

@@ -213,6 +213,18 @@ class Plan:
         """Every model the decode and score stages cover: the teacher, then each system."""
         return ["teacher", *self.systems]
 
+    @property
+    def baselines(self) -> list[str]:
+        """The systems every other student is compared with in the report: ``score.baselines``, or
+        by default every system whose objective reads no teacher (CTC on the transcripts)."""
+        named = self.cfg.get("score", {}).get("baselines")
+        if named is not None:
+            unknown = sorted(set(named) - set(self.systems))
+            if unknown:
+                raise ConfigError(f"score.baselines names no system {unknown}; systems: {list(self.systems)}")
+            return list(named)
+        return [n for n, s in self.systems.items() if not s.build_objective().needs_teacher]
+
     def cache_units(self) -> list[str]:
         return [f"cache/{name}/{split}" for name, spec in self.caches.items() for split in spec.splits]
 

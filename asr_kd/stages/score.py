@@ -1,8 +1,15 @@
-"""Stage ``score``: WER/CER (jiwer) of every decode, and the comparison report.
+"""Stage ``score``: per-utterance errors (jiwer) of every decode, bootstrap intervals and paired
+comparisons, plots, provenance: the report.
 
-Reads:  ``decode/<system>/<set>.jsonl``, ``models/<system>/model.pt`` (for sizes).
-Writes: ``report.json`` (contract in asr_kd.scoring.report), ``report.md``, ``report.png``.
-Run:    ``asr-kd stage=score``
+Reads:  ``decode/<system>/<set>.jsonl``, ``data/<set>.jsonl`` (speakers), ``models/<system>/model.pt``
+        (sizes), ``models/<system>/train_log.jsonl`` (curves), ``stamps/`` (wall times).
+Writes: ``report.json`` (contract in asr_kd.scoring.report), ``report.md``, ``report.png`` (WER per
+        system), ``report_pareto.png`` (WER against parameters, RTF, latency), ``report_curves.png``
+        (training curves), ``decode/<system>/<set>.align.txt`` (each utterance's alignment, jiwer).
+Run:    ``asr-kd stage=score [score.resamples=1000] [score.seed=0]
+        [score.compare=[[student_kd_lm,student_kd]]]``
+
+Comparisons: every student against the CTC-only baseline, plus the pairs of ``score.compare``.
 """
 
 from __future__ import annotations
@@ -11,20 +18,43 @@ import logging
 
 from omegaconf import DictConfig
 
+from asr_kd.errors import MissingUpstreamError
 from asr_kd.models.bundle import count_parameters, load_bundle
-from asr_kd.scoring.report import plot_report, render_markdown
-from asr_kd.scoring.wer import error_rates
+from asr_kd.paths import ExpPaths
+from asr_kd.scoring.plots import plot_pareto, plot_report, plot_training_curves
+from asr_kd.scoring.provenance import provenance
+from asr_kd.scoring.report import VARIANTS, Decode, comparison_pairs, render_markdown, score_test_set
+from asr_kd.scoring.wer import utterance_errors
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan
 from asr_kd.utils import atomic_path, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
+def load_decodes(paths: ExpPaths, test_set: str, systems: list[str]) -> dict[str, Decode]:
+    """Every decode of ``test_set`` by ``systems`` (all variants), scored per utterance; writes each
+    one's alignments beside it (``<set>.align.txt``)."""
+    decodes = {}
+    for system in systems:
+        for name in (f"{system}{v}" for v in VARIANTS):
+            path = paths.decode(name, test_set)
+            if path.exists():
+                rows = read_jsonl(path)
+                utts = rows[:-1]
+                errors = utterance_errors([r["id"] for r in utts], [r["ref"] for r in utts],
+                                          [r["hyp"] for r in utts])
+                with atomic_path(path.with_suffix(".align.txt")) as tmp:
+                    tmp.write_text(errors.alignment, encoding="utf-8")
+                decodes[name] = Decode(errors, rows[-1]["summary"], system)
+    return decodes
+
 
 def run(cfg: DictConfig) -> None:
     plan = Plan(cfg)
     systems = plan.decoded
     stamp = StageStamp(cfg, "score", plan)
+    baselines = plan.baselines
+    students = [s for s in plan.systems if s not in baselines]
     if stamp.is_done():
         return
     paths = stamp.paths
@@ -35,27 +65,33 @@ def run(cfg: DictConfig) -> None:
         config = plan.systems[system].config if system in plan.systems else plan.settings("teacher")
         sizes[system] = {"params": params, "size_mb": 4 * params / 1e6,
                          "kind": "streaming" if model.streaming else "offline", "config": config}
-    report = {"test_sets": {}, "systems": sizes}
+    report = {"test_sets": {}, "systems": sizes, "comparisons": []}
+    blocked_by = {}
     for test_set in cfg.test_sets:
-        report["test_sets"][test_set] = {}
-        for system in systems:
-            for name in (system, f"{system}_streaming", f"{system}_lm"):
-                path = paths.decode(name, test_set)
-                if not path.exists():
-                    continue
-                rows = read_jsonl(path)
-                summary, utts = rows[-1]["summary"], rows[:-1]
-                rates = error_rates([r["ref"] for r in utts], [r["hyp"] for r in utts])
-                report["test_sets"][test_set][name] = {
-                    "wer": rates["wer"], "cer": rates["cer"], "params": sizes[system]["params"],
-                    "size_mb": sizes[system]["size_mb"], "rtf": summary["rtf"], "utterances": len(utts),
-                    "latency_ms": summary.get("latency_ms"),
-                }
-                if "lm_weight" in summary:
-                    report["test_sets"][test_set][name]["lm_weight"] = summary["lm_weight"]
+        decodes = load_decodes(paths, test_set, systems)
+        if not decodes:
+            raise MissingUpstreamError(f"score: no decode of {test_set} under {paths.root / 'decode'}; "
+                                    f"run `asr-kd stage=decode exp_dir={paths.root}`")
+        manifest = paths.manifest(test_set)
+        speakers = {r["id"]: r.get("speaker") for r in read_jsonl(manifest)} if manifest.exists() else None
+        pairs = comparison_pairs(list(decodes), baselines, students, [list(p) for p in cfg.score.compare])
+        entries, comparisons, blocked_by[test_set] = score_test_set(
+            test_set, decodes, sizes, speakers, pairs,
+            cfg.score.resamples, cfg.score.seed, cfg.score.min_speakers,
+        )
+        report["test_sets"][test_set] = entries
+        report["comparisons"] += comparisons
+    report["bootstrap"] = {"resamples": cfg.score.resamples, "seed": cfg.score.seed,
+                           "min_speakers": cfg.score.min_speakers, "interval": "percentile",
+                           "blocked_by": blocked_by}
+    report["provenance"] = provenance(cfg, paths.stamp("score").parent)
     write_json(paths.report_json, report)
     with atomic_path(paths.report_md) as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")
     plot_report(report, paths.report_png)
+    plot_pareto(report, paths.report_png.with_name("report_pareto.png"))
+    logs = {s: read_jsonl(p) for s in systems if (p := paths.model_dir(s) / "train_log.jsonl").exists()}
+    if logs:
+        plot_training_curves(logs, paths.report_png.with_name("report_curves.png"))
     log.info("score: report at %s\n%s", paths.report_md, render_markdown(report))
     stamp.done()
