@@ -21,6 +21,7 @@ from asr_kd.data.importers.ljspeech import import_ljspeech
 from asr_kd.data.importers.manifest import import_manifest
 from asr_kd.data.manifest import Utterance
 from asr_kd.data.validate import validate_utterances
+from asr_kd.scoring.text import cardinal
 
 SR = 16000
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
@@ -106,7 +107,7 @@ def test_librispeech_missing_subset(tmp_path):
 def ljspeech(root: Path, n: int = 10) -> Path:
     for i in range(n):
         audio(root / "wavs" / f"LJ001-{i:04d}.wav", 0.25)
-    lines = [f"LJ001-{i:04d}|Chapter {i}.|Chapter number {i}." for i in range(n)]
+    lines = [f"LJ001-{i:04d}|Chapter {i}.|Chapter number {cardinal(i)}." for i in range(n)]
     return text_file(root / "metadata.csv", lines)
 
 
@@ -119,7 +120,8 @@ def test_ljspeech_splits_are_disjoint_and_deterministic(tmp_path):
     assert splits == import_ljspeech(tmp_path, tmp_path, held_out=2, seed=3)
     assert import_ljspeech(tmp_path, tmp_path, held_out=0.2)["test"].__len__() == 2
     u = splits["train"][0]
-    assert u.text.startswith("chapter number") and u.speaker == "ljspeech"  # the normalised column
+    assert u.text == f"chapter number {cardinal(int(u.id[-4:]))}"  # the normalised column
+    assert u.speaker == "ljspeech"
 
 
 def test_ljspeech_errors(tmp_path):
@@ -175,8 +177,8 @@ def test_kaldi_with_segments(tmp_path):
 def test_kaldi_without_segments(tmp_path):
     utts = import_kaldi(tmp_path, {"dev": kaldi(tmp_path / "dev", segments=False)})["dev"]
     assert [(u.id, u.text, u.speaker, u.end) for u in utts] == [
-        ("rec1", "one", "unknown", None),
-        ("rec2", "two", "unknown", None),
+        ("rec1", "one", None, None),
+        ("rec2", "two", None, None),
     ]
     assert utts[0].duration == pytest.approx(2.0)
 
@@ -244,7 +246,7 @@ def test_manifest_jsonl_csv_tsv(tmp_path):
         str(tmp_path / "wav" / "a.wav"),
         0.5,
         "hello",
-        "unknown",
+        None,
     )
     assert (b.start, b.end, b.duration, b.speaker) == (0.5, None, 0.5, "s2")
     assert splits["dev"] == [Utterance("a", str(tmp_path / "wav" / "a.wav"), 0.5, "hi you", "s1")]

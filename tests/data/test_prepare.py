@@ -21,22 +21,29 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 SR = 16000
 
 
-def tone(path: Path, seconds: float = 0.5, level: float = 0.3) -> str:
+def tone(path: Path, seconds: float = 0.5, level: float = 0.3, freq: float = 220.0) -> str:
     t = np.arange(round(seconds * SR)) / SR
-    sf.write(path, (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SR)
+    sf.write(path, (level * np.sin(2 * np.pi * freq * t)).astype(np.float32), SR)
     return path.name
 
 
-def corpus(root: Path, dev_rows: list[str] | None = None, test_rows: list[str] | None = None) -> dict:
-    """train/dev/test CSV manifests over short tones; returns the ``data.files`` mapping."""
+def corpus(
+    root: Path,
+    dev_rows: list[str] | None = None,
+    test_rows: list[str] | None = None,
+    train_rows: list[str] | None = None,
+) -> dict:
+    """train/dev/test CSV manifests over short tones (each file its own pitch, so no two share their
+    audio; ``a2.wav`` is a copy of ``a.wav``); returns the ``data.files`` mapping."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("a", "b", "c", "d"):
-        tone(root / f"{name}.wav")
+    for i, name in enumerate("abcdef"):
+        tone(root / f"{name}.wav", freq=220.0 + 20 * i)
+    tone(root / "a2.wav", freq=220.0)
     tone(root / "silent.wav", level=0.0)
     rows = {
-        "train": ["t1,a.wav,Hello world", "t2,b.wav,hello there", "t3,c.wav,World"],
+        "train": train_rows or ["t1,a.wav,Hello world", "t2,b.wav,hello there", "t3,c.wav,World"],
         "dev": dev_rows or ["d1,d.wav,hello"],
-        "test": test_rows or ["e1,a.wav,there world"],
+        "test": test_rows or ["e1,e.wav,there world"],
     }
     files = {}
     for split, lines in rows.items():
@@ -90,7 +97,7 @@ def test_bad_utterance_stops_prepare_naming_file_and_line_and_keeps_earlier_outp
 
 def test_skip_lists_every_reject_with_its_reason_and_logs_a_summary(tmp_path, caplog):
     dev = ["d1,d.wav,hello", "d2,silent.wav,hello", "d3,gone.wav,hello", "d1,a.wav,again", "d4,d.wav,?!"]
-    files = corpus(tmp_path / "corpus", dev_rows=dev, test_rows=["e1,a.wav,there world", "e2,b.wav,quiz"])
+    files = corpus(tmp_path / "corpus", dev_rows=dev, test_rows=["e1,e.wav,there world", "e2,f.wav,quiz"])
     exp = tmp_path / "exp"
     with caplog.at_level(logging.INFO, logger="asr_kd"):
         prepare.run(config(exp, files, "data.on_error=skip"))

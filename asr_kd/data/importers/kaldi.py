@@ -53,7 +53,7 @@ def read_data_dir(folder: Path) -> list[Utterance]:
             utt_id,
             recordings[rec],
             texts[utt_id][0],
-            speaker=speakers.get(utt_id, ("unknown", ""))[0],
+            speaker=speakers.get(utt_id, (None, ""))[0],
             start=start,
             end=end,
             source=texts[utt_id][1],

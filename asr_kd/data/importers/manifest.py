@@ -81,7 +81,7 @@ def _utterance(row: dict, base: Path, where: str) -> Utterance:
         str(row["id"]),
         audio_path(str(row["audio"]), base),
         str(row["text"]),
-        speaker=str(row.get("speaker", "unknown")),
+        speaker=row.get("speaker"),
         start=number.get("start", 0.0),
         end=number.get("end"),
         duration=number.get("duration"),
