@@ -160,3 +160,50 @@ def test_bpe_tokenizer_is_chosen_by_config(tmp_path):
     tokenizer = load_tokenizer(ExpPaths(exp).tokens)
     assert type(tokenizer).__name__ == "BpeTokenizer" and tokenizer.tokens[:2] == ["<blk>", "<unk>"]
     assert tokenizer.decode(tokenizer.encode("hello there world")) == "hello there world"
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_an_utterance_in_two_splits_stops_prepare_naming_both_lines(tmp_path, on_error):
+    files = corpus(tmp_path / "corpus", dev_rows=["d1,d.wav,hello", "t2,b.wav,hello there"])
+    with pytest.raises(ValueError) as info:
+        prepare.run(config(tmp_path / "exp", files, f"data.on_error={on_error}"))
+    assert str(info.value) == (
+        f"{files['train']}:3 and {files['dev']}:3: utterance 't2' is in split 'train' and in split 'dev': "
+        "leakage between splits; keep it in one split only"
+    )
+    assert not (tmp_path / "exp" / "data").exists() or not any((tmp_path / "exp" / "data").glob("*.jsonl"))
+
+
+def test_the_same_audio_under_another_name_stops_prepare(tmp_path):
+    files = corpus(tmp_path / "corpus", test_rows=["e1,e.wav,there", "e2,a2.wav,hello world"])
+    with pytest.raises(ValueError) as info:
+        prepare.run(config(tmp_path / "exp", files, "data.on_error=skip", "data.speed_perturb=[0.9,1.1]"))
+    root = tmp_path / "corpus"
+    assert str(info.value) == (
+        f"{files['train']}:2 and {files['test']}:3: utterances 't1' (train, {root / 'a.wav'}) and 'e2' "
+        f"(test, {root / 'a2.wav'}) have the same audio: leakage between splits; keep it in one split only"
+    )
+
+
+def test_digits_are_spelled_out_and_never_reach_the_vocabulary(tmp_path):
+    train = ["t1,a.wav,Call 911 in 2024", "t2,b.wav,hello there", "t3,c.wav,World"]
+    files = corpus(tmp_path / "corpus", train_rows=train, test_rows=["e1,e.wav,the 3rd"])
+    exp = tmp_path / "exp"
+    prepare.run(config(exp, files))
+    paths = ExpPaths(exp)
+    assert read_manifest(paths.manifest("train"))[0].text == "call nine hundred eleven in twenty twenty four"
+    assert read_manifest(paths.manifest("test"))[0].text == "the third"
+    assert not set("0123456789") & set(load_tokenizer(paths.tokens).tokens)
+
+
+def test_digits_are_rejected_with_numbers_reject(tmp_path):
+    train = ["t1,a.wav,Call 911 in 2024", "t2,b.wav,hello there", "t3,c.wav,World"]
+    files = corpus(tmp_path / "corpus", train_rows=train)
+    with pytest.raises(ValueError, match=rf"^{files['train']}:2: utterance 't1' \(.*a.wav\): digits: "):
+        prepare.run(config(tmp_path / "exp", files, "data.numbers=reject"))
+    prepare.run(config(tmp_path / "exp", files, "data.numbers=reject", "data.on_error=skip"))
+    paths = ExpPaths(tmp_path / "exp")
+    assert [u.id for u in read_manifest(paths.manifest("train"))] == ["t2", "t3"]
+    reasons = [json.loads(line)["reason"] for line in paths.rejects.read_text().splitlines()]
+    assert reasons == ["digits: the transcript 'Call 911 in 2024' holds '01249', refused by numbers=reject "
+                       "(numbers=spell writes them out in words)"]  # fmt: skip
