@@ -231,8 +231,8 @@ def _number_problem(text: str) -> str | None:
         return None
     kind = "digits" if any(c.isdigit() for c in found) else "symbols"
     return (
-        f"{kind}: the transcript {text!r} holds {''.join(found)!r}, refused by numbers=reject "
-        "(numbers=spell writes them out in words)"
+        f"{kind}: the transcript {text!r} holds {''.join(found)!r}, refused by data.numbers=reject "
+        "(data.numbers=spell writes them out in words)"
     )
 
 
@@ -279,7 +279,7 @@ def _audio_problem(utt: Utterance, min_duration: float, max_duration: float) -> 
 
 def _digest(wav: np.ndarray, rate: int) -> str:
     """Content hash of decoded samples ``(N, C)`` at ``rate``: the same audio in any file or format."""
-    digest = hashlib.blake2b(f"{rate}:{wav.shape}".encode(), digest_size=16)
+    digest = hashlib.sha256(f"{rate}:{wav.shape}".encode())  # SHA-NI: ~3x blake2b's speed here
     digest.update(np.ascontiguousarray(wav, dtype=np.float32))
     return digest.hexdigest()
 

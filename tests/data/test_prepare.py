@@ -205,5 +205,7 @@ def test_digits_are_rejected_with_numbers_reject(tmp_path):
     paths = ExpPaths(tmp_path / "exp")
     assert [u.id for u in read_manifest(paths.manifest("train"))] == ["t2", "t3"]
     reasons = [json.loads(line)["reason"] for line in paths.rejects.read_text().splitlines()]
-    assert reasons == ["digits: the transcript 'Call 911 in 2024' holds '01249', refused by numbers=reject "
-                       "(numbers=spell writes them out in words)"]  # fmt: skip
+    assert reasons == [
+        "digits: the transcript 'Call 911 in 2024' holds '01249', refused by data.numbers=reject "
+        "(data.numbers=spell writes them out in words)"
+    ]
