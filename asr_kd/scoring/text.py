@@ -8,7 +8,8 @@ Rules, in order:
 
 1. Unicode NFKD with accents dropped ("café" -> "cafe"; "²" -> "2").
 2. Numbers and the symbols that are read as words are spelled out, as LJSpeech's normalised
-   column does (its rule, from keithito/tacotron's ``cleaners``, written out here):
+   column does (the rule of keithito/tacotron's ``cleaners``, written out here; decimals are read
+   digit by digit after the point):
 
    - ``,`` between digit groups is dropped ("1,000" -> 1000);
    - money: "$5" -> "five dollars", "$1.50" -> "one dollar fifty cents", "$0.05" -> "five cents",
@@ -22,7 +23,9 @@ Rules, in order:
      hundred eleven", "12345" -> "twelve thousand three hundred forty five"; a number written with
      a leading zero is read digit by digit ("007" -> "zero zero seven"), as is one of 16 digits or
      more;
-   - symbols: "%" -> "percent", "&" -> "and", "+" -> "plus", a lone "$" -> "dollars", "£" -> "pounds".
+   - symbols: "%" -> "percent", "&" -> "and", "+" -> "plus", a lone "$" -> "dollars", "£" -> "pounds";
+   - not read as such: signs ("-5" -> "five"), fractions ("1/2" -> "one two"), times (two numbers:
+     "10:30" -> "ten thirty", "10:05" -> "ten zero five"): spell these in the corpus, or reject them.
 
    Text that holds none of these (every corpus that already spells its numbers) is unchanged by
    this step. :func:`spelled_characters` lists what it would rewrite, for corpora that prefer to
@@ -61,7 +64,7 @@ _ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth", 
 _GROUPED = re.compile(r"(?<=[0-9]),(?=[0-9]{3}(?![0-9]))")
 _MONEY = re.compile(r"([$£])\s?([0-9]+)(?:\.([0-9]{1,2}))?(?![0-9])")
 _DECIMAL = re.compile(r"([0-9]+)\.([0-9]+)")
-_ORDINAL_NUMBER = re.compile(r"([0-9]+)\s?(st|nd|rd|th)\b", re.IGNORECASE)
+_ORDINAL_NUMBER = re.compile(r"([0-9]+)(st|nd|rd|th)\b", re.IGNORECASE)
 _PLURAL_NUMBER = re.compile(r"([0-9]+)'?s\b")
 _INTEGER = re.compile(r"[0-9]+")
 _SPELLED = re.compile("[0-9" + re.escape("".join(WORD_SYMBOLS)) + "]")
