@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from asr_kd.errors import ConfigError
+from asr_kd.errors import ConfigError, UserError
 
 __all__ = ["instantiate", "to_dict", "check_types"]
 
@@ -56,7 +56,9 @@ def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> 
         check_types(obj, {**args, **kwargs}, _where_ or target)
     try:
         return hydra.utils.instantiate(config, **kwargs)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, ConfigError):
-            raise ConfigError(f"{_where_ or target}: {e.__cause__}") from None
+    except InstantiationException as e:  # Hydra wraps what the target raised
+        if isinstance(e.__cause__, ConfigError) and _where_:
+            raise ConfigError(f"{_where_}: {e.__cause__}") from None
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
         raise

@@ -17,10 +17,12 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from asr_kd.errors import UserError
+
 __all__ = ["AudioError", "load_audio", "read_span", "save_audio", "speed_perturb", "wav_truncation"]
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """An audio file that cannot be used; the message names the file and the reason."""
 
 
@@ -31,8 +33,12 @@ def read_span(
 
     Raises :class:`AudioError` for a missing, unreadable, truncated or empty file, or an empty span.
     """
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a directory, not an audio file")
     if not os.path.isfile(path):
         raise AudioError(f"{path}: audio file does not exist")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: empty file (0 bytes), not audio")
     truncated = wav_truncation(path)
     if truncated:
         raise AudioError(f"{path}: {truncated}")

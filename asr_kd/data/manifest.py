@@ -34,7 +34,7 @@ class Utterance:
     audio: str
     duration: float
     text: str
-    speaker: str = "unknown"
+    speaker: str | None = None  # None: not known
     start: float = 0.0
     end: float | None = None
     source: str | None = field(default=None, compare=False)

@@ -11,8 +11,18 @@ learned from train cannot spell (a character no train transcript holds) is rejec
 the source file and line, the utterance, its audio and the reason; with ``data.on_error=skip`` bad
 utterances are left out, listed with their reasons in ``data/rejects.jsonl``, and counted in the
 log. Nothing is written before every split has passed, so a failed run leaves the previous outputs
-as they were. ``data.speed_perturb`` adds, for each factor other than 1, a resampled copy of every
-train utterance (id ``<id>_sp0.9``), which later stages treat as an utterance like any other.
+as they were. Transcripts with digits or symbols read as words ("911", "50%", "&") are spelled out
+(:mod:`asr_kd.scoring.text`) with ``data.numbers=spell`` (the default), or rejected as bad
+utterances with ``data.numbers=reject``.
+
+The corpus is also checked as a whole: an utterance id, or audio of the same content (a hash of the
+decoded samples of each file or segment), in two splits is leakage between splits and always stops
+the stage, even with ``data.on_error=skip``, naming both source lines: it is a bug of the corpus
+(how it was split), not a bad utterance to drop, and dropping one copy by guess would hide it.
+
+``data.speed_perturb`` adds, for each factor other than 1, a resampled copy of every train
+utterance (id ``<id>_sp0.9``), which later stages treat as an utterance like any other; the copies
+are made after the checks, so they never count as leakage.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from asr_kd.config import instantiate, to_dict
 from asr_kd.data.audio import load_audio, save_audio, speed_perturb
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.data.tokenizer import CharTokenizer
-from asr_kd.data.validate import describe, reject, summarize_rejects, validate_utterances, write_rejects
+from asr_kd.data.validate import describe, reject, summarize_rejects, validate_corpus, write_rejects
 from asr_kd.errors import ConfigError, DataError
 from asr_kd.stages.base import StageStamp
 from asr_kd.utils import fingerprint
@@ -37,7 +47,7 @@ from asr_kd.utils import fingerprint
 log = logging.getLogger(__name__)
 
 #: Keys of the ``data`` node read by this stage (conf/config.yaml); the others are the importer's arguments.
-PREPARE_KEYS = ("on_error", "max_duration", "min_duration", "speed_perturb")
+PREPARE_KEYS = ("on_error", "max_duration", "min_duration", "numbers", "speed_perturb")
 
 
 def run(cfg: DictConfig) -> None:
@@ -54,12 +64,13 @@ def run(cfg: DictConfig) -> None:
     if "train" not in splits:
         raise DataError(f"the {importer['_target_']} importer gave no 'train' split (got {sorted(splits)})")
 
-    kept, rejects = {}, []
-    for split, utts in splits.items():
-        kept[split], bad = validate_utterances(
-            utts, max_duration=data["max_duration"], min_duration=data["min_duration"], on_error=on_error
-        )
-        rejects += [{"split": split, **r} for r in bad]
+    kept, rejects = validate_corpus(
+        splits,
+        max_duration=data["max_duration"],
+        min_duration=data["min_duration"],
+        on_error=on_error,
+        numbers=data["numbers"],
+    )
     _check_not_empty(kept, rejects)
     tokenizer = instantiate(cfg.tokenizer, _partial_=True)(u.text for u in kept["train"])
     for split in kept:

@@ -21,6 +21,7 @@ from asr_kd.data.importers.ljspeech import import_ljspeech
 from asr_kd.data.importers.manifest import import_manifest
 from asr_kd.data.manifest import Utterance
 from asr_kd.data.validate import validate_utterances
+from asr_kd.scoring.text import cardinal
 
 SR = 16000
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data"
@@ -54,6 +55,7 @@ def test_transcript_normalises_unless_letters_would_be_lost():
     assert transcript("Don't  STOP-now!") == "don't stop now"
     assert transcript("Café au lait") == "cafe au lait"
     assert transcript(" hello мир ") == "hello мир"  # kept raw: validate rejects it with a reason
+    assert transcript(" Call 911! ") == "Call 911!"  # kept raw: validate spells or rejects it (data.numbers)
 
 
 # --- LibriSpeech -----------------------------------------------------------------------------------
@@ -106,7 +108,7 @@ def test_librispeech_missing_subset(tmp_path):
 def ljspeech(root: Path, n: int = 10) -> Path:
     for i in range(n):
         audio(root / "wavs" / f"LJ001-{i:04d}.wav", 0.25)
-    lines = [f"LJ001-{i:04d}|Chapter {i}.|Chapter number {i}." for i in range(n)]
+    lines = [f"LJ001-{i:04d}|Chapter {i}.|Chapter number {cardinal(i)}." for i in range(n)]
     return text_file(root / "metadata.csv", lines)
 
 
@@ -119,7 +121,8 @@ def test_ljspeech_splits_are_disjoint_and_deterministic(tmp_path):
     assert splits == import_ljspeech(tmp_path, tmp_path, held_out=2, seed=3)
     assert import_ljspeech(tmp_path, tmp_path, held_out=0.2)["test"].__len__() == 2
     u = splits["train"][0]
-    assert u.text.startswith("chapter number") and u.speaker == "ljspeech"  # the normalised column
+    assert u.text == f"chapter number {cardinal(int(u.id[-4:]))}"  # the normalised column
+    assert u.speaker == "ljspeech"
 
 
 def test_ljspeech_errors(tmp_path):
@@ -175,8 +178,8 @@ def test_kaldi_with_segments(tmp_path):
 def test_kaldi_without_segments(tmp_path):
     utts = import_kaldi(tmp_path, {"dev": kaldi(tmp_path / "dev", segments=False)})["dev"]
     assert [(u.id, u.text, u.speaker, u.end) for u in utts] == [
-        ("rec1", "one", "unknown", None),
-        ("rec2", "two", "unknown", None),
+        ("rec1", "one", None, None),
+        ("rec2", "two", None, None),
     ]
     assert utts[0].duration == pytest.approx(2.0)
 
@@ -244,7 +247,7 @@ def test_manifest_jsonl_csv_tsv(tmp_path):
         str(tmp_path / "wav" / "a.wav"),
         0.5,
         "hello",
-        "unknown",
+        None,
     )
     assert (b.start, b.end, b.duration, b.speaker) == (0.5, None, 0.5, "s2")
     assert splits["dev"] == [Utterance("a", str(tmp_path / "wav" / "a.wav"), 0.5, "hi you", "s1")]
@@ -340,6 +343,55 @@ def test_lhotse_recordings_and_supervisions(tmp_path):
         )
     with pytest.raises(ValueError, match="either cuts or"):
         import_lhotse(tmp_path, cuts={"dev": "a"}, recordings={"dev": "b"})
+
+
+def test_lhotse_prefers_normalized_text_says_so_and_keeps_a_missing_speaker_missing(tmp_path, caplog):
+    pytest.importorskip("lhotse")
+    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    from asr_kd.data.importers.lhotse_io import import_lhotse
+
+    recs = [
+        Recording.from_file(audio(tmp_path / f"LJ00{i}.wav", 0.5), recording_id=f"LJ00{i}") for i in (1, 2)
+    ]
+    sups = [  # as lhotse.recipes.ljspeech writes them: no speaker, the normalised column in custom
+        SupervisionSegment(
+            "LJ001",
+            "LJ001",
+            0.0,
+            0.5,
+            text="In 1455 they",
+            custom={"normalized_text": "In fourteen fifty-five they"},
+        ),
+        SupervisionSegment("LJ002", "LJ002", 0.0, 0.5, text="Chapter 2", speaker=None),
+    ]
+    RecordingSet.from_recordings(recs).to_file(tmp_path / "recs.jsonl.gz")
+    SupervisionSet.from_segments(sups).to_file(tmp_path / "sups.jsonl.gz")
+    CutSet.from_manifests(RecordingSet.from_recordings(recs), SupervisionSet.from_segments(sups)).to_file(
+        tmp_path / "cuts.jsonl.gz"
+    )
+    with caplog.at_level("INFO", logger="asr_kd"):
+        by_cuts = import_lhotse(tmp_path, cuts={"train": tmp_path / "cuts.jsonl.gz"})["train"]
+        by_sups = import_lhotse(
+            tmp_path,
+            recordings={"dev": tmp_path / "recs.jsonl.gz"},
+            supervisions={"dev": tmp_path / "sups.jsonl.gz"},
+        )["dev"]
+    for utts in (by_cuts, by_sups):
+        assert [(u.text, u.speaker) for u in utts] == [
+            ("in fourteen fifty five they", None),
+            ("Chapter 2", None),
+        ]
+    assert (
+        "import_lhotse: train: transcripts from custom['normalized_text'] (1 supervisions), text (1 "
+        in caplog.text
+    )
+    assert (
+        "import_lhotse: dev: transcripts from custom['normalized_text'] (1 supervisions), text (1 "
+        in caplog.text
+    )
+    kept, _ = validate_utterances(by_cuts, max_duration=10.0)
+    assert kept[1].text == "chapter two" and kept[1].to_dict()["speaker"] is None  # null in the manifest
 
 
 # --- FSDD (real recordings) ------------------------------------------------------------------------

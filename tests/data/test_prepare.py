@@ -21,22 +21,29 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 SR = 16000
 
 
-def tone(path: Path, seconds: float = 0.5, level: float = 0.3) -> str:
+def tone(path: Path, seconds: float = 0.5, level: float = 0.3, freq: float = 220.0) -> str:
     t = np.arange(round(seconds * SR)) / SR
-    sf.write(path, (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SR)
+    sf.write(path, (level * np.sin(2 * np.pi * freq * t)).astype(np.float32), SR)
     return path.name
 
 
-def corpus(root: Path, dev_rows: list[str] | None = None, test_rows: list[str] | None = None) -> dict:
-    """train/dev/test CSV manifests over short tones; returns the ``data.files`` mapping."""
+def corpus(
+    root: Path,
+    dev_rows: list[str] | None = None,
+    test_rows: list[str] | None = None,
+    train_rows: list[str] | None = None,
+) -> dict:
+    """train/dev/test CSV manifests over short tones (each file its own pitch, so no two share their
+    audio; ``a2.wav`` is a copy of ``a.wav``); returns the ``data.files`` mapping."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("a", "b", "c", "d"):
-        tone(root / f"{name}.wav")
+    for i, name in enumerate("abcdef"):
+        tone(root / f"{name}.wav", freq=220.0 + 20 * i)
+    tone(root / "a2.wav", freq=220.0)
     tone(root / "silent.wav", level=0.0)
     rows = {
-        "train": ["t1,a.wav,Hello world", "t2,b.wav,hello there", "t3,c.wav,World"],
+        "train": train_rows or ["t1,a.wav,Hello world", "t2,b.wav,hello there", "t3,c.wav,World"],
         "dev": dev_rows or ["d1,d.wav,hello"],
-        "test": test_rows or ["e1,a.wav,there world"],
+        "test": test_rows or ["e1,e.wav,there world"],
     }
     files = {}
     for split, lines in rows.items():
@@ -90,7 +97,7 @@ def test_bad_utterance_stops_prepare_naming_file_and_line_and_keeps_earlier_outp
 
 def test_skip_lists_every_reject_with_its_reason_and_logs_a_summary(tmp_path, caplog):
     dev = ["d1,d.wav,hello", "d2,silent.wav,hello", "d3,gone.wav,hello", "d1,a.wav,again", "d4,d.wav,?!"]
-    files = corpus(tmp_path / "corpus", dev_rows=dev, test_rows=["e1,a.wav,there world", "e2,b.wav,quiz"])
+    files = corpus(tmp_path / "corpus", dev_rows=dev, test_rows=["e1,e.wav,there world", "e2,f.wav,quiz"])
     exp = tmp_path / "exp"
     with caplog.at_level(logging.INFO, logger="asr_kd"):
         prepare.run(config(exp, files, "data.on_error=skip"))
@@ -153,3 +160,52 @@ def test_bpe_tokenizer_is_chosen_by_config(tmp_path):
     tokenizer = load_tokenizer(ExpPaths(exp).tokens)
     assert type(tokenizer).__name__ == "BpeTokenizer" and tokenizer.tokens[:2] == ["<blk>", "<unk>"]
     assert tokenizer.decode(tokenizer.encode("hello there world")) == "hello there world"
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_an_utterance_in_two_splits_stops_prepare_naming_both_lines(tmp_path, on_error):
+    files = corpus(tmp_path / "corpus", dev_rows=["d1,d.wav,hello", "t2,b.wav,hello there"])
+    with pytest.raises(ValueError) as info:
+        prepare.run(config(tmp_path / "exp", files, f"data.on_error={on_error}"))
+    assert str(info.value) == (
+        f"{files['train']}:3 and {files['dev']}:3: utterance 't2' is in split 'train' and in split 'dev': "
+        "leakage between splits; keep it in one split only"
+    )
+    assert not (tmp_path / "exp" / "data").exists() or not any((tmp_path / "exp" / "data").glob("*.jsonl"))
+
+
+def test_the_same_audio_under_another_name_stops_prepare(tmp_path):
+    files = corpus(tmp_path / "corpus", test_rows=["e1,e.wav,there", "e2,a2.wav,hello world"])
+    with pytest.raises(ValueError) as info:
+        prepare.run(config(tmp_path / "exp", files, "data.on_error=skip", "data.speed_perturb=[0.9,1.1]"))
+    root = tmp_path / "corpus"
+    assert str(info.value) == (
+        f"{files['train']}:2 and {files['test']}:3: utterances 't1' (train, {root / 'a.wav'}) and 'e2' "
+        f"(test, {root / 'a2.wav'}) have the same audio: leakage between splits; keep it in one split only"
+    )
+
+
+def test_digits_are_spelled_out_and_never_reach_the_vocabulary(tmp_path):
+    train = ["t1,a.wav,Call 911 in 2024", "t2,b.wav,hello there", "t3,c.wav,World"]
+    files = corpus(tmp_path / "corpus", train_rows=train, test_rows=["e1,e.wav,the 3rd"])
+    exp = tmp_path / "exp"
+    prepare.run(config(exp, files))
+    paths = ExpPaths(exp)
+    assert read_manifest(paths.manifest("train"))[0].text == "call nine hundred eleven in twenty twenty four"
+    assert read_manifest(paths.manifest("test"))[0].text == "the third"
+    assert not set("0123456789") & set(load_tokenizer(paths.tokens).tokens)
+
+
+def test_digits_are_rejected_with_numbers_reject(tmp_path):
+    train = ["t1,a.wav,Call 911 in 2024", "t2,b.wav,hello there", "t3,c.wav,World"]
+    files = corpus(tmp_path / "corpus", train_rows=train)
+    with pytest.raises(ValueError, match=rf"^{files['train']}:2: utterance 't1' \(.*a.wav\): digits: "):
+        prepare.run(config(tmp_path / "exp", files, "data.numbers=reject"))
+    prepare.run(config(tmp_path / "exp", files, "data.numbers=reject", "data.on_error=skip"))
+    paths = ExpPaths(tmp_path / "exp")
+    assert [u.id for u in read_manifest(paths.manifest("train"))] == ["t2", "t3"]
+    reasons = [json.loads(line)["reason"] for line in paths.rejects.read_text().splitlines()]
+    assert reasons == [
+        "digits: the transcript 'Call 911 in 2024' holds '01249', refused by data.numbers=reject "
+        "(data.numbers=spell writes them out in words)"
+    ]

@@ -1,4 +1,5 @@
-"""validate_utterances: every audio format soundfile writes loads; each kind of bad utterance is caught."""
+"""validate_utterances: every audio format soundfile writes loads; each kind of bad utterance is caught;
+digits are spelled out or refused; validate_corpus refuses leakage between splits."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from asr_kd.data.validate import (
     describe,
     lost_characters,
     summarize_rejects,
+    validate_corpus,
     validate_utterances,
     write_rejects,
 )
@@ -46,6 +48,7 @@ def check(utts: list[Utterance], **kw) -> tuple[list[Utterance], list[dict]]:
 
 
 # --- every format validates (loading itself: tests/test_audio.py) ---------------------------------
+
 
 @pytest.mark.parametrize("ext,subtype", FORMATS)
 @pytest.mark.parametrize("sr,channels", [(8000, 1), (44100, 2)])
@@ -200,3 +203,103 @@ def test_rejects_file_and_summary(tmp_path):
 def test_unknown_on_error_is_refused():
     with pytest.raises(ValueError, match="on_error"):
         validate_utterances([], max_duration=1.0, on_error="ignore")
+
+
+# --- numbers: spelled out, or refused with numbers=reject ------------------------------------------
+
+
+def test_numbers_spell_writes_digits_and_symbols_out(tmp_path):
+    path = write(tmp_path / "a.wav", tone(1.0, SR))
+    kept, _ = check([utt(path, text="Call 911 in 2024: 50% & the 21st")])
+    assert kept[0].text == "call nine hundred eleven in twenty twenty four fifty percent and the twenty first"
+
+
+@pytest.mark.parametrize(
+    "text,category,found", [("call 911 in 2024", "digits", "01249"), ("rock & roll", "symbols", "&"),
+                            ("up 5%", "digits", "%5")]
+)  # fmt: skip
+def test_numbers_reject_refuses_digits_and_word_symbols(tmp_path, text, category, found):
+    bad = dataclasses.replace(utt(write(tmp_path / "a.wav", tone(1.0, SR)), text=text), source="/l.csv:4")
+    with pytest.raises(ValueError) as info:
+        check([bad], numbers="reject")
+    assert str(info.value).startswith(
+        f"/l.csv:4: utterance 'u1' ({bad.audio}): {category}: the transcript {text!r} holds {found!r}"
+    )
+    good = utt(write(tmp_path / "b.wav", tone(1.0, SR)), "u2", "call nine one one")
+    kept, rejects = check([bad, good], numbers="reject", on_error="skip")
+    assert kept == [good] and [r["reason"].split(":")[0] for r in rejects] == [category]
+
+
+def test_unknown_numbers_policy_is_refused():
+    with pytest.raises(ValueError, match="numbers must be one of .*'spell', 'reject'.*, got 'words'"):
+        validate_utterances([], max_duration=1.0, numbers="words")
+
+
+# --- leakage between splits --------------------------------------------------------------------
+
+
+def at(u: Utterance, source: str) -> Utterance:
+    return dataclasses.replace(u, source=source)
+
+
+def corpus_check(splits: dict[str, list[Utterance]], **kw):
+    return validate_corpus(splits, max_duration=10.0, **kw)
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_an_id_in_two_splits_is_leakage_naming_both_lines(tmp_path, on_error):
+    a = write(tmp_path / "a.wav", tone(1.0, SR, freq=220))
+    b = write(tmp_path / "b.wav", tone(1.0, SR, freq=330))
+    splits = {
+        "train": [at(utt(a, "x"), "/c/train.jsonl:12")],
+        "dev": [at(utt(b, "y"), "/c/dev.jsonl:2"), at(utt(tmp_path / "gone.wav", "x"), "/c/dev.jsonl:3")],
+    }
+    with pytest.raises(ValueError) as info:  # found before any audio is read: not "missing audio"
+        corpus_check(splits, on_error=on_error)
+    assert str(info.value) == (
+        "/c/train.jsonl:12 and /c/dev.jsonl:3: utterance 'x' is in split 'train' and in split 'dev': "
+        "leakage between splits; keep it in one split only"
+    )
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_the_same_audio_in_two_splits_is_leakage_whatever_its_file_or_format(tmp_path, on_error):
+    wav = (tone(1.0, SR) * 32767).astype(np.int16)  # the same samples, losslessly in either format
+    a = write(tmp_path / "a.wav", wav)
+    copy = write(tmp_path / "copy.flac", wav)
+    other = write(tmp_path / "b.wav", tone(1.0, SR, freq=330))
+    splits = {
+        "train": [at(utt(a, "x"), "/c/train.csv:2"), at(utt(other, "z"), "/c/train.csv:3")],
+        "dev": [at(utt(copy, "y"), "/c/dev.csv:2")],
+    }
+    with pytest.raises(ValueError) as info:
+        corpus_check(splits, on_error=on_error)
+    assert str(info.value) == (
+        f"/c/train.csv:2 and /c/dev.csv:2: utterances 'x' (train, {a}) and 'y' (dev, {copy}) have the same "
+        "audio: leakage between splits; keep it in one split only"
+    )
+
+
+def test_other_segments_of_one_recording_and_copies_within_a_split_are_not_leakage(tmp_path, caplog):
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 2 * SR).astype(np.float32)
+    long = write(tmp_path / "long.flac", noise)
+    a = write(tmp_path / "a.wav", tone(1.0, SR))
+    copy = write(tmp_path / "copy.wav", tone(1.0, SR))
+    seg = {"duration": 1.0}
+    splits = {
+        "train": [utt(long, "s1", start=0.0, end=1.0, **seg), utt(a, "a"), utt(copy, "a-again")],
+        "dev": [utt(long, "s2", start=1.0, end=None, **seg)],
+        "test": [utt(long, "s3", start=0.5, end=1.5, **seg), utt(a, "dup", "x", duration=0.0)],
+    }
+    kept, rejects = corpus_check(splits, on_error="skip")
+    assert {k: [u.id for u in v] for k, v in kept.items()} == {
+        "train": ["s1", "a", "a-again"], "dev": ["s2"], "test": ["s3"]
+    }  # fmt: skip
+    assert [(r["split"], r["id"], r["reason"].split(":")[0]) for r in rejects] == [
+        ("test", "dup", "duration mismatch")
+    ]
+    splits["test"].append(at(utt(long, "s4", start=1.0, end=None, **seg), "/c/test.csv:9"))
+    with pytest.raises(
+        ValueError, match=rf"^split 'dev' and /c/test.csv:9: utterances 's2' \(dev, {long}\[1-end s\]\)"
+    ):
+        corpus_check(splits, on_error="skip")

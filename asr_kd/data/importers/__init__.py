@@ -2,7 +2,8 @@
 
 Every importer has the form ``import_NAME(work_dir: Path, **settings) -> dict[str, list[Utterance]]``
 (split name -> utterances with absolute audio paths, span durations in seconds, normalised text,
-speaker, and ``source``: the ``file:line`` it came from). Two kinds of bad input:
+speaker (``None`` when the corpus names none), and ``source``: the ``file:line`` it came from).
+Two kinds of bad input:
 
 - the corpus's *format* is wrong (a missing folder or list, a malformed line, a bad number, a piped
   ``wav.scp`` command): ``ValueError`` / ``FileNotFoundError`` naming the file and line, always;
@@ -10,7 +11,8 @@ speaker, and ``source``: the ``file:line`` it came from). Two kinds of bad input
   script, its id repeated): the importer passes it on as it is, and :mod:`asr_kd.data.validate`
   rejects it with a reason, which the prepare stage raises or, with ``data.on_error=skip``, lists.
   So lines are decoded with U+FFFD for bytes that are not UTF-8, and a transcript whose
-  normalisation would drop letters is kept unnormalised, rather than training on half of it.
+  normalisation would drop letters is kept unnormalised, rather than training on half of it; so
+  is one with digits or ``%&+$£``, which validation spells out or rejects after ``data.numbers``.
 
 - :func:`.librispeech.import_librispeech`: ``SUBSET/SPK/CHAPTER/*.flac`` + ``*.trans.txt``
 - :func:`.ljspeech.import_ljspeech`: ``metadata.csv`` + ``wavs/``; held-out dev/test

@@ -10,7 +10,8 @@ import soundfile as sf
 
 from asr_kd.data.manifest import Utterance
 from asr_kd.data.validate import REPLACEMENT_CHAR, lost_characters
-from asr_kd.scoring.text import normalize_text
+from asr_kd.errors import DataError, MissingFileError
+from asr_kd.scoring.text import normalize_text, spelled_characters
 
 __all__ = [
     "read_text",
@@ -21,6 +22,7 @@ __all__ = [
     "audio_path",
     "file_duration",
     "transcript",
+    "speaker_name",
     "make_utterance",
 ]
 
@@ -33,7 +35,7 @@ def read_text(path: str | os.PathLike) -> str:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file does not exist")
+        raise MissingFileError(f"{path}: file does not exist")
     return path.read_bytes().decode("utf-8", errors="replace").removeprefix("\ufeff")
 
 
@@ -59,7 +61,7 @@ def parse_float(value: object, where: str, field: str) -> float:
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: {field} is not a number: {value!r}") from None
+        raise DataError(f"{where}: {field} is not a number: {value!r}") from None
 
 
 def audio_path(name: str | os.PathLike, base: str | os.PathLike) -> Path:
@@ -79,12 +81,22 @@ def file_duration(path: str | os.PathLike) -> float:
 
 
 def transcript(raw: str) -> str:
-    """``normalize_text(raw)``, unless that would drop a letter, a digit or undecodable bytes (U+FFFD).
+    """``normalize_text(raw)``, unless ``raw`` holds what validation must judge first.
 
-    Then ``raw`` is kept as is, so that :func:`asr_kd.data.validate.validate_utterances` rejects (or
-    skips) the utterance with a reason, instead of silently training on a transcript with words missing.
+    That is: a letter or digit normalisation would drop, undecodable bytes (U+FFFD), or digits and
+    symbols read as words (which ``data.numbers`` spells out or rejects). Then ``raw`` is kept as is,
+    so that :func:`asr_kd.data.validate.validate_utterances` rejects (or skips) the utterance with a
+    reason, or normalises it, instead of silently training on a transcript with words missing.
     """
-    return raw.strip() if REPLACEMENT_CHAR in raw or lost_characters(raw) else normalize_text(raw)
+    if REPLACEMENT_CHAR in raw or lost_characters(raw) or spelled_characters(raw):
+        return raw.strip()
+    return normalize_text(raw)
+
+
+def speaker_name(value: object) -> str | None:
+    """A speaker label; ``None``, blank or ``"None"`` (a ``str(None)``) mean none: ``None`` (null)."""
+    name = "" if value is None else str(value).strip()
+    return None if name in ("", "None") else name
 
 
 def make_utterance(
@@ -92,7 +104,7 @@ def make_utterance(
     audio: Path,
     raw_text: str,
     *,
-    speaker: str = "unknown",
+    speaker: str | None = None,
     start: float = 0.0,
     end: float | None = None,
     duration: float | None = None,
@@ -100,7 +112,8 @@ def make_utterance(
 ) -> Utterance:
     """An utterance over ``audio[start:end]``; a missing duration comes from the span or the file header.
 
-    ``source`` is where it was read (``file:line``), for messages about it.
+    ``source`` is where it was read (``file:line``), for messages about it. A missing speaker
+    (``None``, blank) is ``None``.
     """
     if duration is None:
         duration = end - start if end is not None else max(file_duration(audio) - start, 0.0)
@@ -109,7 +122,7 @@ def make_utterance(
         audio=str(audio),
         duration=round(duration, 6),
         text=transcript(raw_text),
-        speaker=speaker or "unknown",
+        speaker=speaker_name(speaker),
         start=start,
         end=end,
         source=source,

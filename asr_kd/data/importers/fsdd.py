@@ -24,6 +24,7 @@ import soundfile as sf
 from asr_kd.data.audio import load_audio, save_audio
 from asr_kd.data.importers._common import make_utterance
 from asr_kd.data.manifest import Utterance
+from asr_kd.errors import ConfigError, DataError, MissingFileError
 from asr_kd.utils import fingerprint
 
 __all__ = ["import_fsdd", "DIGIT_WORDS"]
@@ -72,9 +73,9 @@ def import_fsdd(
 ) -> dict[str, list[Utterance]]:
     """Splits ``train``/``dev``/``test`` of synthetic connected-digit utterances (see module docstring)."""
     if not 1 <= min_digits <= max_digits:
-        raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
+        raise ConfigError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
     if not 0 <= min_pause <= max_pause:
-        raise ValueError(f"need 0 <= min_pause <= max_pause, got {min_pause}, {max_pause}")
+        raise ConfigError(f"need 0 <= min_pause <= max_pause, got {min_pause}, {max_pause}")
     pools = _pools(_scan(Path(root) / "recordings"), held_out_speaker, dev_takes)
     counts = dict(zip(SPLITS, (num_train, num_dev, num_test), strict=True))
     cache: dict[Path, np.ndarray] = {}
@@ -101,7 +102,7 @@ def import_fsdd(
     with ThreadPoolExecutor(max_workers=8) as pool:
         for split, n in counts.items():
             if n > 0 and not pools[split]:
-                raise ValueError(f"{root}: no recordings left for the {split} split")
+                raise DataError(f"{root}: no recordings left for the {split} split")
             plans = [
                 _plan(split, i, pools[split], seed, (min_digits, max_digits), (min_pause, max_pause))
                 for i in range(n)
@@ -113,15 +114,15 @@ def import_fsdd(
 def _scan(folder: Path) -> list[Take]:
     """Every recording in ``folder``, sorted by name; a file named otherwise is an error."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: FSDD recordings folder does not exist")
+        raise MissingFileError(f"{folder}: FSDD recordings folder does not exist")
     takes = []
     for path in sorted(folder.glob("*.wav")):
         match = _NAME.match(path.name)
         if not match:
-            raise ValueError(f"{path}: not an FSDD file name ({{digit}}_{{speaker}}_{{take}}.wav)")
+            raise DataError(f"{path}: not an FSDD file name ({{digit}}_{{speaker}}_{{take}}.wav)")
         takes.append(Take(int(match[1]), match[2], int(match[3]), path))
     if not takes:
-        raise FileNotFoundError(f"{folder}: no .wav recordings found")
+        raise MissingFileError(f"{folder}: no .wav recordings found")
     return takes
 
 
@@ -129,7 +130,7 @@ def _pools(takes: list[Take], held_out_speaker: str, dev_takes: int) -> dict[str
     """Recordings each split may use, by speaker: the held-out speaker for test, low takes for dev."""
     speakers = sorted({t.speaker for t in takes})
     if held_out_speaker not in speakers:
-        raise ValueError(f"held_out_speaker {held_out_speaker!r} is not among the FSDD speakers {speakers}")
+        raise ConfigError(f"held_out_speaker {held_out_speaker!r} is not among the FSDD speakers {speakers}")
     pools: dict[str, dict[str, list[Take]]] = {split: {} for split in SPLITS}
     for t in takes:
         split = "test" if t.speaker == held_out_speaker else "dev" if t.take < dev_takes else "train"

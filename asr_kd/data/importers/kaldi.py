@@ -17,6 +17,7 @@ from pathlib import Path
 
 from asr_kd.data.importers._common import audio_path, make_utterance, parse_float, read_lines, split_key
 from asr_kd.data.manifest import Utterance
+from asr_kd.errors import DataError, MissingFileError
 
 __all__ = ["import_kaldi", "read_data_dir"]
 
@@ -35,7 +36,7 @@ def import_kaldi(work_dir: Path, dirs: Mapping[str, str | os.PathLike]) -> dict[
 def read_data_dir(folder: Path) -> list[Utterance]:
     """The utterances of one Kaldi data directory, in the order of ``segments`` (or ``wav.scp``)."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: Kaldi data directory does not exist")
+        raise MissingFileError(f"{folder}: Kaldi data directory does not exist")
     recordings = {
         rec: _audio_path(value, folder, where)
         for rec, (value, where) in _read_table(folder / "wav.scp").items()
@@ -53,7 +54,7 @@ def read_data_dir(folder: Path) -> list[Utterance]:
             utt_id,
             recordings[rec],
             texts[utt_id][0],
-            speaker=speakers.get(utt_id, ("unknown", ""))[0],
+            speaker=speakers.get(utt_id, (None, ""))[0],
             start=start,
             end=end,
             source=texts[utt_id][1],
@@ -69,9 +70,9 @@ def _read_table(path: Path) -> Table:
         key, value = split_key(line)
         where = f"{path}:{lineno}"
         if key in table:
-            raise ValueError(f"{where}: duplicate key {key!r} (first at {table[key][1]})")
+            raise DataError(f"{where}: duplicate key {key!r} (first at {table[key][1]})")
         if not value and path.name != "text":
-            raise ValueError(f"{where}: malformed line, expected 'KEY VALUE', got {line[:60]!r}")
+            raise DataError(f"{where}: malformed line, expected 'KEY VALUE', got {line[:60]!r}")
         table[key] = (value, where)
     return table
 
@@ -79,12 +80,12 @@ def _read_table(path: Path) -> Table:
 def _audio_path(value: str, folder: Path, where: str) -> Path:
     """The audio file of one ``wav.scp`` entry; pipes and extended filenames are refused."""
     if value == "-" or value.endswith("|"):
-        raise ValueError(
+        raise DataError(
             f"{where}: piped wav.scp entry {value!r} is not supported; write the audio to files "
             "(e.g. with sox or ffmpeg) and list their paths"
         )
     if _EXTENDED.search(value):
-        raise ValueError(
+        raise DataError(
             f"{where}: extended filename {value!r} is not supported; list plain audio file paths"
         )
     return audio_path(value, folder)
@@ -96,7 +97,7 @@ def _read_segments(path: Path, recordings: Mapping[str, Path]) -> dict[str, tupl
     for utt_id, (value, where) in _read_table(path).items():
         fields = value.split()
         if len(fields) != 3:
-            raise ValueError(
+            raise DataError(
                 f"{where}: malformed line, expected 'UTT RECORDING START END', got {utt_id} {value!r}"
             )
         rec, start, end = (
@@ -105,9 +106,9 @@ def _read_segments(path: Path, recordings: Mapping[str, Path]) -> dict[str, tupl
             parse_float(fields[2], where, "end"),
         )
         if rec not in recordings:
-            raise ValueError(f"{where}: recording {rec!r} is not in wav.scp")
+            raise DataError(f"{where}: recording {rec!r} is not in wav.scp")
         if start < 0 or (end != -1 and end <= start):
-            raise ValueError(f"{where}: bad segment times start={start} end={end}")
+            raise DataError(f"{where}: bad segment times start={start} end={end}")
         spans[utt_id] = (rec, start, None if end == -1 else end)
     return spans
 
@@ -118,7 +119,7 @@ def _check_same_utterances(spans: Mapping[str, object], texts: Table, folder: Pa
     for missing, where in ((spans.keys() - texts.keys(), "text"), (texts.keys() - spans.keys(), source)):
         if missing:
             examples = ", ".join(sorted(missing)[:3])
-            raise ValueError(
+            raise DataError(
                 f"{folder / where}: {len(missing)} utterance(s) missing (e.g. {examples}); "
                 "run utils/fix_data_dir.sh or complete the file"
             )

@@ -5,7 +5,10 @@ package works without it. Only recordings with one ``file`` source and no transf
 (piped commands, URLs, Shar archives and speed/volume perturbation are refused); relative source
 paths resolve against the manifest's folder, and a missing file is left to validation. A cut becomes
 one utterance (its span; the texts of its supervisions joined in time order); a lone supervision
-becomes one utterance. Multi-channel audio is mixed down to mono when read, whatever channel a cut
+becomes one utterance. A supervision's text is its ``custom["normalized_text"]`` where it has one
+(Lhotse's LJSpeech recipe puts the normalised column there: "fourteen fifty-five" for "1455"), else
+its ``text``; the field used is logged once per split. A supervision without a speaker gives an
+utterance without one (``None``). Multi-channel audio is mixed down to mono when read, whatever channel a cut
 names. To write an experiment's manifest as a CutSet::
 
     from asr_kd.data.importers.lhotse_io import export_lhotse
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,11 +31,16 @@ import soundfile as sf
 
 from asr_kd.data.importers._common import audio_path, make_utterance
 from asr_kd.data.manifest import Utterance
+from asr_kd.errors import ConfigError, DataError, MissingFileError
 from asr_kd.utils import atomic_path, fingerprint
 
 __all__ = ["import_lhotse", "export_lhotse"]
 
+log = logging.getLogger(__name__)
+
 PathMap = Mapping[str, str | os.PathLike]
+#: The ``custom`` field of a supervision preferred to its ``text`` (Lhotse's LJSpeech recipe fills it).
+NORMALIZED_TEXT = "normalized_text"
 
 
 def import_lhotse(
@@ -44,78 +54,97 @@ def import_lhotse(
     Give either ``cuts: {split: path}`` or both ``recordings`` and ``supervisions`` with the same splits.
     """
     if cuts and (recordings or supervisions):
-        raise ValueError("import_lhotse: give either cuts or recordings + supervisions, not both")
+        raise ConfigError("import_lhotse: give either cuts or recordings + supervisions, not both")
     if cuts:
-        return {split: _from_cuts(Path(path)) for split, path in cuts.items()}
+        return {split: _logged(split, *_from_cuts(Path(path))) for split, path in cuts.items()}
     if not recordings or not supervisions or set(recordings) != set(supervisions):
-        raise ValueError("import_lhotse: give cuts, or recordings and supervisions for the same splits")
+        raise ConfigError("import_lhotse: give cuts, or recordings and supervisions for the same splits")
     return {
-        split: _from_supervisions(Path(recordings[split]), Path(supervisions[split])) for split in recordings
+        split: _logged(split, *_from_supervisions(Path(recordings[split]), Path(supervisions[split])))
+        for split in recordings
     }
+
+
+def _logged(split: str, utts: list[Utterance], fields: Counter) -> list[Utterance]:
+    """``utts``, after logging which supervision field their transcripts came from."""
+    used = ", ".join(f"{field} ({n} supervisions)" for field, n in fields.most_common())
+    log.info("import_lhotse: %s: transcripts from %s", split, used or "no supervision")
+    return utts
+
+
+def _text(sup: Any) -> tuple[str, str]:
+    """A supervision's transcript and the field it came from (see the module docstring)."""
+    normalized = (sup.custom or {}).get(NORMALIZED_TEXT)
+    if isinstance(normalized, str) and normalized.strip():
+        return normalized, f"custom[{NORMALIZED_TEXT!r}]"
+    return sup.text or "", "text"
 
 
 def _load(path: Path, loader: Callable[[Path], Any]) -> Any:
     """A Lhotse manifest read with ``loader``; failures become errors naming the file."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: Lhotse manifest does not exist")
+        raise MissingFileError(f"{path}: Lhotse manifest does not exist")
     try:
         return loader(path)
     except (ValueError, KeyError, TypeError, OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable Lhotse manifest ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: not a readable Lhotse manifest ({type(e).__name__}: {e})") from e
 
 
-def _from_cuts(path: Path) -> list[Utterance]:
-    """One utterance per cut: the cut's span and its supervisions' texts (a cut without any: empty text)."""
+def _from_cuts(path: Path) -> tuple[list[Utterance], Counter]:
+    """One utterance per cut: the cut's span and its supervisions' texts (a cut without any: empty text).
+
+    Also returns how many supervisions gave their text from each field.
+    """
     from lhotse import CutSet
 
-    utts = []
+    utts, fields = [], Counter()
     for lineno, cut in enumerate(_load(path, CutSet.from_file), 1):
         recording = getattr(cut, "recording", None)
         if recording is None:
-            raise ValueError(f"{path}: cut {cut.id!r} ({type(cut).__name__}) has no single recording")
+            raise DataError(f"{path}: cut {cut.id!r} ({type(cut).__name__}) has no single recording")
         sups = sorted(cut.supervisions, key=lambda s: s.start)
-        text = " ".join(s.text or "" for s in sups)
-        speaker = next((s.speaker for s in sups if s.speaker), "unknown")
+        texts = [_text(s) for s in sups]
+        fields.update(field for _, field in texts)
+        text = " ".join(t for t, _ in texts)
+        speaker = next((s.speaker for s in sups if s.speaker), None)
         audio = _audio_file(recording, path)
         utts.append(
             _utterance(cut.id, audio, recording, cut.start, cut.duration, text, speaker, f"{path}:{lineno}")
         )
-    return utts
+    return utts, fields
 
 
-def _from_supervisions(recordings_path: Path, supervisions_path: Path) -> list[Utterance]:
-    """One utterance per supervision segment, over its span of its recording."""
+def _from_supervisions(recordings_path: Path, supervisions_path: Path) -> tuple[list[Utterance], Counter]:
+    """One utterance per supervision segment, over its span of its recording; and the text fields used."""
     from lhotse import RecordingSet, SupervisionSet
 
     recordings = {r.id: r for r in _load(recordings_path, RecordingSet.from_file)}
     audio: dict[str, Path] = {}
-    utts = []
+    utts, fields = [], Counter()
     for lineno, sup in enumerate(_load(supervisions_path, SupervisionSet.from_file), 1):
         rec = recordings.get(sup.recording_id)
         if rec is None:
-            raise ValueError(
+            raise DataError(
                 f"{supervisions_path}: supervision {sup.id!r} names recording {sup.recording_id!r}, "
                 f"which {recordings_path} lacks"
             )
         if rec.id not in audio:
             audio[rec.id] = _audio_file(rec, recordings_path)
         where = f"{supervisions_path}:{lineno}"
-        utts.append(
-            _utterance(
-                sup.id, audio[rec.id], rec, sup.start, sup.duration, sup.text or "", sup.speaker, where
-            )
-        )
-    return utts
+        text, field = _text(sup)
+        fields[field] += 1
+        utts.append(_utterance(sup.id, audio[rec.id], rec, sup.start, sup.duration, text, sup.speaker, where))
+    return utts, fields
 
 
 def _audio_file(recording: Any, manifest: Path) -> Path:
     """The one audio file behind a Lhotse recording; other kinds of source are refused."""
     where = f"{manifest}: recording {recording.id!r}"
     if recording.transforms:
-        raise ValueError(f"{where} has audio transforms (speed/volume perturbation, resampling); drop them")
+        raise DataError(f"{where} has audio transforms (speed/volume perturbation, resampling); drop them")
     kinds = [s.type for s in recording.sources]
     if kinds != ["file"]:
-        raise ValueError(f"{where} has source(s) of type {kinds}; only one 'file' source is supported")
+        raise DataError(f"{where} has source(s) of type {kinds}; only one 'file' source is supported")
     return audio_path(recording.sources[0].source, manifest.parent)
 
 
@@ -140,7 +169,7 @@ def _utterance(
         utt_id,
         audio,
         text,
-        speaker=speaker or "unknown",
+        speaker=speaker,
         start=start,
         end=None if to_the_end else round(end, 6),
         duration=duration,
@@ -187,7 +216,7 @@ def _recording(utt: Utterance, taken: set[str]) -> Any:
     from lhotse.audio import AudioSource
 
     if not os.path.isfile(utt.audio):
-        raise FileNotFoundError(f"{utt.audio}: audio of utterance {utt.id!r} does not exist")
+        raise MissingFileError(f"{utt.audio}: audio of utterance {utt.id!r} does not exist")
     info = sf.info(utt.audio)
     rec_id = Path(utt.audio).stem
     if rec_id in taken:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from asr_kd.data.importers._common import as_list, audio_path, make_utterance, read_lines, split_key
 from asr_kd.data.manifest import Utterance
+from asr_kd.errors import DataError, MissingFileError
 
 __all__ = ["import_librispeech"]
 
@@ -31,10 +32,10 @@ def import_librispeech(
 def _read_subset(folder: Path) -> list[Utterance]:
     """Every utterance of one subset folder, chapter by chapter in sorted order."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: LibriSpeech subset folder does not exist")
+        raise MissingFileError(f"{folder}: LibriSpeech subset folder does not exist")
     transcripts = sorted(folder.glob("*/*/*.trans.txt"))
     if not transcripts:
-        raise FileNotFoundError(f"{folder}: no SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt transcript found")
+        raise MissingFileError(f"{folder}: no SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt transcript found")
     return [utt for path in transcripts for utt in _read_transcript(path)]
 
 
@@ -47,7 +48,7 @@ def _read_transcript(path: Path) -> list[Utterance]:
         where = f"{path}:{lineno}"
         utt_id, text = split_key(line)
         if not utt_id.startswith(prefix):
-            raise ValueError(f"{where}: malformed line, expected '{prefix}NNNN TEXT', got {line[:60]!r}")
+            raise DataError(f"{where}: malformed line, expected '{prefix}NNNN TEXT', got {line[:60]!r}")
         audio = audio_path(f"{utt_id}.flac", path.parent)
         utts.append(make_utterance(utt_id, audio, text, speaker=speaker, source=where))
     return utts

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from asr_kd.data.importers._common import audio_path, make_utterance, read_lines
 from asr_kd.data.manifest import Utterance
+from asr_kd.errors import DataError
 
 __all__ = ["import_ljspeech"]
 
@@ -31,7 +32,7 @@ def import_ljspeech(
         where = f"{metadata}:{lineno}"
         fields = line.split("|")
         if len(fields) not in (2, 3) or not fields[0].strip():
-            raise ValueError(
+            raise DataError(
                 f"{where}: malformed line, expected 'id|text|normalized_text', got {line[:60]!r}"
             )
         utt_id = fields[0].strip()
@@ -49,10 +50,10 @@ def _held_out_count(held_out: int | float, total: int, source: Path) -> int:
     """Size of dev (and of test) from a count or a fraction; train must keep at least one utterance."""
     if isinstance(held_out, float):
         if not 0 < held_out < 1:
-            raise ValueError(f"held_out fraction must lie in (0, 1), got {held_out}")
+            raise DataError(f"held_out fraction must lie in (0, 1), got {held_out}")
         n = max(1, round(held_out * total))
     else:
         n = int(held_out)
     if n < 0 or 2 * n >= total:
-        raise ValueError(f"{source}: cannot hold out 2 x {n} of {total} utterances for dev and test")
+        raise DataError(f"{source}: cannot hold out 2 x {n} of {total} utterances for dev and test")
     return n

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from asr_kd.data.importers._common import audio_path, make_utterance, parse_float, read_lines, read_text
 from asr_kd.data.manifest import Utterance
+from asr_kd.errors import DataError
 
 __all__ = ["import_manifest", "read_any_manifest"]
 
@@ -36,7 +37,7 @@ def read_any_manifest(path: Path) -> list[Utterance]:
     elif suffix in (".csv", ".tsv"):
         rows = _csv_rows(path, delimiter="\t" if suffix == ".tsv" else ",")
     else:
-        raise ValueError(f"{path}: unknown manifest format {suffix!r} (expected .jsonl, .csv or .tsv)")
+        raise DataError(f"{path}: unknown manifest format {suffix!r} (expected .jsonl, .csv or .tsv)")
     return [_utterance(row, path.parent, where) for where, row in rows]
 
 
@@ -47,9 +48,9 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg})") from e
+            raise DataError(f"{where}: not valid JSON ({e.msg})") from e
         if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
         yield where, {k: v for k, v in row.items() if v is not None}
 
 
@@ -59,13 +60,13 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
     header = reader.fieldnames or []
     missing = [f for f in REQUIRED if f not in header]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{path}:1: header lacks column(s) {missing}; expected id,audio,text[,speaker,start,end,duration]"
         )
     for row in reader:
         where = f"{path}:{reader.line_num}"
         if None in row or None in row.values():
-            raise ValueError(f"{where}: malformed row, expected {len(header)} fields like the header")
+            raise DataError(f"{where}: malformed row, expected {len(header)} fields like the header")
         yield where, {k: v for k, v in row.items() if v != "" or k in REQUIRED}
 
 
@@ -73,15 +74,15 @@ def _utterance(row: dict, base: Path, where: str) -> Utterance:
     """One row as an utterance; numbers are checked (the audio file is left to validation)."""
     missing = [f for f in REQUIRED if f not in row]
     if missing:
-        raise ValueError(f"{where}: missing field(s) {missing}")
+        raise DataError(f"{where}: missing field(s) {missing}")
     if not str(row["id"]).strip():
-        raise ValueError(f"{where}: empty utterance id")
+        raise DataError(f"{where}: empty utterance id")
     number = {f: parse_float(row[f], where, f) for f in ("start", "end", "duration") if f in row}
     return make_utterance(
         str(row["id"]),
         audio_path(str(row["audio"]), base),
         str(row["text"]),
-        speaker=str(row.get("speaker", "unknown")),
+        speaker=row.get("speaker"),
         start=number.get("start", 0.0),
         end=number.get("end"),
         duration=number.get("duration"),
