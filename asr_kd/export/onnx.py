@@ -124,8 +124,9 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: list[str] = ()) -> list[str]:
     proto = onnx.load(src)
     excluded = [n.name for n in proto.graph.node if any(k in _module_path(n) for k in keep_fp32)]
     with atomic_path(dst) as tmp:
+        # the quantizer first splits each Gemm into <name>_MatMul + <name>_Add: exclude those names too
         quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                         nodes_to_exclude=excluded)
+                         nodes_to_exclude=[*excluded, *(f"{n}_MatMul" for n in excluded)])
         quantized = onnx.load(tmp)
         onnx.helper.set_model_props(quantized, {p.key: p.value for p in proto.metadata_props})
         onnx.save(quantized, tmp)
@@ -153,8 +154,8 @@ def export_bundle(bundle: Bundle, out_dir: str | Path, system: str = "model", op
                     ["logits", *(f"new_{n}" for n in step.state_names)], opset, props)
         utterance = torch.zeros(1, 3 * step.window, feats.shape[-1])
         frames = torch.export.Dim("T", min=1, max=1_000_000)
-        _write_onnx(_Full(step), (utterance,), out / "model.full.onnx", ["x"], ["logits"], opset, props,
-                    dynamic_shapes={"feats": {1: frames}})
+        _write_onnx(_Full(step).eval(), (utterance,), out / "model.full.onnx", ["x"], ["logits"], opset,
+                    props, dynamic_shapes={"feats": {1: frames}})
     files = ["model.onnx", "model.full.onnx"]
     if int8:
         meta["int8_fp32_nodes"] = quantize_int8(out / "model.onnx", out / "model.int8.onnx", keep_fp32)

@@ -29,7 +29,8 @@ def transcribe_file(export_dir: str, audio: str, int8: bool = False, piece_ms: i
     for offset in range(0, len(wav), piece):
         partial = stream.accept_waveform(wav[offset : offset + piece])
         if partial != shown:
-            print(f"[{min(offset + piece, len(wav)) / model.sample_rate:6.2f} s] {partial}", file=out, flush=True)
+            seconds = min(offset + piece, len(wav)) / model.sample_rate
+            print(f"[{seconds:6.2f} s] {partial}", file=out, flush=True)
             shown = partial
     return stream.finalize()
 

@@ -44,7 +44,8 @@ class StreamingFbank:
 
     def accept(self, samples: np.ndarray) -> np.ndarray:
         """Consume float32 samples in [-1, 1]; returns the new frames ``(T, F)`` float32."""
-        self._fbank.accept_waveform(self.sample_rate, (np.asarray(samples, np.float32) * self._scale).tolist())
+        scaled = np.asarray(samples, dtype=np.float32) * self._scale
+        self._fbank.accept_waveform(self.sample_rate, scaled.tolist())
         ready = self._fbank.num_frames_ready
         frames = [self._fbank.get_frame(i) for i in range(self._taken, ready)]
         self._taken = ready
