@@ -32,7 +32,7 @@ from torchaudio.models import Emformer
 
 from asr_kd.models.subsampling import StackSubsampling
 
-__all__ = ["EmformerCTC"]
+__all__ = ["EmformerCTC", "EmformerStep"]
 
 
 class EmformerCTC(nn.Module):
@@ -155,6 +155,10 @@ class EmformerCTC(nn.Module):
             history = torch.cat([history, x[:, :chunk]], dim=1)[:, chunk:]
             return self.head(y), (history, layers)
 
+    def streaming_step(self, chunk_frames: int | None = None) -> EmformerStep:
+        """This model's streaming step as a pure function of tensors (for ONNX export)."""
+        return EmformerStep(self, chunk_frames)
+
     def _training_chunk(self) -> int:
         if self.training and self.dynamic_chunks:
             return self.dynamic_chunks[int(torch.randint(len(self.dynamic_chunks), ()))]
@@ -170,3 +174,126 @@ class EmformerCTC(nn.Module):
             yield
         finally:
             self.encoder.segment_length = previous
+
+
+class EmformerStep(nn.Module):
+    """An :class:`EmformerCTC` as pure functions of tensors, so that ONNX can hold it (batch of 1).
+
+    ``forward(feats, *states) -> (logits, *new_states)`` is one streaming step: ``(1, (chunk +
+    right_context) * 4, F)`` features and the states named in ``state_names`` (shapes
+    ``state_shapes``; zeros from :meth:`initial_states` start an utterance) give ``(1, chunk, V)``
+    logits, as :meth:`EmformerCTC.stream_chunk` does. torchaudio's ``Emformer.infer`` reads the
+    frames seen so far with ``.item()`` and slices its left-context cache by it, which a graph
+    cannot hold; here the cache has a fixed size and its not yet filled rows are masked instead.
+    States: ``conv_cache`` ``(conv_kernel - 1, D)``, ``cached_key`` / ``cached_val``
+    ``(layers, left_context, D)`` and ``processed_frames`` ``(1,)`` int64 (frames in the cache);
+    a state of size 0 (no convolution, no left context) is left out.
+
+    :meth:`full` is the chunk-masked full-utterance pass ``(1, T, F) -> (1, ceil(T/4), V)`` with
+    its attention mask built from tensor ops, so one graph serves every ``T``.
+    """
+
+    def __init__(self, model: EmformerCTC, chunk_frames: int | None = None):
+        super().__init__()
+        self.model = model
+        self.chunk_frames = chunk_frames or model.chunk_frames
+        self.right_context_frames = model.right_context_frames
+        self.left_context_frames = model.left_context_frames
+        self.subsampling_factor = model.subsampling_factor
+        self.window = model.stream_window(self.chunk_frames)
+        layers = model.encoder.emformer_layers
+        d, left, history = layers[0].input_dim, self.left_context_frames, max(model.conv_kernel - 1, 0)
+        shapes = {
+            "conv_cache": (history, d),
+            "cached_key": (len(layers), left, d),
+            "cached_val": (len(layers), left, d),
+            "processed_frames": (1,) if left else (0,),
+        }
+        self.state_shapes = {name: shape for name, shape in shapes.items() if 0 not in shape}
+        self.state_names = tuple(self.state_shapes)
+
+    def initial_states(self) -> list[torch.Tensor]:
+        """Zero states that start an utterance (``processed_frames`` is int64, the rest float32)."""
+        return [torch.zeros(shape, dtype=torch.int64 if name == "processed_frames" else torch.float32)
+                for name, shape in self.state_shapes.items()]
+
+    def forward(self, feats: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One chunk: ``(1, window, F)`` features and the states -> ``(1, chunk, V)`` logits, new states."""
+        s = dict(zip(self.state_names, states, strict=True))
+        model, chunk, right = self.model, self.chunk_frames, self.right_context_frames
+        x = model.subsampling.proj(feats.reshape(1, -1, feats.shape[-1] * self.subsampling_factor))
+        new: dict[str, torch.Tensor] = {}
+        if "conv_cache" in s:
+            history = s["conv_cache"].unsqueeze(0)
+            new["conv_cache"] = torch.cat([history, x[:, :chunk]], dim=1)[0, chunk:]
+            x = model._causal_conv(x, history)
+        utterance, right_context = x[0, :chunk], x[0, chunk:]
+        left = self.left_context_frames
+        if left:
+            # rows of the cache not yet filled (the first ``left - processed``) are masked out
+            processed = s["processed_frames"]
+            empty = torch.arange(left, device=x.device) < left - processed
+            key_mask = torch.cat([empty.new_zeros(right), empty, empty.new_zeros(chunk)])
+            new["processed_frames"] = torch.clamp(processed + chunk, max=left)
+        keys, vals = [], []
+        for i, layer in enumerate(model.encoder.emformer_layers):
+            cache = (s["cached_key"][i], s["cached_val"][i]) if left else None
+            utterance, right_context, k, v = self._layer_step(
+                layer, utterance, right_context, cache, key_mask if left else None
+            )
+            keys.append(k[-left:] if left else k)
+            vals.append(v[-left:] if left else v)
+        if left:
+            new["cached_key"], new["cached_val"] = torch.stack(keys), torch.stack(vals)
+        return (model.head(utterance).unsqueeze(0), *(new[name] for name in self.state_names))
+
+    def full(self, feats: torch.Tensor) -> torch.Tensor:
+        """Chunk-masked full-utterance pass ``(1, T, F) -> (1, ceil(T/4), V)``, as
+        :meth:`EmformerCTC.forward`, with torchaudio's per-chunk mask loop replaced by tensor ops."""
+        model, chunk, right, factor = self.model, self.chunk_frames, self.right_context_frames, 4
+        t = feats.shape[1]
+        n = (t + factor * chunk - 1) // (factor * chunk)  # chunks
+        feats = nn.functional.pad(feats, (0, 0, 0, (n * chunk + right) * factor - t))
+        x = model.subsampling.proj(feats.reshape(1, -1, feats.shape[-1] * factor))
+        x = model._causal_conv(x, x.new_zeros(1, max(model.conv_kernel - 1, 0), x.shape[-1]))[0]
+        # Emformer rows: each chunk's right context (a copy of the frames after it), then the chunks.
+        seg = torch.arange(n, device=x.device)
+        rc_chunk = seg.unsqueeze(1).expand(n, right).reshape(-1)
+        rc_index = (rc_chunk + 1) * chunk + torch.arange(right, device=x.device).repeat(n)
+        position = torch.arange(n * chunk, device=x.device)
+        query_chunk = torch.cat([rc_chunk, position // chunk]).unsqueeze(1)
+        sees_rc = query_chunk == rc_chunk.unsqueeze(0)
+        sees_frame = (position >= query_chunk * chunk - self.left_context_frames) & (
+            position < (query_chunk + 1) * chunk)
+        mask = ~torch.cat([sees_rc, sees_frame], dim=1)
+        utterance, right_context = x[: n * chunk].unsqueeze(1), x[rc_index].unsqueeze(1)
+        lengths, mems = torch.full((1,), n * chunk, device=x.device), x.new_zeros(0, 1, x.shape[-1])
+        for layer in model.encoder.emformer_layers:
+            utterance, right_context, mems = layer(utterance, lengths, right_context, mems, mask)
+        return model.head(utterance[: (t + factor - 1) // factor, 0]).unsqueeze(0)
+
+    @staticmethod
+    def _layer_step(layer: nn.Module, utterance: torch.Tensor, right_context: torch.Tensor,
+                    cache: tuple[torch.Tensor, torch.Tensor] | None, key_mask: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, ...]:
+        """One torchaudio ``_EmformerLayer`` (inference, no memory bank) on ``(chunk, D)`` / ``(R, D)``
+        frames with a fixed-size ``(left, D)`` key/value cache. Returns the new frames, right
+        context, and the cache followed by this chunk's keys and values (the caller keeps the tail)."""
+        att, r, d = layer.attention, right_context.shape[0], utterance.shape[-1]
+        inputs = torch.cat([right_context, utterance])
+        normed = layer.layer_norm_input(inputs)
+        query = att.emb_to_query(normed)
+        key, value = att.emb_to_key_value(normed).chunk(2, dim=-1)
+        new_key, new_value = key[r:], value[r:]
+        if cache is not None:  # keys ordered [right context, cache, chunk], as torchaudio's
+            new_key, new_value = torch.cat([cache[0], new_key]), torch.cat([cache[1], new_value])
+            key, value = torch.cat([key[:r], new_key]), torch.cat([value[:r], new_value])
+        heads = att.num_heads
+        q, k, v = (x.reshape(-1, heads, d // heads).transpose(0, 1) for x in (query, key, value))
+        weights = torch.matmul(q * att.scaling, k.transpose(1, 2))
+        if key_mask is not None:
+            weights = weights.masked_fill(key_mask, att.negative_inf)
+        attention = torch.matmul(torch.softmax(weights, dim=-1), v).transpose(0, 1).reshape(-1, d)
+        out = att.out_proj(attention) + inputs
+        out = layer.layer_norm_output(layer.pos_ff(out) + out)
+        return out[r:], out[:r], new_key, new_value

@@ -16,8 +16,9 @@ __all__ = ["STAGES", "PIPELINE", "TOOLS", "get_stage"]
 #: The stages of ``stage=all``, in order.
 PIPELINE = ("prepare", "features", "teacher", "cache", "student", "decode", "score")
 #: Stages outside the pipeline, run on their own (``transcribe``: one audio file with a trained model;
-#: ``compare``: several experiments' reports as mean ± sd).
-TOOLS = ("transcribe", "compare")
+#: ``compare``: several experiments' reports as mean ± sd; ``export``: ONNX graphs of a streaming
+#: student for asr-kd-onnx).
+TOOLS = ("transcribe", "compare", "export")
 #: Every valid ``stage=`` name.
 STAGES = (*PIPELINE, "all", *TOOLS)
 

@@ -1,9 +1,10 @@
-"""The experiment plan: the systems of a run, the teacher caches they read, and every unit of work
+r"""The experiment plan: the systems of a run, the teacher caches they read, and every unit of work
 with the settings it depends on and the units it reads, all resolved from the config alone.
 
 Units of work (a stamp each, ``stamps/<unit>.json``)::
 
     prepare -> features -> teacher -> cache/<cache>/<split> -> student/<system> -> decode/<system> -> score
+                                                                                \-> export/<system> (a tool)
 
 A **system** is a student trained one way: ``systems.<name>`` in the config holds its ``objective``
 (a ``distill/`` option: a ``_target_`` that builds the loss; ``ctc_only`` is one like any other)
@@ -177,6 +178,8 @@ class Plan:
             return {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set}
         if kind == "score":
             return {"test_sets": list(cfg.test_sets), "score": to_dict(cfg.get("score"))}
+        if kind == "export":
+            return {k: v for k, v in to_dict(cfg.export).items() if k != "system"}
         raise KeyError(f"unknown unit {unit!r}")
 
     def upstream(self, unit: str) -> tuple[str, ...]:
@@ -198,6 +201,8 @@ class Plan:
             return ("teacher" if rest == "teacher" else f"student/{rest}", "features")
         if kind == "score":
             return tuple(f"decode/{name}" for name in self.decoded)
+        if kind == "export":
+            return ("teacher" if rest == "teacher" else f"student/{rest}",)
         raise KeyError(f"unknown unit {unit!r}")
 
     def fingerprint(self, unit: str) -> str:

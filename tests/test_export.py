@@ -1,0 +1,173 @@
+"""ONNX export: the streaming graph carries its state across chunks and gives the PyTorch streaming
+recognizer's logits; the full graph gives the model's forward for any length; int8 stays close;
+the metadata describes the graph; the stage writes exp_dir/export/<system>/ and skips when done."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from test_streaming import make_bundle
+
+from asr_kd.data.audio import save_audio
+from asr_kd.data.manifest import Utterance, write_manifest
+from asr_kd.decoding.streaming import StreamingRecognizer
+from asr_kd.export.onnx import export_bundle
+from asr_kd.features.frontend import KaldiFbank
+from asr_kd.paths import ExpPaths
+from asr_kd.runtime.onnx_transcriber import OnnxModel, read_tokens
+from asr_kd.stages import TOOLS
+from asr_kd.stages.export import run
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * (200 + 150 * np.sin(3 * t)) * t) * (1 + np.sin(7 * t))
+            + rng.normal(0, 0.02, t.size)).astype(np.float32)
+
+
+def varied_bundle(folder: Path):
+    """make_bundle's tiny model with a random head and no bias, so frames pick varied tokens."""
+    bundle = make_bundle(folder)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        bundle.model.head.weight.normal_(0, 1.0)
+        bundle.model.head.bias.zero_()
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny random EmformerCTC bundle and its export."""
+    folder = tmp_path_factory.mktemp("export")
+    bundle = make_bundle(folder)
+    meta = export_bundle(bundle, folder / "onnx", system="tiny")
+    return bundle, folder / "onnx", meta
+
+
+def onnx_stream(model: OnnxModel, wav: np.ndarray, piece: int):
+    stream = model.stream()
+    partials = [stream.accept_waveform(wav[i : i + piece]) for i in range(0, len(wav), piece)]
+    return stream.finalize(), stream, partials
+
+
+@pytest.mark.parametrize("seconds", [0.04, 0.3, 1.37, 3.1])
+def test_streaming_graph_matches_pytorch_recognizer(exported, seconds):
+    bundle, folder, _ = exported
+    wav = speech_like(seconds, seed=int(seconds * 100))
+    rec = StreamingRecognizer(bundle)
+    for i in range(0, len(wav), 1600):
+        rec.accept_waveform(wav[i : i + 1600])
+    text = rec.finalize()
+    onnx_text, stream, partials = onnx_stream(OnnxModel(folder), wav, 160)
+    logits = stream.logits[0]
+    assert logits.shape == tuple(rec.logits.shape)
+    if seconds > 1:  # several chunks, so the states were carried (and the text is not empty)
+        assert len(rec.logits) > 3 * bundle.model.chunk_frames and text
+        assert any(partials) and all(text.startswith(p) for p in partials)
+    assert np.abs(logits - rec.logits.numpy()).max() <= 1e-4
+    assert onnx_text == text and stream.token_ids == rec.token_ids
+
+
+def test_state_is_needed(exported):
+    """Zeroing the states between chunks changes the logits: the graph really uses them."""
+    bundle, folder, meta = exported
+    model = OnnxModel(folder)
+    feats = np.random.default_rng(0).normal(size=(2, meta["window_frames"], 80)).astype(np.float32)
+    _, states = model.run_chunk(feats[0], model.initial_states())
+    carried, _ = model.run_chunk(feats[1], states)
+    fresh, _ = model.run_chunk(feats[1], model.initial_states())
+    assert np.abs(carried - fresh).max() > 1e-3
+
+
+@pytest.mark.parametrize("frames", [1, 17, 64, 301])
+def test_full_graph_matches_forward_for_any_length(exported, frames):
+    bundle, folder, _ = exported
+    feats = torch.randn(1, frames, 80)
+    with torch.no_grad():
+        ref, _ = bundle.model(feats, torch.tensor([frames]))
+    session = ort.InferenceSession(str(folder / "model.full.onnx"))
+    out = session.run(None, {"x": feats.numpy()})[0]
+    assert out.shape == tuple(ref.shape)
+    assert np.abs(out - ref.numpy()).max() <= 1e-4
+
+
+def test_int8_is_smaller_and_close(exported, tmp_path):
+    """Tolerance: logits within 3% of the fp32 logits' largest magnitude and >= 95% of frames with
+    the same greedy token, on a random head without bias (so frames pick varied tokens)."""
+    _, _, meta = exported
+    assert meta["file_bytes"]["model.int8.onnx"] < 0.75 * meta["file_bytes"]["model.onnx"]  # tiny: overhead
+    export_bundle(varied_bundle(tmp_path), tmp_path)
+    wavs = [speech_like(2.0, seed) for seed in range(3)]
+    logits = [np.concatenate([onnx_stream(OnnxModel(tmp_path, int8=int8), wav, 1600)[1].logits[0]
+                              for wav in wavs]) for int8 in (False, True)]
+    assert len(set(logits[0].argmax(-1).tolist())) > 1
+    assert np.abs(logits[0] - logits[1]).max() <= 0.03 * np.abs(logits[0]).max()
+    assert (logits[0].argmax(-1) == logits[1].argmax(-1)).mean() >= 0.95
+
+
+def test_metadata_describes_the_graph(exported):
+    bundle, folder, meta = exported
+    on_disk = json.loads((folder / "meta.json").read_text())
+    assert on_disk == meta
+    graph = onnx.load(folder / "model.onnx")
+    props = {p.key: p.value for p in graph.metadata_props}
+    names = ["conv_cache", "cached_key", "cached_val", "processed_frames"]
+    assert json.loads(props["state_names"]) == meta["state_names"] == names
+    assert json.loads(props["chunk_frames"]) == 4 and meta["window_frames"] == (4 + 1) * 4
+    assert np.allclose(json.loads(props["cmvn_mean"]), bundle.cmvn.mean.numpy())
+    inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input}
+    assert inputs == {"x": [1, 20, 80], **dict(zip(meta["state_names"], meta["state_shapes"], strict=True))}
+    assert [o.name for o in graph.graph.output] == ["logits", *(f"new_{n}" for n in meta["state_names"])]
+    assert {p.key for p in onnx.load(folder / "model.int8.onnx").metadata_props} == set(props)
+    assert read_tokens(folder / "tokens.txt") == bundle.tokenizer.tokens
+
+
+def test_keep_fp32_leaves_named_modules_float(exported, tmp_path):
+    bundle, _, _ = exported
+    meta = export_bundle(bundle, tmp_path, keep_fp32=["model.head"])
+    graph = onnx.load(tmp_path / "model.int8.onnx")
+    assert len(meta["int8_fp32_nodes"]) == 1
+    float_matmuls = {n.name for n in graph.graph.node if n.op_type in ("Gemm", "MatMul")}
+    assert {meta["int8_fp32_nodes"][0], meta["int8_fp32_nodes"][0] + "_MatMul"} & float_matmuls
+
+
+def test_export_stage(tmp_path):
+    paths = ExpPaths(tmp_path)
+    paths.checkpoint("student_kd").parent.mkdir(parents=True)
+    bundle = make_bundle(paths.model_dir("student_kd"))
+    utts = []
+    for i in range(2):
+        save_audio(tmp_path / f"u{i}.wav", speech_like(1.0, i), 16000)
+        utts.append(Utterance(id=f"u{i}", audio=str(tmp_path / f"u{i}.wav"), duration=1.0, text="abc de"))
+    write_manifest(paths.manifest("dev"), utts)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        overrides = [f"exp_dir={tmp_path}", "stage=export", "export.check_utterances=2"]
+        cfg = compose("config", overrides=overrides)
+    assert "export" in TOOLS
+    meta = run(cfg)
+    out = tmp_path / "export" / "student_kd"
+    files = {"model.onnx", "model.full.onnx", "model.int8.onnx", "tokens.txt", "meta.json"}
+    assert {p.name for p in out.iterdir()} == files
+    assert meta["source_sha"] == bundle.sha and meta["int8_check"]["utterances"] == 2
+    assert meta["export_seconds"] < 30
+    mtime = (out / "model.onnx").stat().st_mtime
+    assert run(cfg) == json.loads((out / "meta.json").read_text())  # up to date: skipped
+    assert (out / "model.onnx").stat().st_mtime == mtime
+
+
+def test_export_refuses_other_front_ends(tmp_path):
+    bundle = make_bundle(tmp_path)
+    bundle.frontend = {**bundle.frontend, "backend": "LibrosaLogMel"}
+    with pytest.raises(ValueError, match="KaldiFbank"):
+        export_bundle(bundle, tmp_path / "out")
+    assert KaldiFbank().config()["backend"] == "KaldiFbank"
