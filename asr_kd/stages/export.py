@@ -50,7 +50,7 @@ def int8_check(export_dir: Path, manifest: Path, limit: int, sample_rate: int) -
 def run(cfg: DictConfig) -> dict:
     settings = cfg.export
     system = str(settings.system)
-    stamp = StageStamp(cfg, f"export/{system}")  # refuses a model not trained, or trained for other settings
+    stamp = StageStamp(cfg, f"export/{system}")
     paths = stamp.paths
     checkpoint = paths.checkpoint(system)
     out = paths.root / "export" / system

@@ -1,10 +1,10 @@
-r"""The experiment plan: the systems of a run, the teacher caches they read, and every unit of work
+"""The experiment plan: the systems of a run, the teacher caches they read, and every unit of work
 with the settings it depends on and the units it reads, all resolved from the config alone.
 
 Units of work (a stamp each, ``stamps/<unit>.json``)::
 
     prepare -> features -> teacher -> cache/<cache>/<split> -> student/<system> -> decode/<system> -> score
-                                                                                \-> export/<system> (a tool)
+    export/<system>: a tool, of whatever models/<system>/model.pt holds (its hash is the input)
 
 A **system** is a student trained one way: ``systems.<name>`` in the config holds its ``objective``
 (a ``distill/`` option: a ``_target_`` that builds the loss; ``ctc_only`` is one like any other)
@@ -22,12 +22,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from asr_kd.config import check_types, instantiate, to_dict
 from asr_kd.distill.objectives import Objective
-from asr_kd.errors import ConfigError
+from asr_kd.errors import ConfigError, MissingFileError
+from asr_kd.paths import ExpPaths
 from asr_kd.training.loop import TrainConfig
 from asr_kd.utils import file_hash, fingerprint
 
@@ -178,8 +180,13 @@ class Plan:
             return {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set}
         if kind == "score":
             return {"test_sets": list(cfg.test_sets), "score": to_dict(cfg.get("score"))}
-        if kind == "export":
-            return {k: v for k, v in to_dict(cfg.export).items() if k != "system"}
+        if kind == "export":  # any model.pt in models/<system>/, trained here or copied in
+            checkpoint = ExpPaths(Path(cfg.exp_dir).absolute()).checkpoint(rest)
+            if not checkpoint.exists():
+                raise MissingFileError(f"{checkpoint}: no model {rest!r} to export; train it first "
+                                       f"(`asr-kd stage=student exp_dir={cfg.exp_dir}`) or set export.system")
+            return {**{k: v for k, v in to_dict(cfg.export).items() if k != "system"},
+                    "model_sha": file_hash(checkpoint)}
         raise KeyError(f"unknown unit {unit!r}")
 
     def upstream(self, unit: str) -> tuple[str, ...]:
@@ -202,7 +209,7 @@ class Plan:
         if kind == "score":
             return tuple(f"decode/{name}" for name in self.decoded)
         if kind == "export":
-            return ("teacher" if rest == "teacher" else f"student/{rest}",)
+            return ()
         raise KeyError(f"unknown unit {unit!r}")
 
     def fingerprint(self, unit: str) -> str:
