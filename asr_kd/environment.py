@@ -68,12 +68,15 @@ def check_ctc_decoder() -> None:
 
 def check_espeak() -> None:
     """espeak-ng, the synthesiser of the embedded corpus (loaded through espeakng-loader)."""
+    import _ctypes
     import ctypes
 
     try:
         import espeakng_loader
 
-        ctypes.CDLL(espeakng_loader.get_library_path())
+        # Unloaded again at once: the synthesiser reloads the library per utterance to reset its
+        # global state (asr_kd.data.synthetic.tts), which a handle held here would defeat.
+        _ctypes.dlclose(ctypes.CDLL(espeakng_loader.get_library_path())._handle)
         if not Path(espeakng_loader.get_data_path()).is_dir():
             raise OSError(f"no voice data at {espeakng_loader.get_data_path()}")
     except (ImportError, OSError, AttributeError) as e:

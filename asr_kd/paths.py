@@ -10,10 +10,14 @@ Stages talk to each other only through these files::
       features/cmvn.json            global CMVN statistics estimated on train
       models/<system>/model.pt      checkpoint with its config, vocabulary and front end (a bundle)
       models/<system>/train_log.jsonl, models/<system>/tb/   metrics, TensorBoard events
+      models/<system>/ckpt-<step>.pt  resumable training checkpoints (deleted when training completes)
       cache/<name>/<split>/         teacher posterior caches, one per setting (asr_kd.distill.cache)
       decode/<system>/<set>.jsonl   per-utterance hypotheses, references and timings
+      decode/<system>/<set>.align.txt   each utterance's alignment (asr_kd.scoring.wer)
       decode/lm/lexicon.txt, lm.arpa   word lexicon and n-gram LM of the train transcripts (decode.lm)
-      report.json, report.md, report.png
+      report.json, report.md, report.png, report_pareto.png, report_curves.png (asr_kd.scoring.report)
+      export/<system>/              ONNX graphs, tokens.txt, meta.json (asr_kd.export.onnx)
+      compare.json, compare.md      aggregate of several runs' reports (asr_kd.scoring.aggregate)
       stamps/<unit>.json            fingerprint and settings of each finished unit of work
                                     (asr_kd.stages.base; units in asr_kd.stages.plan)
 """
@@ -86,6 +90,17 @@ class ExpPaths:
     @property
     def report_png(self) -> Path:
         return self.root / "report.png"
+
+    @property
+    def report_pareto_png(self) -> Path:
+        return self.root / "report_pareto.png"
+
+    @property
+    def report_curves_png(self) -> Path:
+        return self.root / "report_curves.png"
+
+    def export_dir(self, system: str) -> Path:
+        return self.root / "export" / system
 
     def stamp(self, stage: str) -> Path:
         return self.root / "stamps" / f"{stage}.json"

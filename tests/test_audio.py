@@ -50,7 +50,7 @@ def test_a_span_is_read_at_the_native_rate_then_resampled(tmp_path):
 REASON = {
     "missing": "does not exist",
     "garbage bytes": "unreadable audio",
-    "empty file": "unreadable audio",
+    "empty file": "empty file",
     "truncated wav": "truncated audio",
     "truncated flac": "unreadable audio",
     "zero length": "no audio samples",

@@ -1,19 +1,15 @@
 """Losses: KD and guided CTC equal hand-computed values, frame alignment is enforced, shift and blank
-weights work, every ``distill.method`` dispatches."""
+weights work; the objectives mix them with CTC under a scheduled alpha."""
 
 import math
 
 import pytest
 import torch
 
-from asr_kd.distill.loss import (
-    METHODS,
-    FrameRateMismatchError,
-    align_teacher,
-    distill_loss,
-    guided_ctc_loss,
-    kd_loss,
-)
+from asr_kd.data.dataset import Batch
+from asr_kd.distill.loss import FrameRateMismatchError, align_teacher, ctc_loss, guided_ctc_loss, kd_loss
+from asr_kd.distill.objectives import CTCOnly, FrameKD, GuidedCTC
+from asr_kd.errors import ConfigError
 
 
 def _one_frame(student, teacher_top, indices):
@@ -119,42 +115,36 @@ def test_guided_ctc_gradient_raises_the_spike_token_only_at_spikes():
     assert s.grad[0, 1, 2] < 0 and s.grad[0, 2, 1] < 0  # descending raises the teacher's token
 
 
-def test_distill_loss_dispatches_every_method():
+def _batch(v, i, lengths) -> Batch:
+    return Batch(ids=["u"], feats=torch.zeros(1, 12, 4), lengths=torch.tensor([12]),
+                 targets=torch.tensor([[2, 1]]), target_lengths=torch.tensor([2]),
+                 teacher_values=v, teacher_indices=i, teacher_lengths=lengths)
+
+
+def test_objectives_mix_ctc_and_their_term_with_a_scheduled_alpha():
     s, v, i, _ = _guided_case()
     lengths = torch.tensor([3])
-    assert distill_loss(s, lengths, v, i, method="kd", temperature=2.0).item() == pytest.approx(
-        kd_loss(s, lengths, v, i, temperature=2.0).item())
-    assert distill_loss(s, lengths, v, i, method="guided_ctc", shift_frames=1).item() == pytest.approx(
-        guided_ctc_loss(s, lengths, v, i, shift_frames=1).item())
-    assert set(METHODS) == {"kd", "guided_ctc"}
-    with pytest.raises(ValueError, match="distill.method must be one of"):
-        distill_loss(s, lengths, v, i, method="ctc_kd")
-
-
-def test_student_objective_mixes_ctc_and_kd_with_a_scheduled_alpha():
-    from omegaconf import OmegaConf
-
-    from asr_kd.data.dataset import Batch
-    from asr_kd.distill.loss import ctc_loss
-    from asr_kd.stages.student import alpha_at, make_objective
-
-    s, v, i, _ = _guided_case()
-    lengths = torch.tensor([3])
-    batch = Batch(ids=["u"], feats=torch.zeros(1, 12, 4), lengths=torch.tensor([12]),
-                  targets=torch.tensor([[2, 1]]), target_lengths=torch.tensor([2]),
-                  teacher_values=v, teacher_indices=i, teacher_lengths=lengths)
+    batch = _batch(v, i, lengths)
     ctc = ctc_loss(s, lengths, batch.targets, batch.target_lengths).item()
     kd = kd_loss(s, lengths, v, i, temperature=2.0).item()
-    distill = OmegaConf.create({"method": "kd", "temperature": 2.0, "topk_mode": "residual",
-                                "shift_frames": 0, "blank_weight": 1.0, "blank_threshold": 0.9,
-                                "alpha_final": None})
-    assert make_objective(0.0, distill)(s, lengths, batch, 0.5)[0].item() == pytest.approx(ctc)
-    constant = make_objective(0.5, distill)
+    assert CTCOnly()(s, lengths, batch, 0.5)[0].item() == pytest.approx(ctc)
+    assert not CTCOnly().needs_teacher and FrameKD().needs_teacher
+    constant = FrameKD(alpha=0.5, temperature=2.0)
     for progress in (0.0, 0.9):
         assert constant(s, lengths, batch, progress)[0].item() == pytest.approx(0.5 * ctc + 0.5 * kd)
-    distill.alpha_final = 0.1
-    scheduled = make_objective(0.9, distill)
+    scheduled = FrameKD(alpha=0.9, alpha_final=0.1, temperature=2.0)
     assert scheduled(s, lengths, batch, 0.0)[0].item() == pytest.approx(0.1 * ctc + 0.9 * kd)
     loss, parts = scheduled(s, lengths, batch, 0.5)
     assert parts["alpha"] == pytest.approx(0.5) and loss.item() == pytest.approx(0.5 * ctc + 0.5 * kd)
-    assert alpha_at(0.9, 0.1, 1.0) == pytest.approx(0.1) and alpha_at(0.3, None, 0.7) == 0.3
+    assert scheduled.alpha_at(1.0) == pytest.approx(0.1)
+    guided = GuidedCTC(alpha=0.5, shift_frames=1)(s, lengths, batch, 0.0)[0].item()
+    assert guided == pytest.approx(0.5 * ctc + 0.5 * guided_ctc_loss(s, lengths, v, i, shift_frames=1).item())
+    assert FrameKD(sequence_kd=True).pseudo_labels and not FrameKD().pseudo_labels
+
+
+@pytest.mark.parametrize("kwargs,message", [({"alpha": 1.5}, "alpha must lie in"),
+                                            ({"topk_mode": "both"}, "topk_mode"),
+                                            ({"temperature": 0.0}, "temperature must be positive")])
+def test_objectives_refuse_impossible_settings(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        FrameKD(**kwargs)

@@ -5,6 +5,7 @@ exp_dir; files are readable as the umask allows."""
 
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -151,13 +152,21 @@ def test_cache_layout_change_rebuilds_instead_of_mixing(smoke, tmp_path):
     assert len(list(folder.glob("shard-*.json"))) == -(-before["utterances"] // 25)
 
 
+def readme_line(start: str) -> list[str]:
+    """The arguments of the README example that starts with ``start`` (comment dropped)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith(start))
+    return shlex.split(line.split(" #")[0])[1:]
+
+
 def test_readme_sweep_line_gives_each_job_its_own_exp_dir(smoke):
     report = (smoke / "report.json").read_bytes()
-    proc = asr_kd(
-        "stage=student", "--multirun", "distill.temperature=1,2", "recipe=smoke", f"exp_dir={smoke}"
-    )
+    args = readme_line("asr-kd stage=student --multirun")
+    proc = asr_kd(*args, "recipe=smoke", f"exp_dir={smoke}")
+    swept = next(a for a in args if "," in a)
+    key, values = swept.split("=")
     jobs = sorted(p.name for p in (smoke / "jobs").iterdir())
-    assert jobs == ["distill.temperature=1", "distill.temperature=2"], proc.stderr[-2000:]
+    assert jobs == sorted(f"{key}={v}" for v in values.split(",")), proc.stderr[-2000:]
     for job in jobs:
         assert ExpPaths(smoke / "jobs" / job).checkpoint("student_kd").exists()
     assert (smoke / "report.json").read_bytes() == report  # the shared directory is untouched

@@ -8,13 +8,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from asr_kd.data.synthetic import make_synthetic_corpus
 from asr_kd.data.synthetic.grammar import command_vocabulary, number_words
 from asr_kd.data.synthetic.open_english import open_english_sentences
 from asr_kd.scoring.text import normalize_text
+from asr_kd.stages.prepare import PREPARE_KEYS
 
-SMALL = dict(num_train=24, num_dev=4, num_test=6, seen_speakers=5, unseen_speakers=2, num_workers=1)
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _yaml_settings() -> dict:
+    """The corpus settings of conf/data/synthetic.yaml (resolved), without prepare's own keys."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        data = OmegaConf.to_container(compose("config", overrides=["data=synthetic"]).data, resolve=True)
+    return {k: v for k, v in data.items() if k not in ("_target_", *PREPARE_KEYS)}
+
+
+SMALL = {**_yaml_settings(), "num_train": 24, "num_dev": 4, "num_test": 6, "seen_speakers": 5,
+         "unseen_speakers": 2, "num_workers": 1}
+SMALL.pop("seed")
 
 
 @pytest.fixture(scope="module")
@@ -81,4 +96,4 @@ def test_open_english_has_a_large_vocabulary():
 
 def test_unknown_domain_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown synthetic domain 'poetry'"):
-        make_synthetic_corpus(tmp_path, domain="poetry", **SMALL)
+        make_synthetic_corpus(tmp_path, seed=0, **{**SMALL, "domain": "poetry"})

@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> dict:
     stamp = StageStamp(cfg, f"export/{system}")
     paths = stamp.paths
     checkpoint = paths.checkpoint(system)
-    out = paths.root / "export" / system
+    out = paths.export_dir(system)
     if stamp.is_done():
         return read_json(out / "meta.json")
     bundle = load_bundle(checkpoint)

@@ -89,9 +89,9 @@ def run(cfg: DictConfig) -> None:
     with atomic_path(paths.report_md) as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")
     plot_report(report, paths.report_png)
-    plot_pareto(report, paths.report_png.with_name("report_pareto.png"))
+    plot_pareto(report, paths.report_pareto_png)
     logs = {s: read_jsonl(p) for s in systems if (p := paths.model_dir(s) / "train_log.jsonl").exists()}
     if logs:
-        plot_training_curves(logs, paths.report_png.with_name("report_curves.png"))
+        plot_training_curves(logs, paths.report_curves_png)
     log.info("score: report at %s\n%s", paths.report_md, render_markdown(report))
     stamp.done()

@@ -61,21 +61,23 @@ class _Job:
 
 def make_synthetic_corpus(
     work_dir: str | Path,
-    domain: str = "commands",
-    seed: int = 0,
-    sample_rate: int = 16000,
-    num_train: int = 2400,
-    num_dev: int = 150,
-    num_test: int = 200,
-    seen_speakers: int = 24,
-    unseen_speakers: int = 8,
-    accents: Sequence[str] = ("en-us", "en", "en-gb-x-rp", "en-us-nyc"),
-    rate_range: tuple[int, int] = (145, 190),
-    unseen_variant_fraction: float = 0.2,
-    snr_db: tuple[float, float] = (20.0, 40.0),
-    num_workers: int = 2,
+    *,
+    domain: str,
+    seed: int,
+    sample_rate: int,
+    num_train: int,
+    num_dev: int,
+    num_test: int,
+    seen_speakers: int,
+    unseen_speakers: int,
+    accents: Sequence[str],
+    rate_range: tuple[int, int],
+    unseen_variant_fraction: float,
+    snr_db: tuple[float, float],
+    num_workers: int,
 ) -> dict[str, list[Utterance]]:
-    """Synthesise (or re-use) the corpus under ``work_dir/synthetic`` and return its splits.
+    """Synthesise (or re-use) the corpus under ``work_dir/synthetic`` and return its splits. The
+    settings have one home, ``conf/data/synthetic.yaml``.
 
     ``num_test`` utterances go to each of ``test_seen`` and ``test_unseen``; ``domain`` is
     ``commands`` (voice-assistant grammar, a few hundred words) or ``open_english`` (stdlib
