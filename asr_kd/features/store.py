@@ -57,7 +57,22 @@ class FeatureWriter:
         self._ctx.__exit__(RuntimeError, None, None)
 
 
-class FeatureStore:
+class _Indexed:
+    """What a store answers from its index alone, ``utts: {id: {"offset", "frames", "audio_sha"}}``."""
+
+    utts: dict[str, dict]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __contains__(self, utt_id: str) -> bool:
+        return utt_id in self.utts
+
+    def num_frames(self, utt_id: str) -> int:
+        return self.utts[utt_id]["frames"]
+
+
+class FeatureStore(_Indexed):
     """Random access to a split's features: ``store[utt_id] -> (T, F) float32`` array."""
 
     def __init__(self, folder: str | os.PathLike):
@@ -76,21 +91,12 @@ class FeatureStore:
             raise DataError(f"{self.folder}/feats.f16: {size} bytes, index expects {expected}; re-extract")
         self._data = np.memmap(self.folder / "feats.f16", dtype=DTYPE, mode="r", shape=shape)
 
-    def __len__(self) -> int:
-        return len(self.utts)
-
-    def __contains__(self, utt_id: str) -> bool:
-        return utt_id in self.utts
-
-    def num_frames(self, utt_id: str) -> int:
-        return self.utts[utt_id]["frames"]
-
     def __getitem__(self, utt_id: str) -> np.ndarray:
         entry = self.utts[utt_id]
         return np.asarray(self._data[entry["offset"] : entry["offset"] + entry["frames"]], dtype=np.float32)
 
 
-class StoreUnion:
+class StoreUnion(_Indexed):
     """Several splits' stores read as one (a system that trains on more than one split)."""
 
     def __init__(self, stores: list[FeatureStore]):
@@ -101,15 +107,6 @@ class StoreUnion:
         self.dim, self.frontend = stores[0].dim, stores[0].frontend
         self._owner = {utt_id: store for store in stores for utt_id in store.utts}
         self.utts = {utt_id: store.utts[utt_id] for utt_id, store in self._owner.items()}
-
-    def __len__(self) -> int:
-        return len(self.utts)
-
-    def __contains__(self, utt_id: str) -> bool:
-        return utt_id in self.utts
-
-    def num_frames(self, utt_id: str) -> int:
-        return self.utts[utt_id]["frames"]
 
     def __getitem__(self, utt_id: str) -> np.ndarray:
         return self._owner[utt_id][utt_id]

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr_kd.models.chunked import ChunkedStudent
 from asr_kd.models.subsampling import StackSubsampling
 
 __all__ = ["ChunkConformerCTC", "StreamState", "chunk_attention_mask", "rotary_angles"]
@@ -180,7 +181,7 @@ class _ConformerBlock(nn.Module):
         return self.norm(x + 0.5 * self.ff2(x)), k, v, history
 
 
-class ChunkConformerCTC(nn.Module):
+class ChunkConformerCTC(ChunkedStudent):
     """Chunk-masked streaming Conformer-CTC (see the module docstring). Latency: one chunk.
 
     Args:
@@ -233,9 +234,6 @@ class ChunkConformerCTC(nn.Module):
         )
         self.head = nn.Linear(d_model, vocab_size)
 
-    @property
-    def subsampling_factor(self) -> int:
-        return self.subsampling.factor
 
     def forward(
         self, feats: torch.Tensor, lengths: torch.Tensor, chunk_frames: int | None = None
@@ -262,17 +260,6 @@ class ChunkConformerCTC(nn.Module):
         for block in self.blocks:
             x, _, _, _ = block(x, rotation, mask, history)
         return self.head(x[:, :out_t]), out_lengths
-
-    @property
-    def chunk_input_frames(self) -> int:
-        """Feature frames one streaming step consumes at the default chunk size."""
-        return self.stream_window(self.chunk_frames)
-
-    def stream_window(self, chunk_frames: int) -> int:
-        """Feature frames one streaming step consumes: the chunk, before subsampling (no look-ahead)."""
-        if not self.streaming:
-            raise ValueError("a full-context ChunkConformerCTC (chunk_frames null) does not stream")
-        return chunk_frames * self.subsampling_factor
 
     def stream_chunk(
         self, feats: torch.Tensor, state: StreamState | None
@@ -307,7 +294,3 @@ class ChunkConformerCTC(nn.Module):
         empty = x.new_zeros(layers, 1, self.num_heads, 0, d // self.num_heads)
         return StreamState(0, empty, empty, x.new_zeros(layers, 1, self.conv_kernel - 1, d))
 
-    def _training_chunk(self) -> int | None:
-        if self.training and self.dynamic_chunks:
-            return self.dynamic_chunks[int(torch.randint(len(self.dynamic_chunks), ()))]
-        return self.chunk_frames

@@ -30,12 +30,13 @@ import torch
 from torch import nn
 from torchaudio.models import Emformer
 
+from asr_kd.models.chunked import ChunkedStudent
 from asr_kd.models.subsampling import StackSubsampling
 
 __all__ = ["EmformerCTC", "EmformerStep"]
 
 
-class EmformerCTC(nn.Module):
+class EmformerCTC(ChunkedStudent):
     """Streaming student. Latency: chunk + right context (in encoder frames of 40 ms).
 
     Args:
@@ -91,9 +92,6 @@ class EmformerCTC(nn.Module):
         )
         self.head = nn.Linear(d_model, vocab_size)
 
-    @property
-    def subsampling_factor(self) -> int:
-        return self.subsampling.factor
 
     def forward(
         self, feats: torch.Tensor, lengths: torch.Tensor, chunk_frames: int | None = None
@@ -115,15 +113,6 @@ class EmformerCTC(nn.Module):
         with self._chunking(chunk):
             y, _ = self.encoder(x, chunk_lengths)
         return self.head(y[:, :out_t]), out_lengths
-
-    @property
-    def chunk_input_frames(self) -> int:
-        """Feature frames one streaming step consumes at the default chunk size."""
-        return self.stream_window(self.chunk_frames)
-
-    def stream_window(self, chunk_frames: int) -> int:
-        """Feature frames one streaming step consumes: chunk + right context, before subsampling."""
-        return (chunk_frames + self.right_context_frames) * self.subsampling_factor
 
     def _causal_conv(self, x: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """``x + conv(x)`` over time, each frame seeing ``history`` (the frames before ``x``) and ``x``."""
@@ -158,11 +147,6 @@ class EmformerCTC(nn.Module):
     def streaming_step(self, chunk_frames: int | None = None) -> EmformerStep:
         """This model's streaming step as a pure function of tensors (for ONNX export)."""
         return EmformerStep(self, chunk_frames)
-
-    def _training_chunk(self) -> int:
-        if self.training and self.dynamic_chunks:
-            return self.dynamic_chunks[int(torch.randint(len(self.dynamic_chunks), ()))]
-        return self.chunk_frames
 
     @contextlib.contextmanager
     def _chunking(self, chunk: int) -> Iterator[None]:
