@@ -19,12 +19,15 @@ from test_streaming import make_bundle
 from asr_kd.data.audio import save_audio
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.decoding.streaming import StreamingRecognizer
+from asr_kd.errors import ConfigError
 from asr_kd.export.onnx import export_bundle, quantize_int8
 from asr_kd.features.frontend import KaldiFbank
 from asr_kd.paths import ExpPaths
 from asr_kd.runtime.onnx_transcriber import OnnxModel, read_tokens
-from asr_kd.stages import TOOLS
+from asr_kd.stages import PIPELINE
 from asr_kd.stages.export import run
+from asr_kd.stages.plan import Plan
+from asr_kd.utils import read_jsonl
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 #: Tiny random-init configs of every streaming student, and the state names their graphs carry.
@@ -149,28 +152,64 @@ def test_keep_fp32_leaves_named_modules_float(exported, tmp_path):
     assert len({*kept, *(k + "_MatMul" for k in kept)} & float_matmuls) == 1
 
 
-def test_export_stage(tmp_path):
-    paths = ExpPaths(tmp_path)
-    paths.checkpoint("student_kd").parent.mkdir(parents=True)
-    bundle = make_bundle(paths.model_dir("student_kd"))
-    utts = []
-    for i in range(2):
-        save_audio(tmp_path / f"u{i}.wav", speech_like(1.0, i), 16000)
-        utts.append(Utterance(id=f"u{i}", audio=str(tmp_path / f"u{i}.wav"), duration=1.0, text="abc de"))
-    write_manifest(paths.manifest("dev"), utts)
+def compose_config(*overrides: str):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        overrides = [f"exp_dir={tmp_path}", "stage=export", "export.check_utterances=2"]
-        cfg = compose("config", overrides=overrides)
-    assert "export" in TOOLS
-    meta = run(cfg)
-    out = tmp_path / "export" / "student_kd"
+        return compose("config", overrides=list(overrides))
+
+
+def test_export_stage(tmp_path):
+    """A model copied into models/copied/ is exported, and every test set decoded with its fp32 and
+    int8 graphs by the torch-free runtime in decode.py's row format, with size, RTF and memory."""
+    assert PIPELINE.index("decode") < PIPELINE.index("export") < PIPELINE.index("score")
+    paths = ExpPaths(tmp_path)
+    paths.checkpoint("copied").parent.mkdir(parents=True)
+    bundle = make_bundle(paths.model_dir("copied"))
+    utts, wavs = [], []
+    for i in range(2):
+        wavs.append(speech_like(1.0 + 0.3 * i, i))
+        save_audio(tmp_path / f"u{i}.wav", wavs[-1], 16000)
+        utts.append(Utterance(id=f"u{i}", audio=str(tmp_path / f"u{i}.wav"), duration=1.0, text="abc de"))
+    for split in ("dev", "test_seen", "test_unseen"):
+        write_manifest(paths.manifest(split), utts)
+    cfg = compose_config(f"exp_dir={tmp_path}", "stage=export", "export.check_utterances=2",
+                         "export.systems=[copied]")
+    meta = run(cfg)["copied"]
+    out = tmp_path / "export" / "copied"
     files = {"model.onnx", "model.full.onnx", "model.int8.onnx", "tokens.txt", "meta.json"}
     assert {p.name for p in out.iterdir()} == files
     assert meta["source_sha"] == bundle.sha and meta["int8_check"]["utterances"] == 2
     assert meta["export_seconds"] < 30
+    for suffix, graph in (("_onnx", "model.onnx"), ("_int8", "model.int8.onnx")):
+        expected = [onnx_stream(OnnxModel(out, int8=suffix == "_int8"), wav, 160)[0] for wav in wavs]
+        for test_set in ("test_seen", "test_unseen"):
+            *rows, last = read_jsonl(paths.decode(f"copied{suffix}", test_set))
+            assert [set(r) for r in rows] == [{"id", "ref", "hyp", "duration", "compute_s", "wall_s"}] * 2
+            assert [r["hyp"] for r in rows] == expected and [r["id"] for r in rows] == ["u0", "u1"]
+            summary = last["summary"]
+            assert summary["size_mb"] == (out / graph).stat().st_size / 1e6
+            assert summary["rtf"] > 0 and summary["threads"] == 1 and summary["piece_ms"] == 10
+            assert summary["latency_ms"] == (4 + 1) * 40 + 25  # chunk + look-ahead + feature window
+            assert 0 < summary["base_rss_mb"] < summary["peak_rss_mb"] < 1000  # no torch in that process
     mtime = (out / "model.onnx").stat().st_mtime
-    assert run(cfg) == json.loads((out / "meta.json").read_text())  # up to date: skipped
+    assert run(cfg) == {"copied": json.loads((out / "meta.json").read_text())}  # up to date: skipped
     assert (out / "model.onnx").stat().st_mtime == mtime
+
+
+def test_plan_exports_streaming_systems_after_training_and_score_reads_them():
+    plan = Plan(compose_config("exp_dir=/nonexistent"))
+    assert plan.exported == ["student_kd"]
+    assert plan.upstream("export/student_kd") == ("student/student_kd", "prepare")  # no model file read
+    assert "export/student_kd" in plan.upstream("score")
+    no_int8 = Plan(compose_config("exp_dir=/nonexistent", "export.int8=false"))
+    assert no_int8.fingerprint("score") != plan.fingerprint("score")  # a changed export re-scores
+    both = Plan(compose_config("exp_dir=/nonexistent", "export.systems=[student_kd,student_ctc]"))
+    assert both.exported == ["student_kd", "student_ctc"]
+    offline = Plan(compose_config("exp_dir=/nonexistent", "student=conformer_full_tiny"))
+    assert offline.exported == [] and not any(u.startswith("export/") for u in offline.upstream("score"))
+    conformer = Plan(compose_config("exp_dir=/nonexistent", "student=conformer_stream_tiny"))
+    assert conformer.exported == ["student_kd"]
+    with pytest.raises(ConfigError, match=r"export.systems must be a list"):
+        assert Plan(compose_config("exp_dir=/nonexistent", "export.systems=student_kd")).exported
 
 
 def test_export_refuses_other_front_ends(tmp_path):
