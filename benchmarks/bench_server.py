@@ -45,7 +45,7 @@ async def one_stream(port: int, pcm: np.ndarray, rate: int) -> float:
         start = time.perf_counter()
 
         async def send():
-            for i, offset in enumerate(range(0, len(pcm), piece)):  # sent once it has been "recorded"
+            for offset in range(0, len(pcm), piece):  # each piece sent once it has been "recorded"
                 end = min(offset + piece, len(pcm)) / rate
                 await asyncio.sleep(max(0.0, start + end - time.perf_counter()))
                 await ws.send(pcm[offset : offset + piece].tobytes())
