@@ -244,3 +244,31 @@ def test_config_sizes_against_the_demo_teacher():
     assert count_parameters(_student("conformer_full_small")) == small
     assert count_parameters(_student("conformer_full_tiny")) == tiny_
     assert _student("conformer_stream_dynamic").dynamic_chunks == (4, 8, 16)
+
+
+@pytest.mark.parametrize("chunk,left", [(4, 2), (3, 0)])
+def test_streaming_step_equals_stream_chunk(chunk, left):
+    """The export interface (fixed-size masked cache, frame count as a state) gives stream_chunk's logits;
+    a cache of size 0 (left_chunks 0) is left out of the states."""
+    model = tiny(chunk_frames=chunk, left_chunks=left)
+    step = model.streaming_step()
+    assert step.window == chunk * 4 and step.left_context_frames == left * chunk
+    assert ("cached_key" in step.state_names) == (left > 0)
+    x = torch.randn(1, 133, 20)
+    ref, _ = stream_feats(model, x, chunk)
+    padded = torch.cat([x, x.new_zeros(1, -(-133 // step.window) * step.window - 133, 20)], dim=1)
+    states, outs = step.initial_states(), []
+    with torch.no_grad():
+        for window in padded.split(step.window, dim=1):
+            out, *states = step(window, *states)
+            outs.append(out)
+        assert (torch.cat(outs, 1)[:, :34] - ref).abs().max().item() <= 1e-5
+        assert (step.full(x) - model(x, torch.tensor([133]))[0]).abs().max().item() <= 1e-5
+    assert states[step.state_names.index("processed_frames")].item() == len(outs) * chunk
+
+
+def test_streaming_step_needs_a_bounded_chunked_model():
+    with pytest.raises(ValueError, match="left_chunks"):
+        tiny(left_chunks=-1).streaming_step()
+    with pytest.raises(ValueError, match="does not stream"):
+        tiny(chunk_frames=None).streaming_step()

@@ -1,6 +1,7 @@
-"""ONNX export: the streaming graph carries its state across chunks and gives the PyTorch streaming
-recognizer's logits; the full graph gives the model's forward for any length; int8 stays close;
-the metadata describes the graph; the stage writes exp_dir/export/<system>/ and skips when done."""
+"""ONNX export, for both streaming students (EmformerCTC, ChunkConformerCTC): the streaming graph
+carries its state across chunks and gives the PyTorch streaming recognizer's logits; the full graph
+gives the model's forward for any length; int8 stays close; the metadata describes the graph; the
+stage writes exp_dir/export/<system>/ and skips when done."""
 
 import json
 from pathlib import Path
@@ -11,19 +12,27 @@ import onnxruntime as ort
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from test_conformer_stream import CONFIG as CONFORMER
+from test_streaming import CONFIG as EMFORMER
 from test_streaming import make_bundle
 
 from asr_kd.data.audio import save_audio
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.decoding.streaming import StreamingRecognizer
-from asr_kd.export.onnx import export_bundle
+from asr_kd.errors import ConfigError
+from asr_kd.export.onnx import export_bundle, quantize_int8
 from asr_kd.features.frontend import KaldiFbank
 from asr_kd.paths import ExpPaths
 from asr_kd.runtime.onnx_transcriber import OnnxModel, read_tokens
-from asr_kd.stages import TOOLS
+from asr_kd.stages import PIPELINE
 from asr_kd.stages.export import run
+from asr_kd.stages.plan import Plan
+from asr_kd.utils import read_jsonl
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
+#: Tiny random-init configs of every streaming student, and the state names their graphs carry.
+ARCHS = {"emformer": (EMFORMER, ["conv_cache", "cached_key", "cached_val", "processed_frames"]),
+         "conformer": (CONFORMER, ["cached_key", "cached_val", "conv_cache", "processed_frames"])}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,9 +44,9 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
             + rng.normal(0, 0.02, t.size)).astype(np.float32)
 
 
-def varied_bundle(folder: Path):
+def varied_bundle(folder: Path, config: dict = EMFORMER):
     """make_bundle's tiny model with a random head and no bias, so frames pick varied tokens."""
-    bundle = make_bundle(folder)
+    bundle = make_bundle(folder, config)
     with torch.no_grad():
         torch.manual_seed(1)
         bundle.model.head.weight.normal_(0, 1.0)
@@ -45,11 +54,11 @@ def varied_bundle(folder: Path):
     return bundle
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A tiny random EmformerCTC bundle and its export."""
-    folder = tmp_path_factory.mktemp("export")
-    bundle = make_bundle(folder)
+@pytest.fixture(scope="module", params=list(ARCHS))
+def exported(request, tmp_path_factory):
+    """A tiny random bundle of each streaming student and its export."""
+    folder = tmp_path_factory.mktemp(request.param)
+    bundle = make_bundle(folder, ARCHS[request.param][0])
     meta = export_bundle(bundle, folder / "onnx", system="tiny")
     return bundle, folder / "onnx", meta
 
@@ -104,9 +113,9 @@ def test_full_graph_matches_forward_for_any_length(exported, frames):
 def test_int8_is_smaller_and_close(exported, tmp_path):
     """Tolerance: logits within 3% of the fp32 logits' largest magnitude and >= 95% of frames with
     the same greedy token, on a random head without bias (so frames pick varied tokens)."""
-    _, _, meta = exported
+    bundle, _, meta = exported
     assert meta["file_bytes"]["model.int8.onnx"] < 0.75 * meta["file_bytes"]["model.onnx"]  # tiny: overhead
-    export_bundle(varied_bundle(tmp_path), tmp_path)
+    export_bundle(varied_bundle(tmp_path, bundle.model_config), tmp_path)
     wavs = [speech_like(2.0, seed) for seed in range(3)]
     logits = [np.concatenate([onnx_stream(OnnxModel(tmp_path, int8=int8), wav, 1600)[1].logits[0]
                               for wav in wavs]) for int8 in (False, True)]
@@ -121,48 +130,86 @@ def test_metadata_describes_the_graph(exported):
     assert on_disk == meta
     graph = onnx.load(folder / "model.onnx")
     props = {p.key: p.value for p in graph.metadata_props}
-    names = ["conv_cache", "cached_key", "cached_val", "processed_frames"]
-    assert json.loads(props["state_names"]) == meta["state_names"] == names
-    assert json.loads(props["chunk_frames"]) == 4 and meta["window_frames"] == (4 + 1) * 4
+    arch = "emformer" if meta["model_type"] == "EmformerCTC" else "conformer"
+    assert json.loads(props["state_names"]) == meta["state_names"] == ARCHS[arch][1]
+    right = bundle.model.right_context_frames  # 1 for the Emformer, no look-ahead for the Conformer
+    assert json.loads(props["chunk_frames"]) == 4 and meta["window_frames"] == (4 + right) * 4
     assert np.allclose(json.loads(props["cmvn_mean"]), bundle.cmvn.mean.numpy())
     inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input}
-    assert inputs == {"x": [1, 20, 80], **dict(zip(meta["state_names"], meta["state_shapes"], strict=True))}
+    states = dict(zip(meta["state_names"], meta["state_shapes"], strict=True))
+    assert inputs == {"x": [1, meta["window_frames"], 80], **states}
     assert [o.name for o in graph.graph.output] == ["logits", *(f"new_{n}" for n in meta["state_names"])]
     assert {p.key for p in onnx.load(folder / "model.int8.onnx").metadata_props} == set(props)
     assert read_tokens(folder / "tokens.txt") == bundle.tokenizer.tokens
 
 
 def test_keep_fp32_leaves_named_modules_float(exported, tmp_path):
-    bundle, _, _ = exported
-    meta = export_bundle(bundle, tmp_path, keep_fp32=["model.head"])
+    _, folder, _ = exported
+    kept = quantize_int8(folder / "model.onnx", tmp_path / "model.int8.onnx", keep_fp32=["model.head"])
     graph = onnx.load(tmp_path / "model.int8.onnx")
-    assert len(meta["int8_fp32_nodes"]) == 1
+    assert 1 <= len(kept) <= 2  # the head: one Gemm, or a MatMul and its bias Add
     float_matmuls = {n.name for n in graph.graph.node if n.op_type in ("Gemm", "MatMul")}
-    assert {meta["int8_fp32_nodes"][0], meta["int8_fp32_nodes"][0] + "_MatMul"} & float_matmuls
+    assert len({*kept, *(k + "_MatMul" for k in kept)} & float_matmuls) == 1
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def test_export_stage(tmp_path):
+    """A model copied into models/copied/ is exported, and every test set decoded with its fp32 and
+    int8 graphs by the torch-free runtime in decode.py's row format, with size, RTF and memory."""
+    assert PIPELINE.index("decode") < PIPELINE.index("export") < PIPELINE.index("score")
     paths = ExpPaths(tmp_path)
-    paths.checkpoint("student_kd").parent.mkdir(parents=True)
-    bundle = make_bundle(paths.model_dir("student_kd"))
-    utts = []
+    paths.checkpoint("copied").parent.mkdir(parents=True)
+    bundle = make_bundle(paths.model_dir("copied"))
+    utts, wavs = [], []
     for i in range(2):
-        save_audio(tmp_path / f"u{i}.wav", speech_like(1.0, i), 16000)
+        wavs.append(speech_like(1.0 + 0.3 * i, i))
+        save_audio(tmp_path / f"u{i}.wav", wavs[-1], 16000)
         utts.append(Utterance(id=f"u{i}", audio=str(tmp_path / f"u{i}.wav"), duration=1.0, text="abc de"))
-    write_manifest(paths.manifest("dev"), utts)
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        overrides = [f"exp_dir={tmp_path}", "stage=export", "export.check_utterances=2"]
-        cfg = compose("config", overrides=overrides)
-    assert "export" in TOOLS
-    meta = run(cfg)
-    out = tmp_path / "export" / "student_kd"
+    for split in ("dev", "test_seen", "test_unseen"):
+        write_manifest(paths.manifest(split), utts)
+    cfg = compose_config(f"exp_dir={tmp_path}", "stage=export", "export.check_utterances=2",
+                         "export.systems=[copied]")
+    meta = run(cfg)["copied"]
+    out = tmp_path / "export" / "copied"
     files = {"model.onnx", "model.full.onnx", "model.int8.onnx", "tokens.txt", "meta.json"}
     assert {p.name for p in out.iterdir()} == files
     assert meta["source_sha"] == bundle.sha and meta["int8_check"]["utterances"] == 2
     assert meta["export_seconds"] < 30
+    for suffix, graph in (("_onnx", "model.onnx"), ("_int8", "model.int8.onnx")):
+        expected = [onnx_stream(OnnxModel(out, int8=suffix == "_int8"), wav, 160)[0] for wav in wavs]
+        for test_set in ("test_seen", "test_unseen"):
+            *rows, last = read_jsonl(paths.decode(f"copied{suffix}", test_set))
+            assert [set(r) for r in rows] == [{"id", "ref", "hyp", "duration", "compute_s", "wall_s"}] * 2
+            assert [r["hyp"] for r in rows] == expected and [r["id"] for r in rows] == ["u0", "u1"]
+            summary = last["summary"]
+            assert summary["size_mb"] == (out / graph).stat().st_size / 1e6
+            assert summary["rtf"] > 0 and summary["threads"] == 1 and summary["piece_ms"] == 10
+            assert summary["latency_ms"] == (4 + 1) * 40 + 25  # chunk + look-ahead + feature window
+            assert 0 < summary["base_rss_mb"] < summary["peak_rss_mb"] < 1000  # no torch in that process
     mtime = (out / "model.onnx").stat().st_mtime
-    assert run(cfg) == json.loads((out / "meta.json").read_text())  # up to date: skipped
+    assert run(cfg) == {"copied": json.loads((out / "meta.json").read_text())}  # up to date: skipped
     assert (out / "model.onnx").stat().st_mtime == mtime
+
+
+def test_plan_exports_streaming_systems_after_training_and_score_reads_them():
+    plan = Plan(compose_config("exp_dir=/nonexistent"))
+    assert plan.exported == ["student_kd"]
+    assert plan.upstream("export/student_kd") == ("student/student_kd", "prepare")  # no model file read
+    assert "export/student_kd" in plan.upstream("score")
+    no_int8 = Plan(compose_config("exp_dir=/nonexistent", "export.int8=false"))
+    assert no_int8.fingerprint("score") != plan.fingerprint("score")  # a changed export re-scores
+    both = Plan(compose_config("exp_dir=/nonexistent", "export.systems=[student_kd,student_ctc]"))
+    assert both.exported == ["student_kd", "student_ctc"]
+    offline = Plan(compose_config("exp_dir=/nonexistent", "student=conformer_full_tiny"))
+    assert offline.exported == [] and not any(u.startswith("export/") for u in offline.upstream("score"))
+    conformer = Plan(compose_config("exp_dir=/nonexistent", "student=conformer_stream_tiny"))
+    assert conformer.exported == ["student_kd"]
+    with pytest.raises(ConfigError, match=r"export.systems must be a list"):
+        assert Plan(compose_config("exp_dir=/nonexistent", "export.systems=student_kd")).exported
 
 
 def test_export_refuses_other_front_ends(tmp_path):

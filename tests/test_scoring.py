@@ -63,6 +63,7 @@ def fake_experiment(root: Path, kd_rate: dict[str, float]) -> ExpPaths:
             ("student_kd", rate),
             ("student_ctc_streaming", 0.3),
             ("student_kd_streaming", rate),
+            ("student_kd_onnx", rate),  # stage export's decode with the fp32 graph
         ]:
             rows = [
                 {
@@ -79,7 +80,8 @@ def fake_experiment(root: Path, kd_rate: dict[str, float]) -> ExpPaths:
                 rows = rows[::-1]  # decode order need not be manifest order
             summary = {
                 "rtf": 0.01 if name != "teacher" else 0.05,
-                "latency_ms": 320.0 if name.endswith("_streaming") else None,
+                "latency_ms": 320.0 if name.endswith(("_streaming", "_onnx")) else None,
+                **({"size_mb": 0.5, "peak_rss_mb": 61.0} if name.endswith("_onnx") else {}),
             }
             write_jsonl(paths.decode(name, test_set), [*rows, {"summary": summary}])
     write_jsonl(
@@ -146,7 +148,11 @@ def test_report_entries_keep_old_keys_and_gain_intervals_counts_and_speakers(sco
             "student_kd",
             "student_ctc_streaming",
             "student_kd_streaming",
+            "student_kd_onnx",
         }
+        exported = systems["student_kd_onnx"]  # its own size (the graph file) and memory
+        assert (exported["size_mb"], exported["peak_rss_mb"], exported["params"]) == (0.5, 61.0, 10)
+        assert "peak_rss_mb" not in systems["student_kd_streaming"]
         for r in systems.values():
             assert {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms"} <= set(r)
             assert r["wer"] == pytest.approx((r["sub"] + r["del"] + r["ins"]) / r["words"])
@@ -190,6 +196,7 @@ def test_report_md_states_verdicts_in_words(scored):
     assert "student_kd better than student_ctc on test_seen: -" in md
     assert "student_kd vs student_ctc on test_unseen: no significant difference" in md
     assert "## Provenance" in md and "decode/teacher 12 s" in md
+    assert "| student_kd_onnx | " in md and "(torch-free runtime): student_kd_onnx 61 MB" in md
 
 
 def test_verdict_wording():

@@ -18,11 +18,12 @@ The model side is one small interface: ``model.streaming_step(chunk_frames)`` re
 ``nn.Module`` whose ``forward(feats, *states)`` is the step, whose ``full(feats)`` is the whole
 utterance pass, and which has ``state_names``, ``state_shapes``, ``initial_states()``,
 ``chunk_frames``, ``right_context_frames``, ``left_context_frames``, ``subsampling_factor`` and
-``window`` (see :class:`asr_kd.models.student.EmformerStep`). Any streaming student that provides
-it exports with this module unchanged.
+``window`` (:class:`asr_kd.models.student.EmformerStep`,
+:class:`asr_kd.models.conformer_stream.ConformerStep`). Any streaming student that provides it
+exports with this module unchanged.
 
 Exporter: torch's dynamo exporter (``torch.onnx.export(dynamo=True)``); it exports both graphs of
-the Emformer step (whose cache is masked, not sliced by a Python int) with a dynamic ``T`` for the
+both steps (whose caches are masked, not sliced by a Python int) with a dynamic ``T`` for the
 full graph, in fewer nodes than the legacy tracer.
 """
 

@@ -44,7 +44,7 @@ from torch import nn
 from asr_kd.models.chunked import ChunkedStudent
 from asr_kd.models.subsampling import StackSubsampling
 
-__all__ = ["ChunkConformerCTC", "StreamState", "chunk_attention_mask", "rotary_angles"]
+__all__ = ["ChunkConformerCTC", "ConformerStep", "StreamState", "chunk_attention_mask", "rotary_angles"]
 
 
 class StreamState(NamedTuple):
@@ -83,13 +83,18 @@ def chunk_attention_mask(
     return allowed[:, None]
 
 
-def rotary_angles(first: int, frames: int, head_dim: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_angles(
+    first: int | torch.Tensor, frames: int, head_dim: int, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(cos, sin)``, each ``(frames, head_dim / 2)``, of the rotary angles of positions ``first,
     first + 1, ...`` (RoPE). Computed in float64, so positions far into a long stream rotate as
-    precisely as the first ones; computed once per forward or chunk and shared by every layer."""
+    precisely as the first ones; computed once per forward or chunk and shared by every layer.
+    ``first`` may be a ``(1,)`` tensor (the frame count a graph carries as a state)."""
     half = head_dim // 2
     inv_freq = 10000.0 ** (-torch.arange(half, dtype=torch.float64, device=device) / half)
-    angles = torch.arange(first, first + frames, dtype=torch.float64, device=device)[:, None] * inv_freq
+    if isinstance(first, torch.Tensor):
+        first = first.to(torch.float64)
+    angles = (first + torch.arange(frames, dtype=torch.float64, device=device))[:, None] * inv_freq
     return angles.cos().float(), angles.sin().float()
 
 
@@ -289,8 +294,97 @@ class ChunkConformerCTC(ChunkedStudent):
             return self.head(x), StreamState(state.frames + chunk, torch.stack(keys), torch.stack(values),
                                              torch.stack(convs))
 
+    def streaming_step(self, chunk_frames: int | None = None) -> ConformerStep:
+        """This model's streaming step as a pure function of tensors (for ONNX export)."""
+        return ConformerStep(self, chunk_frames)
+
     def _initial_state(self, x: torch.Tensor) -> StreamState:
         layers, d = len(self.blocks), x.shape[-1]
         empty = x.new_zeros(layers, 1, self.num_heads, 0, d // self.num_heads)
         return StreamState(0, empty, empty, x.new_zeros(layers, 1, self.conv_kernel - 1, d))
 
+
+
+class ConformerStep(nn.Module):
+    """A :class:`ChunkConformerCTC` as pure functions of tensors, so that ONNX can hold it (batch of 1);
+    the interface of :class:`asr_kd.models.student.EmformerStep`.
+
+    ``forward(feats, *states) -> (logits, *new_states)`` is one streaming step: ``(1, chunk * 4, F)``
+    features and the states named in ``state_names`` give ``(1, chunk, V)`` logits, as
+    :meth:`ChunkConformerCTC.stream_chunk` does. Its key/value cache grows from nothing to
+    ``left_chunks * chunk`` frames; here it has that size from the start, its rows not yet filled
+    (the first ``S - processed_frames``) masked out of attention. States: ``cached_key`` /
+    ``cached_val`` ``(L, H, S, D/H)`` (S = ``left_chunks * chunk``; left out when 0), ``conv_cache``
+    ``(L, conv_kernel - 1, D)`` (left out when 0) and ``processed_frames`` ``(1,)`` int64: the
+    encoder frames so far, which both masks the cache and gives the chunk its rotary positions.
+
+    :meth:`full` is the chunk-masked full-utterance pass ``(1, T, F) -> (1, ceil(T/4), V)`` for any T.
+    """
+
+    def __init__(self, model: ChunkConformerCTC, chunk_frames: int | None = None):
+        super().__init__()
+        chunk = chunk_frames or model.chunk_frames
+        self.window = model.stream_window(chunk)  # refuses a full-context model
+        if model.left_chunks < 0:
+            raise ValueError("a ChunkConformerCTC with left_chunks=-1 keeps a cache that grows with the "
+                             "stream; an exported graph needs a bounded one (left_chunks >= 0)")
+        self.model = model
+        self.chunk_frames = chunk
+        self.right_context_frames = model.right_context_frames
+        self.left_context_frames = model.left_chunks * chunk
+        self.subsampling_factor = model.subsampling_factor
+        layers, heads, d = len(model.blocks), model.num_heads, model.head.in_features
+        shapes = {
+            "cached_key": (layers, heads, self.left_context_frames, d // heads),
+            "cached_val": (layers, heads, self.left_context_frames, d // heads),
+            "conv_cache": (layers, model.conv_kernel - 1, d),
+            "processed_frames": (1,),
+        }
+        self.state_shapes = {name: shape for name, shape in shapes.items() if 0 not in shape}
+        self.state_names = tuple(self.state_shapes)
+
+    def initial_states(self) -> list[torch.Tensor]:
+        """Zero states that start an utterance (``processed_frames`` is int64, the rest float32)."""
+        return [torch.zeros(shape, dtype=torch.int64 if name == "processed_frames" else torch.float32)
+                for name, shape in self.state_shapes.items()]
+
+    def forward(self, feats: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One chunk: ``(1, chunk * 4, F)`` features, states -> ``(1, chunk, V)`` logits, new states."""
+        s = dict(zip(self.state_names, states, strict=True))
+        model, chunk, left = self.model, self.chunk_frames, self.left_context_frames
+        x = model.subsampling.proj(feats.reshape(1, chunk, -1))
+        processed = s["processed_frames"]
+        rotation = rotary_angles(processed, chunk, x.shape[-1] // model.num_heads, x.device)
+        # keys are [cache (left), chunk]: a query sees the filled cache rows and its whole chunk
+        filled = torch.arange(left, device=x.device) >= left - processed
+        mask = torch.cat([filled, filled.new_ones(chunk)]).expand(chunk, left + chunk)
+        empty = x.new_zeros(1, 0, x.shape[-1])
+        keys, vals, convs = [], [], []
+        for i, block in enumerate(model.blocks):
+            history = s["conv_cache"][i : i + 1] if "conv_cache" in s else empty
+            cache = (s["cached_key"][i : i + 1], s["cached_val"][i : i + 1]) if left else None
+            x, k, v, history = block(x, rotation, mask, history, cache)
+            keys.append(k[0, :, k.shape[2] - left :])
+            vals.append(v[0, :, v.shape[2] - left :])
+            convs.append(history[0])
+        new = {"cached_key": keys, "cached_val": vals, "conv_cache": convs}
+        new = {name: torch.stack(new[name]) for name in self.state_names if name in new}
+        new["processed_frames"] = processed + chunk
+        return (model.head(x), *(new[name] for name in self.state_names))
+
+    def full(self, feats: torch.Tensor) -> torch.Tensor:
+        """Chunk-masked full-utterance pass ``(1, T, F) -> (1, ceil(T/4), V)``, as
+        :meth:`ChunkConformerCTC.forward` on one utterance, with the padding written so that one
+        graph serves every ``T`` (no branch on the length)."""
+        model, chunk, factor = self.model, self.chunk_frames, self.subsampling_factor
+        t = feats.shape[1]
+        frames = (t + factor * chunk - 1) // (factor * chunk) * chunk  # whole chunks
+        feats = F.pad(feats, (0, 0, 0, frames * factor - t))
+        x = model.subsampling.proj(feats.reshape(1, frames, -1))
+        key_lengths = torch.full((1,), frames, dtype=torch.int64, device=x.device)
+        mask = chunk_attention_mask(key_lengths, frames, chunk, model.left_chunks)
+        rotation = rotary_angles(0, frames, x.shape[-1] // model.num_heads, x.device)
+        history = x.new_zeros(1, model.conv_kernel - 1, x.shape[-1])
+        for block in model.blocks:
+            x, _, _, _ = block(x, rotation, mask, history)
+        return model.head(x[:, : (t + factor - 1) // factor])

@@ -4,7 +4,7 @@ systems, size, speed and provenance, as JSON and Markdown (plots: asr_kd.scoring
 ``report.json``::
 
     {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms",
-                                  ["lm_weight" (``_lm`` systems)],
+                                  ["lm_weight" (``_lm`` systems)], ["peak_rss_mb" (``_onnx``, ``_int8``)],
                                   "wer_ci95", "words", "sub", "del", "ins", "per_speaker"}}},
      "systems": {SYSTEM: {"params", "size_mb", "kind"}},
      "comparisons": [{"test_set", "a", "b", "delta", "ci95", "p", "p_improve", "p_wilcoxon"}],
@@ -23,7 +23,10 @@ Keys, once:
   the end of the utterance. ``utterances``: how many were decoded.
 - ``<system>_streaming`` is a streamed decode, ``<system>_lm`` a beam search with the train
   transcripts' word LM and lexicon (``decode=beam_lm``) at ``lm_weight``, chosen for that system
-  on the dev set.
+  on the dev set. ``<system>_onnx`` and ``<system>_int8`` are streamed by the exported fp32 and
+  int8 graphs (stage ``export``) through the torch-free runtime, one onnxruntime thread, audio in
+  10 ms pieces, front end included: their ``size_mb`` is the graph file's, ``peak_rss_mb`` the peak
+  resident memory (MB) of the process that decoded the set, which holds only that runtime.
 - ``wer_ci95``: ``[low, high]``, the 95 % bootstrap interval of ``wer`` (asr_kd.scoring.significance).
 - ``words``: reference words; ``sub``, ``del``, ``ins``: substitutions, deletions, insertions
   (counts; ``wer`` = (sub + del + ins) / words).
@@ -59,8 +62,9 @@ from asr_kd.scoring.wer import UtteranceErrors
 __all__ = ["VARIANTS", "Decode", "comparison_pairs", "speaker_blocks", "score_test_set", "verdict",
            "render_markdown"]
 
-#: Suffixes of the decodes of one system (greedy offline, streamed, beam search with the LM).
-VARIANTS = ("", "_streaming", "_lm")
+#: Suffixes of the decodes of one system (greedy offline, streamed, beam search with the LM, and
+#: streamed by its exported fp32 and int8 ONNX graphs).
+VARIANTS = ("", "_streaming", "_lm", "_onnx", "_int8")
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,10 @@ def score_test_set(
     for name, d in decodes.items():
         e, size = d.errors, sizes[d.system]
         entries[name] = {
-            "wer": e.wer, "cer": e.cer, "params": size["params"], "size_mb": size["size_mb"],
+            "wer": e.wer, "cer": e.cer, "params": size["params"],
+            "size_mb": d.summary.get("size_mb", size["size_mb"]),  # an exported graph's file
             "rtf": d.summary["rtf"], "utterances": len(e.ids), "latency_ms": d.summary.get("latency_ms"),
-            **({"lm_weight": d.summary["lm_weight"]} if "lm_weight" in d.summary else {}),
+            **{k: d.summary[k] for k in ("lm_weight", "peak_rss_mb") if k in d.summary},
             "wer_ci95": list(boot.interval(name)), "words": int(e.words.sum()),
             "sub": int(e.sub.sum()), "del": int(e.dele.sum()), "ins": int(e.ins.sum()),
             "per_speaker": _per_speaker(e.errors[aligned[name]], first.words, labels),
@@ -204,6 +209,9 @@ def render_markdown(report: dict) -> str:
             )
         weights = [f"{name} {r['lm_weight']:g}" for name, r in systems.items() if "lm_weight" in r]
         lines += ["", f"LM weights: {', '.join(weights)}"] if weights else []
+        memory = [f"{name} {r['peak_rss_mb']:.0f} MB" for name, r in systems.items() if "peak_rss_mb" in r]
+        lines += ["", f"Peak resident memory of the ONNX decodes (torch-free runtime): {', '.join(memory)}"
+                  ] if memory else []
         verdicts = [verdict(c) for c in report.get("comparisons", []) if c["test_set"] == test_set]
         if verdicts:
             lines += ["", f"Paired comparisons (bootstrap by {blocked_by.get(test_set, 'utterance')}):", ""]

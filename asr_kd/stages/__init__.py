@@ -14,11 +14,12 @@ from asr_kd.errors import ConfigError
 __all__ = ["STAGES", "PIPELINE", "TOOLS", "get_stage"]
 
 #: The stages of ``stage=all``, in order.
-PIPELINE = ("prepare", "features", "teacher", "cache", "student", "decode", "score")
+#: ``export``: ONNX graphs of the streaming systems of ``export.systems`` (for asr-kd-onnx) and their
+#: decodes, which the report lists as ``<system>_onnx`` / ``<system>_int8``.
+PIPELINE = ("prepare", "features", "teacher", "cache", "student", "decode", "export", "score")
 #: Stages outside the pipeline, run on their own (``transcribe``: one audio file with a trained model;
-#: ``compare``: several experiments' reports as mean ± sd; ``export``: ONNX graphs of a streaming
-#: student for asr-kd-onnx).
-TOOLS = ("transcribe", "compare", "export")
+#: ``compare``: several experiments' reports as mean ± sd).
+TOOLS = ("transcribe", "compare")
 #: Every valid ``stage=`` name.
 STAGES = (*PIPELINE, "all", *TOOLS)
 

@@ -4,7 +4,10 @@ with the settings it depends on and the units it reads, all resolved from the co
 Units of work (a stamp each, ``stamps/<unit>.json``)::
 
     prepare -> features -> teacher -> cache/<cache>/<split> -> student/<system> -> decode/<system> -> score
-    export/<system>: a tool, of whatever models/<system>/model.pt holds (its hash is the input)
+                                                          student/<system> -> export/<system> -> score
+    export/<system>: ONNX graphs of a streaming system of ``export.systems`` and their decodes of the
+    test sets; of a name that is no system of the plan, whatever models/<name>/model.pt holds (a
+    model copied in: its file hash is the input, and the report does not cover it)
 
 A **system** is a student trained one way: ``systems.<name>`` in the config holds its ``objective``
 (a ``distill/`` option: a ``_target_`` that builds the loss; ``ctc_only`` is one like any other)
@@ -180,13 +183,16 @@ class Plan:
             return {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set}
         if kind == "score":
             return {"test_sets": list(cfg.test_sets), "score": to_dict(cfg.get("score"))}
-        if kind == "export":  # any model.pt in models/<system>/, trained here or copied in
-            checkpoint = ExpPaths(Path(cfg.exp_dir).absolute()).checkpoint(rest)
+        if kind == "export":
+            settings = {**{k: v for k, v in to_dict(cfg.export).items() if k != "systems"},
+                        "test_sets": list(cfg.test_sets)}
+            if rest in self.systems:  # trained here: student/<system> stands for the weights
+                return settings
+            checkpoint = ExpPaths(Path(cfg.exp_dir).absolute()).checkpoint(rest)  # copied in
             if not checkpoint.exists():
-                raise MissingFileError(f"{checkpoint}: no model {rest!r} to export; train it first "
-                                       f"(`asr-kd stage=student exp_dir={cfg.exp_dir}`) or set export.system")
-            return {**{k: v for k, v in to_dict(cfg.export).items() if k != "system"},
-                    "model_sha": file_hash(checkpoint)}
+                raise MissingFileError(f"{checkpoint}: no model {rest!r} to export; train it first (`asr-kd "
+                                       f"stage=student exp_dir={cfg.exp_dir}`) or set export.systems")
+            return {**settings, "model_sha": file_hash(checkpoint)}
         raise KeyError(f"unknown unit {unit!r}")
 
     def upstream(self, unit: str) -> tuple[str, ...]:
@@ -207,9 +213,10 @@ class Plan:
         if kind == "decode":
             return ("teacher" if rest == "teacher" else f"student/{rest}", "features")
         if kind == "score":
-            return tuple(f"decode/{name}" for name in self.decoded)
+            return (*(f"decode/{name}" for name in self.decoded),
+                    *(f"export/{name}" for name in self.exported))
         if kind == "export":
-            return ()
+            return (f"student/{rest}", "prepare") if rest in self.systems else ()
         raise KeyError(f"unknown unit {unit!r}")
 
     def fingerprint(self, unit: str) -> str:
@@ -224,6 +231,26 @@ class Plan:
     def decoded(self) -> list[str]:
         """Every model the decode and score stages cover: the teacher, then each system."""
         return ["teacher", *self.systems]
+
+    @property
+    def export_names(self) -> list[str]:
+        """``export.systems``, checked: a list of names."""
+        names = self.cfg.get("export", {}).get("systems") or []
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"export.systems must be a list of system names, e.g. [student_kd], "
+                              f"not {names!r}")
+        return list(names)
+
+    @cached_property
+    def exported(self) -> list[str]:
+        """The systems of ``export.systems`` that the pipeline exports and the report covers (as
+        ``<system>_onnx`` and ``<system>_int8``): those of this plan whose student streams."""
+        return [n for n in self.export_names if n in self.systems and self.streams(n)]
+
+    def streams(self, name: str) -> bool:
+        """Whether system ``name``'s student is a streaming model (built, untrained, to ask it)."""
+        model = instantiate(self.systems[name].student["model"], vocab_size=2)
+        return bool(getattr(model, "streaming", False))
 
     @property
     def baselines(self) -> list[str]:

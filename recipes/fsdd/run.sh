@@ -4,7 +4,7 @@
 #
 #   [FSDD_ROOT=/data/fsdd] [EXP_DIR=exp/fsdd] bash recipes/fsdd/run.sh [--stage N] [--stop-stage M] [overrides...]
 #
-# Stages: 1 prepare, 2 features, 3 teacher, 4 cache, 5 student, 6 decode, 7 score.
+# Stages: 1 prepare, 2 features, 3 teacher, 4 cache, 5 student, 6 decode, 7 export, 8 score.
 # Each stage skips itself when its outputs are up to date (add force=true to redo one).
 # The corpus is read in place from $FSDD_ROOT (default ../shared/data/fsdd from the repository root).
 set -euo pipefail

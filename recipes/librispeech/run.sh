@@ -5,7 +5,7 @@
 #   LIBRISPEECH_ROOT=/data/LibriSpeech [EXP_DIR=exp/librispeech] bash recipes/librispeech/run.sh \
 #       [--stage N] [--stop-stage M] [overrides...]
 #
-# Stages: 1 prepare, 2 features, 3 teacher, 4 cache, 5 student, 6 decode, 7 score.
+# Stages: 1 prepare, 2 features, 3 teacher, 4 cache, 5 student, 6 decode, 7 export, 8 score.
 # Each stage skips itself when its outputs are up to date (add force=true to redo one).
 set -euo pipefail
 RECIPE=librispeech exec bash "$(dirname "$0")/../demo/run.sh" "$@"
