@@ -49,8 +49,10 @@ def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> 
                           f"{ALLOWED_PREFIXES}")
     try:
         obj = hydra.utils.get_object(target)
-    except Exception as e:  # Hydra wraps the import error of a mistyped target
-        raise ConfigError(f"{_where_ or 'config'}: _target_ {target!r} does not exist ({e})") from None
+    except Exception:  # Hydra wraps the import error of a mistyped target in several lines
+        module, _, name = target.rpartition(".")
+        raise ConfigError(f"{_where_ or 'config'}: _target_ {target!r} does not exist (no {name!r} in "
+                          f"{module})") from None
     if dataclasses.is_dataclass(obj):
         args = {k: v for k, v in to_dict(config).items() if not k.startswith("_")}
         check_types(obj, {**args, **kwargs}, _where_ or target)
