@@ -4,6 +4,7 @@ the type check of config nodes against the dataclasses that describe them."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any
 
 import hydra.utils
@@ -47,10 +48,10 @@ def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> 
     if not isinstance(target, str) or not target.startswith(ALLOWED_PREFIXES):
         raise ConfigError(f"{_where_ or 'config'}: _target_ {target!r} is outside the allowed modules "
                           f"{ALLOWED_PREFIXES}")
+    module, _, name = target.rpartition(".")
     try:
-        obj = hydra.utils.get_object(target)
-    except Exception:  # Hydra wraps the import error of a mistyped target in several lines
-        module, _, name = target.rpartition(".")
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
         raise ConfigError(f"{_where_ or 'config'}: _target_ {target!r} does not exist (no {name!r} in "
                           f"{module})") from None
     if dataclasses.is_dataclass(obj):
