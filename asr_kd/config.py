@@ -38,6 +38,23 @@ def check_types(schema: type, node: Any, where: str) -> DictConfig:
     return typed
 
 
+def _locate(target: str, where: str) -> Any:
+    """The object ``target`` names (``module.function``, ``module.Class.method``...)."""
+    parts = target.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for name in parts[split:]:
+            if not hasattr(obj, name):
+                raise ConfigError(f"{where or 'config'}: _target_ {target!r} does not exist (no {name!r} in "
+                                  f"{'.'.join(parts[:parts.index(name)])})")
+            obj = getattr(obj, name)
+        return obj
+    raise ConfigError(f"{where or 'config'}: _target_ {target!r} does not exist (no module {parts[0]!r})")
+
+
 def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` restricted to targets inside ``asr_kd``; ``kwargs`` are run-time facts.
 
@@ -48,12 +65,7 @@ def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> 
     if not isinstance(target, str) or not target.startswith(ALLOWED_PREFIXES):
         raise ConfigError(f"{_where_ or 'config'}: _target_ {target!r} is outside the allowed modules "
                           f"{ALLOWED_PREFIXES}")
-    module, _, name = target.rpartition(".")
-    try:
-        obj = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        raise ConfigError(f"{_where_ or 'config'}: _target_ {target!r} does not exist (no {name!r} in "
-                          f"{module})") from None
+    obj = _locate(target, _where_)
     if dataclasses.is_dataclass(obj):
         args = {k: v for k, v in to_dict(config).items() if not k.startswith("_")}
         check_types(obj, {**args, **kwargs}, _where_ or target)
