@@ -16,11 +16,12 @@ from test_conformer_stream import CONFIG as CONFORMER
 from test_streaming import CONFIG as EMFORMER
 from test_streaming import make_bundle
 
+import asr_kd
 from asr_kd.data.audio import save_audio
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.decoding.streaming import StreamingRecognizer
 from asr_kd.errors import ConfigError
-from asr_kd.export.onnx import export_bundle, quantize_int8
+from asr_kd.export.onnx import NAME_SCOPES, export_bundle, quantize_int8
 from asr_kd.features.frontend import KaldiFbank
 from asr_kd.paths import ExpPaths
 from asr_kd.runtime.onnx_transcriber import OnnxModel, read_tokens
@@ -140,6 +141,11 @@ def test_metadata_describes_the_graph(exported):
     assert inputs == {"x": [1, meta["window_frames"], 80], **states}
     assert [o.name for o in graph.graph.output] == ["logits", *(f"new_{n}" for n in meta["state_names"])]
     assert {p.key for p in onnx.load(folder / "model.int8.onnx").metadata_props} == set(props)
+    source = str(Path(asr_kd.__file__).parent).encode()
+    for name in ("model.onnx", "model.full.onnx", "model.int8.onnx"):  # no stack traces, no local paths
+        nodes = onnx.load(folder / name).graph.node
+        assert {p.key for n in nodes for p in n.metadata_props} == {NAME_SCOPES}
+        assert source not in (folder / name).read_bytes()
     assert read_tokens(folder / "tokens.txt") == bundle.tokenizer.tokens
 
 

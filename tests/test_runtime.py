@@ -1,18 +1,26 @@
 """The torch-free runtime: kaldi-native-fbank matches the training front end; asr-kd-onnx transcribes
 with torch (and asr_kd outside asr_kd.runtime) unimportable; the server keeps concurrent streams
-apart, survives malformed and oversized messages, and serves its web page."""
+apart, survives malformed and oversized messages, and serves its web page, which headless Chromium
+runs with a WAV file as its microphone (ASR_KD_NO_BROWSER=1 skips that test; nothing else does)."""
 
 import asyncio
+import contextlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_export import speech_like, varied_bundle
+from test_streaming import make_bundle
 
 from asr_kd.data.audio import save_audio
 from asr_kd.export.onnx import KALDI_FBANK_OPTIONS, export_bundle
@@ -126,13 +134,22 @@ def pcm_messages(wav: np.ndarray, samples: int = 1600) -> list:
     return [pcm[i : i + samples].tobytes() for i in range(0, len(pcm), samples)] + ["done"]
 
 
-def test_server_concurrent_streams_and_bad_messages(export_dir):
+@contextlib.contextmanager
+def serving(export_dir: Path):
+    """``asr-kd-onnx serve`` (torch unimportable) on a free loopback port: yields (process, port)."""
     server = subprocess.Popen([sys.executable, "-c", NO_TORCH, "serve", str(export_dir), "--port", "0"],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        port = int(server.stdout.readline().rsplit(":", 1)[1].split("/")[0])
+        yield server, int(server.stdout.readline().rsplit(":", 1)[1].split("/")[0])
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_server_concurrent_streams_and_bad_messages(export_dir):
+    with serving(export_dir) as (server, port):
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
-        assert "getUserMedia" in page and "WebSocket" in page
+        assert "getUserMedia" in page and "WebSocket" in page and "const RATE = 16000;" in page
         # sent as 16-bit PCM: compare with the same quantized audio
         wavs = [np.round(speech_like(s, seed) * 32767) / 32768 for s, seed in ((2.1, 1), (1.6, 2))]
         expected = [expected_text(export_dir, w.astype(np.float32)) for w in wavs]
@@ -155,6 +172,126 @@ def test_server_concurrent_streams_and_bad_messages(export_dir):
             assert replies[-1]["type"] == "error" and word in replies[-1]["message"]
         after = asyncio.run(asyncio.wait_for(client(port, pcm_messages(wavs[0])), 30))
         assert after[-1] == {"type": "final", "text": expected[0]} and server.poll() is None
-    finally:
-        server.terminate()
-        server.wait(10)
+
+
+#: Tones of the browser test and the character each one reads as (see tone_bundle); no whole number
+#: of periods in a 10 ms frame shift, so a tone's frames sample every phase.
+TONES = {"a": 330.0, "d": 1170.0, "e": 2730.0}
+
+
+def tone(hz: float, seconds: float, seed: int = 0) -> np.ndarray:
+    """A sine with 20 ms fades over a noise floor 50 dB down (``hz=0``: the floor alone), so that no
+    mel band is empty: an empty band's log energy is whatever rounding the audio path adds."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    ramp = np.minimum(1, np.minimum(t, seconds - t) / 0.02)
+    noise = np.random.default_rng(seed).normal(0, 0.001, t.size)
+    return (0.3 * np.sin(2 * np.pi * hz * t) * ramp + noise).astype(np.float32)
+
+
+def tone_bundle(folder: Path):
+    """A tiny Emformer that reads each tone of TONES as its character and anything else as blank, so
+    its transcript survives what a browser does to the audio (a few hundred samples of delay, a round
+    trip through 48 kHz), unlike a random model's. Zeroing the residual branches (conv, attention
+    output, feed-forward output) leaves a frame-wise model; the head scores the cosine between a
+    frame and each tone's mean frame, blank winning below 0.9. Measured: the same text for every delay
+    of 0-1200 samples (step 7), with and without a 16 -> 48 -> 16 kHz round trip and 16-bit rounding."""
+    bundle = make_bundle(folder)
+    model, seen = bundle.model.eval(), []
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("conv.") or ".out_proj." in name or ".pos_ff.4." in name:
+                p.zero_()
+        hook = model.head.register_forward_hook(lambda _m, args, _out: seen.append(args[0][0]))
+        cmvn = bundle.cmvn
+        for hz in TONES.values():
+            feats = (KaldiFbank()(tone(hz, 1.0)) - cmvn.mean.float()) / cmvn.std.float()
+            model(feats[None].float(), torch.tensor([len(feats)]))
+        hook.remove()
+        model.head.weight.zero_()
+        model.head.bias.fill_(-100.0)
+        model.head.bias[0] = 0.0
+        for char, frames in zip(TONES, seen, strict=True):
+            mean = frames[3:-3].mean(0)  # steady frames
+            index = bundle.tokenizer.tokens.index(char)
+            model.head.weight[index] = mean / mean.norm()
+            model.head.bias[index] = -0.9 * mean.norm()
+    return bundle
+
+
+def chromium() -> str:
+    """The Chromium binary; a missing one fails the test (ASR_KD_NO_BROWSER=1 skips it instead)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.environ.get("ASR_KD_NO_BROWSER") == "1":
+        pytest.skip("ASR_KD_NO_BROWSER=1: the headless-Chromium test of the web page is skipped")
+    pytest.fail("chromium not found: install it (`apt-get install chromium`; `make test` does as root) "
+                "or set ASR_KD_NO_BROWSER=1 to skip this test", pytrace=False)
+
+
+async def watch_page(devtools_port: int, timeout: float) -> list[tuple[str, str]]:
+    """Poll the page's #status and #text over the DevTools protocol until "final" or an error."""
+    from websockets.asyncio.client import connect
+
+    listing = urllib.request.urlopen(f"http://127.0.0.1:{devtools_port}/json/list", timeout=10).read()
+    target = next(t["webSocketDebuggerUrl"] for t in json.loads(listing) if t["type"] == "page")
+    # '' while the page loads
+    expression = "['status', 'text'].map((id) => document.getElementById(id)?.textContent ?? '')"
+    seen, deadline = [], time.monotonic() + timeout
+    async with connect(target, max_size=None) as ws:
+        for call in range(1, 10**6):
+            await ws.send(json.dumps({"id": call, "method": "Runtime.evaluate",
+                                      "params": {"expression": expression, "returnByValue": True}}))
+            while (reply := json.loads(await ws.recv())).get("id") != call:
+                pass
+            seen.append(tuple(reply["result"]["result"]["value"]))
+            if seen[-1][0] == "final" or seen[-1][0].startswith("error") or time.monotonic() > deadline:
+                return seen
+            await asyncio.sleep(0.1)
+    return seen
+
+
+def run_page(binary: str, url: str, wav: Path, timeout: float = 60) -> list[tuple[str, str]]:
+    """Open ``url`` in headless Chromium with ``wav`` as the microphone; the (status, text) it showed."""
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
+        command = [binary, "--headless=new", "--no-sandbox", "--disable-gpu",
+                   "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                   f"--use-file-for-fake-audio-capture={wav}%noloop",  # then silence
+                   "--autoplay-policy=no-user-gesture-required",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                   "--no-first-run", "--disable-quic", f"--user-data-dir={profile}",
+                   "--remote-debugging-port=0", url]
+        browser = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)  # its own process group, ended as one
+        try:
+            port_file, start = Path(profile) / "DevToolsActivePort", time.monotonic()
+            while not (port_file.exists() and port_file.read_text().count("\n")):
+                if browser.poll() is not None or time.monotonic() - start > 30:
+                    os.killpg(browser.pid, signal.SIGKILL)
+                    pytest.fail(f"chromium did not start: {browser.communicate()[1][-2000:]}")
+                time.sleep(0.05)
+            port = int(port_file.read_text().split()[0])
+            return asyncio.run(asyncio.wait_for(watch_page(port, timeout), timeout + 10))
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(browser.pid, signal.SIGKILL)
+            browser.communicate(timeout=10)
+
+
+def test_web_page_in_headless_chromium(tmp_path):
+    """The served page, autostarted, captures a WAV file through Chromium's fake microphone (which
+    delays it and resamples it to the page's 16 kHz AudioContext), streams it to the server and shows
+    partials, then the final text: the Python runtime's transcript of the same file."""
+    binary = chromium()
+    export_bundle(tone_bundle(tmp_path), tmp_path / "onnx", int8=False)
+    a, d, e, gap = TONES["a"], TONES["d"], TONES["e"], 0.0
+    pieces = (gap, a, gap, e, gap, d, a, gap, d, gap)
+    wav = np.concatenate([tone(hz, 0.4 if hz else 0.2, seed) for seed, hz in enumerate(pieces)])
+    save_audio(tmp_path / "mic.wav", wav, 16000)
+    expected = expected_text(tmp_path / "onnx", wav)
+    assert expected == "aedad"
+    with serving(tmp_path / "onnx") as (_, port):
+        url = f"http://127.0.0.1:{port}/?autostart=1&seconds={len(wav) / 16000}"
+        seen = run_page(binary, url, tmp_path / "mic.wav")
+    assert seen[-1] == ("final", expected), seen[-5:]
+    assert any(status.startswith("listening (") and text for status, text in seen)  # live partials

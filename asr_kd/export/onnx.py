@@ -41,7 +41,7 @@ from torch import nn
 from asr_kd.models.bundle import Bundle
 from asr_kd.utils import atomic_path, write_json
 
-__all__ = ["export_bundle", "quantize_int8", "KALDI_FBANK_OPTIONS"]
+__all__ = ["export_bundle", "quantize_int8", "KALDI_FBANK_OPTIONS", "NAME_SCOPES"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,20 @@ class _Full(nn.Module):
         return self.step.full(feats)
 
 
+#: The node metadata kept in the written graphs: each node's PyTorch module (what ``keep_fp32`` matches).
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def _strip_debug_metadata(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node debug metadata but :data:`NAME_SCOPES` (stack traces with the
+    exporting machine's paths and source lines, FX node text, class hierarchies): 6-12% of the fp32
+    file and 14-30% of the int8 one for the demo's students, and no use to a runtime."""
+    for node in proto.graph.node:
+        kept = [p for p in node.metadata_props if p.key == NAME_SCOPES]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+
+
 def _write_onnx(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
                 opset: int, meta: dict[str, str], dynamic_shapes: dict | None = None) -> None:
     """Export ``module`` with the dynamo exporter, stamp ``meta`` into it, write it atomically."""
@@ -69,6 +83,7 @@ def _write_onnx(module: nn.Module, args: tuple, path: Path, input_names: list[st
                                 opset_version=opset, dynamic_shapes=dynamic_shapes, verbose=False)
     program.optimize()
     proto = program.model_proto
+    _strip_debug_metadata(proto)
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
     with atomic_path(path) as tmp:
@@ -111,7 +126,7 @@ def write_tokens(path: Path, tokens: list[str]) -> None:
 
 def _module_path(node: onnx.NodeProto) -> str:
     """The PyTorch module a node came from (the dynamo exporter records it), e.g. ``model.head``."""
-    scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
+    scopes = next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), "[]")
     names = [n for n in json.loads(scopes.replace("'", '"')) if n.count(".")]
     return names[-1] if names else ""
 

@@ -10,7 +10,8 @@ Protocol (one utterance per connection, any path but ``/``):
                       closes), or ``{"type": "error", "message": ...}`` before closing a stream that
                       sent a malformed or oversized message. Other streams are unaffected.
 
-``GET /`` returns the page: it captures the microphone, sends 16 kHz PCM and shows partials live.
+``GET /`` returns the page: it captures the microphone, sends PCM at the model's rate and shows
+partials live (``/?autostart=1&seconds=S``: starts without a click and stops after S seconds).
 Each connection has its own stream (fbank, states, greedy history) and a bounded queue
 (``QUEUE_MESSAGES``): when it is full the server stops reading that socket (TCP back-pressure);
 graph runs go to worker threads, so one slow stream does not block the others.
@@ -24,6 +25,7 @@ import http
 import json
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
@@ -53,9 +55,10 @@ class TranscriptionServer:
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Serve the page on ``GET /``; every other path goes on to the WebSocket handshake."""
-        if request.path not in ("/", "/index.html"):
+        if urlsplit(request.path).path not in ("/", "/index.html"):  # the page reads its query itself
             return None
-        body = PAGE.read_bytes()
+        page = PAGE.read_text(encoding="utf-8")
+        body = page.replace("{{SAMPLE_RATE}}", str(self.model.sample_rate)).encode()
         headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
         return Response(http.HTTPStatus.OK, "OK", headers, body)
 
