@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ChunkedStudent"]
+__all__ = ["ChunkedStudent", "StreamingStep"]
 
 
 class ChunkedStudent(nn.Module):
@@ -40,3 +40,21 @@ class ChunkedStudent(nn.Module):
         if self.training and self.dynamic_chunks:
             return self.dynamic_chunks[int(torch.randint(len(self.dynamic_chunks), ()))]
         return self.chunk_frames
+
+
+class StreamingStep(nn.Module):
+    """Base of a student's streaming step as pure functions of tensors (for ONNX export): subclasses
+    call :meth:`_declare_states` with every state's shape (those of size 0 are left out) and define
+    ``forward(feats, *states) -> (logits, *new_states)``."""
+
+    state_shapes: dict[str, tuple[int, ...]]
+    state_names: tuple[str, ...]
+
+    def _declare_states(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.state_shapes = {name: shape for name, shape in shapes.items() if 0 not in shape}
+        self.state_names = tuple(self.state_shapes)
+
+    def initial_states(self) -> list[torch.Tensor]:
+        """Zero states that start an utterance (``processed_frames`` is int64, the rest float32)."""
+        return [torch.zeros(shape, dtype=torch.int64 if name == "processed_frames" else torch.float32)
+                for name, shape in self.state_shapes.items()]

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asr_kd.models.chunked import ChunkedStudent
+from asr_kd.models.chunked import ChunkedStudent, StreamingStep
 from asr_kd.models.subsampling import StackSubsampling
 
 __all__ = ["ChunkConformerCTC", "ConformerStep", "StreamState", "chunk_attention_mask", "rotary_angles"]
@@ -305,7 +305,7 @@ class ChunkConformerCTC(ChunkedStudent):
 
 
 
-class ConformerStep(nn.Module):
+class ConformerStep(StreamingStep):
     """A :class:`ChunkConformerCTC` as pure functions of tensors, so that ONNX can hold it (batch of 1);
     the interface of :class:`asr_kd.models.student.EmformerStep`.
 
@@ -340,13 +340,7 @@ class ConformerStep(nn.Module):
             "conv_cache": (layers, model.conv_kernel - 1, d),
             "processed_frames": (1,),
         }
-        self.state_shapes = {name: shape for name, shape in shapes.items() if 0 not in shape}
-        self.state_names = tuple(self.state_shapes)
-
-    def initial_states(self) -> list[torch.Tensor]:
-        """Zero states that start an utterance (``processed_frames`` is int64, the rest float32)."""
-        return [torch.zeros(shape, dtype=torch.int64 if name == "processed_frames" else torch.float32)
-                for name, shape in self.state_shapes.items()]
+        self._declare_states(shapes)
 
     def forward(self, feats: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One chunk: ``(1, chunk * 4, F)`` features, states -> ``(1, chunk, V)`` logits, new states."""

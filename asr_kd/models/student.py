@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torchaudio.models import Emformer
 
-from asr_kd.models.chunked import ChunkedStudent
+from asr_kd.models.chunked import ChunkedStudent, StreamingStep
 from asr_kd.models.subsampling import StackSubsampling
 
 __all__ = ["EmformerCTC", "EmformerStep"]
@@ -160,7 +160,7 @@ class EmformerCTC(ChunkedStudent):
             self.encoder.segment_length = previous
 
 
-class EmformerStep(nn.Module):
+class EmformerStep(StreamingStep):
     """An :class:`EmformerCTC` as pure functions of tensors, so that ONNX can hold it (batch of 1).
 
     ``forward(feats, *states) -> (logits, *new_states)`` is one streaming step: ``(1, (chunk +
@@ -193,13 +193,7 @@ class EmformerStep(nn.Module):
             "cached_val": (len(layers), left, d),
             "processed_frames": (1,) if left else (0,),
         }
-        self.state_shapes = {name: shape for name, shape in shapes.items() if 0 not in shape}
-        self.state_names = tuple(self.state_shapes)
-
-    def initial_states(self) -> list[torch.Tensor]:
-        """Zero states that start an utterance (``processed_frames`` is int64, the rest float32)."""
-        return [torch.zeros(shape, dtype=torch.int64 if name == "processed_frames" else torch.float32)
-                for name, shape in self.state_shapes.items()]
+        self._declare_states(shapes)
 
     def forward(self, feats: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One chunk: ``(1, window, F)`` features and the states -> ``(1, chunk, V)`` logits, new states."""
