@@ -86,7 +86,7 @@ def test_teacher_batchnorm_statistics_come_from_valid_frames():
 def test_every_model_config_instantiates_and_runs():
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         for group, option in [("teacher", "conformer_small"), ("teacher", "conformer_large"),
-                              ("student", "emformer_small")]:
+                              ("student", "emformer_small"), ("student", "conformer_stream_small")]:
             cfg = compose("config", overrides=[f"{group}={option}"])
             model = instantiate(cfg[group].model, vocab_size=30, input_dim=80).eval()
             with torch.no_grad():
