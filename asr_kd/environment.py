@@ -13,11 +13,12 @@ of a traceback from inside the prepare stage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["diagnose", "check_lock", "locked_versions", "CHECKS"]
@@ -54,16 +55,20 @@ def check_torch_pair() -> None:
         ) from e
 
 
+@contextlib.contextmanager
+def _loads(what: str) -> Iterator[None]:
+    """Turn a library that fails to import or load inside the block into one line naming ``what``."""
+    try:
+        yield
+    except (ImportError, OSError, AttributeError) as e:
+        raise RuntimeError(f"{what} does not load ({_first_line(e)}); {FIX}") from e
+
+
 def check_ctc_decoder() -> None:
     """flashlight-text: the beam search with a word LM behind ``decode=beam_lm``."""
-    try:
+    with _loads(f"flashlight-text {_version('flashlight-text')}: the CTC beam-search decoder"):
         from flashlight.lib.text.decoder import LexiconDecoder  # noqa: F401
         from torchaudio.models.decoder import ctc_decoder  # noqa: F401
-    except (ImportError, OSError) as e:
-        raise RuntimeError(
-            f"flashlight-text {_version('flashlight-text')}: the CTC beam-search decoder does not load "
-            f"({_first_line(e)}); {FIX}"
-        ) from e
 
 
 def check_espeak() -> None:
@@ -71,7 +76,7 @@ def check_espeak() -> None:
     import _ctypes
     import ctypes
 
-    try:
+    with _loads(f"espeakng-loader {_version('espeakng-loader')}: the espeak-ng library"):
         import espeakng_loader
 
         # Unloaded again at once: the synthesiser reloads the library per utterance to reset its
@@ -79,37 +84,24 @@ def check_espeak() -> None:
         _ctypes.dlclose(ctypes.CDLL(espeakng_loader.get_library_path())._handle)
         if not Path(espeakng_loader.get_data_path()).is_dir():
             raise OSError(f"no voice data at {espeakng_loader.get_data_path()}")
-    except (ImportError, OSError, AttributeError) as e:
-        raise RuntimeError(
-            f"espeakng-loader {_version('espeakng-loader')}: the espeak-ng library does not load "
-            f"({_first_line(e)}); {FIX}"
-        ) from e
 
 
 def check_soundfile() -> None:
     """soundfile and its libsndfile: every audio read and write."""
-    try:
+    with _loads(f"soundfile {_version('soundfile')}: libsndfile"):
         import soundfile
 
         soundfile.available_formats()
-    except (ImportError, OSError) as e:
-        raise RuntimeError(
-            f"soundfile {_version('soundfile')}: libsndfile does not load ({_first_line(e)}); {FIX}"
-        ) from e
 
 
 def check_onnxruntime() -> None:
     """onnxruntime and kaldi-native-fbank: the exported student's runtime."""
-    try:
+    versions = f"onnxruntime {_version('onnxruntime')} / kaldi-native-fbank {_version('kaldi-native-fbank')}"
+    with _loads(versions):
         import kaldi_native_fbank  # noqa: F401
         import onnxruntime
 
         onnxruntime.get_available_providers()
-    except (ImportError, OSError) as e:
-        raise RuntimeError(
-            f"onnxruntime {_version('onnxruntime')} / kaldi-native-fbank {_version('kaldi-native-fbank')}: "
-            f"does not load ({_first_line(e)}); {FIX}"
-        ) from e
 
 
 def check_pip() -> None:

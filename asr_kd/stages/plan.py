@@ -262,7 +262,7 @@ class Plan:
             if unknown:
                 raise ConfigError(f"score.baselines names no system {unknown}; systems: {list(self.systems)}")
             return list(named)
-        return [n for n, s in self.systems.items() if not s.build_objective().needs_teacher]
+        return [n for n, s in self.systems.items() if s.cache is None]  # no cache: reads no teacher
 
     def cache_units(self) -> list[str]:
         return [f"cache/{name}/{split}" for name, spec in self.caches.items() for split in spec.splits]
