@@ -117,7 +117,7 @@ def test_guided_ctc_gradient_raises_the_spike_token_only_at_spikes():
 
 def _batch(v, i, lengths) -> Batch:
     return Batch(ids=["u"], feats=torch.zeros(1, 12, 4), lengths=torch.tensor([12]),
-                 targets=torch.tensor([[2, 1]]), target_lengths=torch.tensor([2]),
+                 targets=torch.tensor([[2, 1]]), target_lengths=torch.tensor([2]), labelled=torch.tensor([True]),
                  teacher_values=v, teacher_indices=i, teacher_lengths=lengths)
 
 

@@ -19,13 +19,18 @@ __all__ = ["Batch", "UtteranceDataset", "DurationBatchSampler", "collate"]
 
 @dataclass
 class Batch:
-    """A padded batch. ``teacher_*`` are present only when distilling (K = cache top-k)."""
+    """A padded batch. ``teacher_*`` are present only when distilling (K = cache top-k).
+
+    ``labelled[b]`` is False for untranscribed audio: its ``targets`` are empty (length 0) unless
+    the teacher's 1-best stands in for them (asr_kd.distill.targets); objectives mask the CTC term.
+    """
 
     ids: list[str]
     feats: torch.Tensor  # (B, T, F), CMVN applied, zero-padded
     lengths: torch.Tensor  # (B,)
     targets: torch.Tensor  # (B, U) token ids, zero-padded
     target_lengths: torch.Tensor  # (B,)
+    labelled: torch.Tensor  # (B,) bool: the utterance has a transcript
     teacher_values: torch.Tensor | None = None  # (B, T', K) teacher log-posteriors
     teacher_indices: torch.Tensor | None = None  # (B, T', K) their token ids
     teacher_lengths: torch.Tensor | None = None  # (B,)
@@ -97,7 +102,8 @@ class UtteranceDataset(Dataset):
         item = {
             "id": utt.id,
             "feats": self.cmvn(torch.from_numpy(self.store[utt.id])),
-            "tokens": torch.tensor(self.tokenizer.encode(utt.text), dtype=torch.long),
+            "tokens": torch.tensor(self.tokenizer.encode(utt.text or ""), dtype=torch.long),
+            "labelled": utt.text is not None,
         }
         if self.teacher is not None:
             item.update(self.teacher(utt.id, self.audio_sha(i)))
@@ -115,6 +121,7 @@ def collate(items: list[dict]) -> Batch:
         lengths=torch.tensor([len(it["feats"]) for it in items]),
         targets=_pad([it["tokens"] for it in items]),
         target_lengths=torch.tensor([len(it["tokens"]) for it in items]),
+        labelled=torch.tensor([it["labelled"] for it in items]),
     )
     if "teacher_values" in items[0]:
         batch.teacher_values = _pad([it["teacher_values"] for it in items])

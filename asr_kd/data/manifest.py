@@ -8,7 +8,9 @@ Format (``<exp_dir>/data/<split>.jsonl``), one object per line::
 
 ``audio`` is an absolute path (or relative to the manifest's folder); ``start``/``end`` (seconds,
 optional) select a segment of a longer recording, as Kaldi ``segments`` and Lhotse cuts do.
-``duration`` is the duration of the utterance (the segment, not the whole file). ``source``
+``duration`` is the duration of the utterance (the segment, not the whole file). ``text`` is
+``null`` (or absent) for untranscribed audio: the ``unlabeled`` split, which only teacher targets
+supervise (asr_kd.distill.objectives); every other split must carry a transcript. ``source``
 (optional) is where an importer read the utterance (``file:line``), so that an error about it can
 point there; it takes no part in comparing utterances.
 """
@@ -28,12 +30,12 @@ __all__ = ["Utterance", "read_manifest", "write_manifest"]
 
 @dataclass(frozen=True)
 class Utterance:
-    """One supervised utterance: an audio span and its transcript."""
+    """One utterance: an audio span and its transcript (None: untranscribed audio)."""
 
     id: str
     audio: str
     duration: float
-    text: str
+    text: str | None
     speaker: str | None = None  # None: not known
     start: float = 0.0
     end: float | None = None
@@ -46,19 +48,21 @@ class Utterance:
 def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     """Read a manifest; relative audio paths resolve against the manifest's folder.
 
-    Raises ``ValueError`` naming the file and line for a row that lacks a field or repeats an id.
+    Raises ``DataError`` naming the file and line for a row that lacks a field or repeats an id;
+    ``text`` may be absent or null (untranscribed audio: whether a split may hold it is the
+    caller's rule).
     """
     path = Path(path)
     utts, seen = [], set()
     fields = set(Utterance.__dataclass_fields__)
     for lineno, row in enumerate(read_jsonl(path), 1):
-        missing = {"id", "audio", "duration", "text"} - row.keys()
+        missing = {"id", "audio", "duration"} - row.keys()
         if missing:
             raise DataError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
         if row["id"] in seen:
             raise DataError(f"{path}:{lineno}: duplicate utterance id {row['id']!r}")
         seen.add(row["id"])
-        row = {k: v for k, v in row.items() if k in fields}
+        row = {"text": None, **{k: v for k, v in row.items() if k in fields}}
         if not os.path.isabs(row["audio"]):
             row["audio"] = str((path.parent / row["audio"]).resolve())
         utts.append(Utterance(**row))
