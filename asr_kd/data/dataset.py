@@ -121,7 +121,7 @@ def collate(items: list[dict]) -> Batch:
         lengths=torch.tensor([len(it["feats"]) for it in items]),
         targets=_pad([it["tokens"] for it in items]),
         target_lengths=torch.tensor([len(it["tokens"]) for it in items]),
-        labelled=torch.tensor([it["labelled"] for it in items]),
+        labelled=torch.tensor([it.get("labelled", True) for it in items]),
     )
     if "teacher_values" in items[0]:
         batch.teacher_values = _pad([it["teacher_values"] for it in items])
