@@ -118,6 +118,7 @@ def test_guided_ctc_gradient_raises_the_spike_token_only_at_spikes():
 def _batch(v, i, lengths) -> Batch:
     return Batch(ids=["u"], feats=torch.zeros(1, 12, 4), lengths=torch.tensor([12]),
                  targets=torch.tensor([[2, 1]]), target_lengths=torch.tensor([2]), labelled=torch.tensor([True]),
+                 pseudo=torch.tensor([False]), teacher_confidence=torch.tensor([1.0]),
                  teacher_values=v, teacher_indices=i, teacher_lengths=lengths)
 
 
@@ -139,7 +140,48 @@ def test_objectives_mix_ctc_and_their_term_with_a_scheduled_alpha():
     assert scheduled.alpha_at(1.0) == pytest.approx(0.1)
     guided = GuidedCTC(alpha=0.5, shift_frames=1)(s, lengths, batch, 0.0)[0].item()
     assert guided == pytest.approx(0.5 * ctc + 0.5 * guided_ctc_loss(s, lengths, v, i, shift_frames=1).item())
-    assert FrameKD(sequence_kd=True).pseudo_labels and not FrameKD().pseudo_labels
+    assert FrameKD(hard_targets="teacher").pseudo_labels == "all" and FrameKD().pseudo_labels == "none"
+    assert FrameKD(hard_targets="unlabeled").pseudo_labels == "unlabeled"
+
+
+def _mixed_batch():
+    """Three utterances: transcribed; untranscribed with a confident 1-best; untranscribed with a
+    doubtful one (the 1-best stands in for the missing transcripts)."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, 5)
+    values, indices = logits.log_softmax(-1).topk(3, -1)
+    return logits, Batch(ids=["a", "b", "c"], feats=torch.zeros(3, 24, 4), lengths=torch.tensor([6, 6, 6]),
+                         targets=torch.tensor([[2, 1], [3, 0], [4, 0]]), target_lengths=torch.tensor([2, 1, 1]),
+                         labelled=torch.tensor([True, False, False]), pseudo=torch.tensor([False, True, True]),
+                         teacher_confidence=torch.tensor([0.2, 0.9, 0.4]),
+                         teacher_values=values, teacher_indices=indices, teacher_lengths=torch.tensor([6, 6, 6]))
+
+
+def test_ctc_covers_transcripts_and_confident_pseudo_labels_only():
+    logits, batch = _mixed_batch()
+    lengths = batch.lengths
+    per_utt = [ctc_loss(logits[i : i + 1], lengths[i : i + 1], batch.targets[i : i + 1],
+                        batch.target_lengths[i : i + 1]).item() for i in range(3)]
+    plain = FrameKD(alpha=0.0, hard_targets="unlabeled")(logits, lengths, batch, 0.0)[0].item()
+    assert plain == pytest.approx(sum(per_utt) / 3, rel=1e-5)
+    filtered, parts = FrameKD(alpha=0.0, hard_targets="unlabeled", min_confidence=0.5)(logits, lengths, batch, 0.0)
+    assert filtered.item() == pytest.approx((per_utt[0] + per_utt[1]) / 3, rel=1e-5)  # c: too doubtful
+    assert parts["ctc_utts"] == pytest.approx(2 / 3)
+    unpaired = Batch(**{**batch.__dict__, "pseudo": torch.tensor([False, False, False])})  # no 1-best given
+    assert CTCOnly()(logits, lengths, unpaired, 0.0)[0].item() == pytest.approx(per_utt[0] / 3, rel=1e-5)
+
+
+def test_symmetric_selection_keeps_frames_where_the_student_fires():
+    teacher = torch.tensor([[[0.0, -9.0], [0.0, -9.0]]])  # the teacher says blank on both frames
+    values, indices = teacher, torch.tensor([[[0, 1], [0, 1]]])
+    student = torch.tensor([[[5.0, -5.0, -5.0], [-5.0, 5.0, -5.0]]])  # blank, then a token
+    lengths = torch.tensor([2])
+    plain = kd_loss(student, lengths, values, indices, blank_weight=0.0, blank_threshold=0.5)
+    assert plain.item() == 0.0  # both frames dropped as blank: the student's false spike goes unseen
+    symmetric = kd_loss(student, lengths, values, indices, blank_weight=0.0, blank_threshold=0.5,
+                        symmetric=True)
+    frame2 = kd_loss(student[:, 1:], torch.tensor([1]), values[:, 1:], indices[:, 1:])
+    assert symmetric.item() == pytest.approx(frame2.item()) and symmetric.item() > 1.0
 
 
 @pytest.mark.parametrize("kwargs,message", [({"alpha": 1.5}, "alpha must lie in"),

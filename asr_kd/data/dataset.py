@@ -22,7 +22,8 @@ class Batch:
     """A padded batch. ``teacher_*`` are present only when distilling (K = cache top-k).
 
     ``labelled[b]`` is False for untranscribed audio: its ``targets`` are empty (length 0) unless
-    the teacher's 1-best stands in for them (asr_kd.distill.targets); objectives mask the CTC term.
+    the teacher's 1-best stands in for them (``pseudo[b]``, asr_kd.distill.targets, with the
+    teacher's confidence in it); objectives mask the CTC term accordingly.
     """
 
     ids: list[str]
@@ -31,6 +32,8 @@ class Batch:
     targets: torch.Tensor  # (B, U) token ids, zero-padded
     target_lengths: torch.Tensor  # (B,)
     labelled: torch.Tensor  # (B,) bool: the utterance has a transcript
+    pseudo: torch.Tensor  # (B,) bool: its targets are the teacher's 1-best, not the transcript
+    teacher_confidence: torch.Tensor | None = None  # (B,) the teacher's confidence in its 1-best
     teacher_values: torch.Tensor | None = None  # (B, T', K) teacher log-posteriors
     teacher_indices: torch.Tensor | None = None  # (B, T', K) their token ids
     teacher_lengths: torch.Tensor | None = None  # (B,)
@@ -48,9 +51,9 @@ class Batch:
 class UtteranceDataset(Dataset):
     """Item ``i``: normalised features, token ids and (optionally) teacher targets.
 
-    ``teacher`` maps ``(utt_id, audio_sha)`` to extra item fields (``teacher_values``,
-    ``teacher_indices``, and ``tokens`` when it replaces the transcript's): see
-    asr_kd.distill.targets, which reads them off the posterior cache.
+    ``teacher`` maps ``(utt_id, audio_sha, labelled)`` to extra item fields (``teacher_values``,
+    ``teacher_indices``, ``teacher_confidence``, and ``tokens`` + ``pseudo`` when the teacher's
+    1-best replaces the transcript): see asr_kd.distill.targets, which reads them off the cache.
     """
 
     def __init__(
@@ -59,7 +62,7 @@ class UtteranceDataset(Dataset):
         store: FeatureStore | StoreUnion,
         cmvn: GlobalCMVN,
         tokenizer: CharTokenizer,
-        teacher: Callable[[str, str], dict[str, torch.Tensor]] | None = None,
+        teacher: Callable[[str, str, bool], dict[str, torch.Tensor]] | None = None,
     ):
         missing = [u.id for u in utts if u.id not in store]
         if missing:
@@ -76,7 +79,7 @@ class UtteranceDataset(Dataset):
         splits: str | Sequence[str],
         cmvn: GlobalCMVN,
         tokenizer: CharTokenizer,
-        teacher: Callable[[str, str], dict[str, torch.Tensor]] | None = None,
+        teacher: Callable[[str, str, bool], dict[str, torch.Tensor]] | None = None,
     ) -> UtteranceDataset:
         """The dataset of one split, or several read as one, of an experiment directory
         (an :class:`asr_kd.paths.ExpPaths`)."""
@@ -106,7 +109,7 @@ class UtteranceDataset(Dataset):
             "labelled": utt.text is not None,
         }
         if self.teacher is not None:
-            item.update(self.teacher(utt.id, self.audio_sha(i)))
+            item.update(self.teacher(utt.id, self.audio_sha(i), utt.text is not None))
         return item
 
 
@@ -122,11 +125,13 @@ def collate(items: list[dict]) -> Batch:
         targets=_pad([it["tokens"] for it in items]),
         target_lengths=torch.tensor([len(it["tokens"]) for it in items]),
         labelled=torch.tensor([it.get("labelled", True) for it in items]),
+        pseudo=torch.tensor([it.get("pseudo", False) for it in items]),
     )
     if "teacher_values" in items[0]:
         batch.teacher_values = _pad([it["teacher_values"] for it in items])
         batch.teacher_indices = _pad([it["teacher_indices"] for it in items])
         batch.teacher_lengths = torch.tensor([len(it["teacher_values"]) for it in items])
+        batch.teacher_confidence = torch.tensor([it["teacher_confidence"] for it in items])
     return batch
 
 

@@ -6,7 +6,9 @@ Distillation terms:
 * ``kd``: frame-level KL to the teacher (below). ``shift_frames`` delays the targets for a
   streaming student that emits later than the offline teacher; ``blank_weight`` <
   1 with ``blank_threshold`` down-weights blank-dominated frames (``blank_weight = 0``: KD on
-  the teacher's spike frames only).
+  the teacher's spike frames only); with ``symmetric`` a frame is blank-dominated only when the
+  student's blank probability exceeds the threshold too, so a student that fires where the
+  teacher does not is still corrected (symmetric selection, Hilmes et al. 2025: KD without CTC).
 * ``guided_ctc``: alignment-aware, Guided CTC (Kurata & Audhkhasi, Interspeech 2019): no
   distribution matching at all; the student is pushed to put probability on the teacher's
   best non-blank token at the teacher's spike frames (delayed by ``shift_frames``), so it learns
@@ -41,13 +43,20 @@ class FrameRateMismatchError(UserError, ValueError):
 
 
 def ctc_loss(
-    logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+    logits: torch.Tensor,
+    lengths: torch.Tensor,
+    targets: torch.Tensor,
+    target_lengths: torch.Tensor,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """CTC (blank 0) summed over each utterance, averaged over the batch. ``logits`` (B, T, V)."""
+    """CTC (blank 0) summed over each utterance, averaged over the batch. ``logits`` (B, T, V);
+    ``weights`` (B,) scale each utterance's loss (0: an utterance without CTC targets)."""
     log_probs = logits.float().log_softmax(-1).transpose(0, 1)
-    loss = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, reduction="sum",
+    loss = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, reduction="none",
                       zero_infinity=True)
-    return loss / logits.shape[0]
+    if weights is not None:
+        loss = loss * weights
+    return loss.sum() / logits.shape[0]
 
 
 def align_teacher(
@@ -80,6 +89,7 @@ def kd_loss(
     shift_frames: int = 0,
     blank_weight: float = 1.0,
     blank_threshold: float = 0.9,
+    symmetric: bool = False,
 ) -> torch.Tensor:
     """KL(teacher_T || student_T) per frame, summed over valid frames, averaged over the batch.
 
@@ -87,7 +97,7 @@ def kd_loss(
     (B,) frames valid in both. ``shift_frames`` delays the targets: student frame t learns from
     teacher frame t - shift (the first ``shift`` frames get no KD), for students that emit later
     than the offline teacher. ``blank_weight`` scales frames where the teacher's blank
-    probability exceeds ``blank_threshold`` (1.0 = plain KD).
+    probability exceeds ``blank_threshold`` (1.0 = plain KD), and the student's too if ``symmetric``.
     """
     b, t, _ = student_logits.shape
     t = min(t, teacher_values.shape[1])
@@ -103,7 +113,10 @@ def kd_loss(
     mask &= torch.arange(t, device=lengths.device)[None, :] >= shift_frames
     weights = mask.float()
     if blank_weight != 1.0:
-        weights = weights * torch.where(blank_prob > blank_threshold, blank_weight, 1.0)
+        blank = blank_prob > blank_threshold
+        if symmetric:
+            blank &= student_logits.detach().float().softmax(-1)[..., 0] > blank_threshold
+        weights = weights * torch.where(blank, blank_weight, 1.0)
 
     s_logp = (student_logits.float() / temperature).log_softmax(-1)
     s_top = s_logp.gather(-1, teacher_indices)

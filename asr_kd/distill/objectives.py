@@ -3,13 +3,17 @@
 An objective is called as the training loop's loss function,
 ``objective(logits (B, T, V), lengths (B,), batch, progress) -> (loss, {name: value})``
 (asr_kd.training.loop.LossFn). ``needs_teacher`` says whether the batches must carry the cached
-teacher posteriors, ``pseudo_labels`` whether the CTC targets are the teacher's 1-best (read off the
-cache, asr_kd.distill.targets) instead of the transcripts. A new method is one class here and one
-yaml file; nothing else changes, and the CTC-only baseline is an objective like the others.
+teacher posteriors, ``pseudo_labels`` which utterances' CTC targets are the teacher's 1-best (read
+off the cache, asr_kd.distill.targets): ``none``, ``unlabeled`` (untranscribed audio only) or
+``all``. A new method is one class here and one yaml file; nothing else changes, and the CTC-only
+baseline is an objective like the others.
 
-Distilling objectives mix ``(1 - alpha) CTC + alpha D``, both per-utterance sums averaged over the
-batch; with ``alpha_final`` set, alpha moves linearly from ``alpha`` to it over training (e.g.
-0.9 -> 0.1: the teacher's soft targets lead early, the transcripts decide late).
+Distilling objectives mix ``(1 - alpha) CTC + alpha D`` per utterance, averaged over the batch;
+with ``alpha_final`` set, alpha moves linearly from ``alpha`` to it over training (e.g. 0.9 -> 0.1:
+the teacher's soft targets lead early, the transcripts decide late). An utterance without
+transcript (``batch.labelled`` False) has no CTC term unless ``hard_targets`` gives it the
+teacher's 1-best, and a teacher 1-best whose confidence is below ``min_confidence`` is left out of
+the CTC term too (Distil-Whisper filters its pseudo-labels the same way, against a WER threshold).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ class Objective:
     """Base of every objective (see module docstring)."""
 
     needs_teacher: bool = False
-    pseudo_labels: bool = False
+    pseudo_labels: str = "none"
 
     def __call__(
         self, logits: torch.Tensor, lengths: torch.Tensor, batch: Batch, progress: float
@@ -42,7 +46,7 @@ class CTCOnly(Objective):
     """Plain CTC on the batch's targets: the teacher's loss, and the baseline student's."""
 
     def __call__(self, logits, lengths, batch, progress):
-        ctc = ctc_loss(logits, lengths, batch.targets, batch.target_lengths)
+        ctc = ctc_loss(logits, lengths, batch.targets, batch.target_lengths, weights=batch.labelled.float())
         return ctc, {"ctc": ctc.item()}
 
 
@@ -50,21 +54,30 @@ class CTCOnly(Objective):
 class Distillation(Objective):
     """``(1 - alpha) CTC + alpha D`` with the distillation term ``D`` of a subclass.
 
-    ``sequence_kd``: the CTC term learns the teacher's greedy 1-best instead of the transcript
-    (sequence-level KD; Kim & Rush 2016).
+    ``hard_targets``: what the CTC term learns. ``transcripts``: the transcripts (untranscribed
+    utterances get none); ``unlabeled``: the teacher's greedy 1-best for untranscribed utterances
+    (hard pseudo-labels, noisy-student style), transcripts elsewhere; ``teacher``: the 1-best
+    everywhere (sequence-level KD; Kim & Rush 2016). ``min_confidence`` drops 1-best targets whose
+    teacher confidence (asr_kd.distill.targets.teacher_confidence) is lower.
     """
 
     alpha: float = 0.5
     alpha_final: float | None = None
-    sequence_kd: bool = False
+    hard_targets: str = "transcripts"
+    min_confidence: float = 0.0
     needs_teacher = True
 
+    #: ``hard_targets`` -> which utterances' CTC targets come from the teacher (``pseudo_labels``).
+    HARD_TARGETS = {"transcripts": "none", "unlabeled": "unlabeled", "teacher": "all"}
+
     def __post_init__(self):
-        for name in ("alpha", "alpha_final"):
+        for name in ("alpha", "alpha_final", "min_confidence"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1], not {value}")
-        self.pseudo_labels = self.sequence_kd
+        if self.hard_targets not in self.HARD_TARGETS:
+            raise ConfigError(f"hard_targets must be one of {sorted(self.HARD_TARGETS)}, not {self.hard_targets!r}")
+        self.pseudo_labels = self.HARD_TARGETS[self.hard_targets]
 
     def alpha_at(self, progress: float) -> float:
         """The weight of ``D`` after ``progress`` (0..1) of training."""
@@ -76,24 +89,34 @@ class Distillation(Objective):
         """``D`` over the ``lengths`` frames where teacher and student align."""
         raise NotImplementedError
 
+    def ctc_weights(self, batch: Batch) -> torch.Tensor:
+        """(B,) 1 for utterances whose CTC targets count: transcripts, or a confident enough 1-best."""
+        confident = batch.teacher_confidence >= self.min_confidence
+        return torch.where(batch.pseudo, confident, batch.labelled).float()
+
     def __call__(self, logits, lengths, batch, progress):
-        ctc = ctc_loss(logits, lengths, batch.targets, batch.target_lengths)
+        weights = self.ctc_weights(batch)
+        ctc = ctc_loss(logits, lengths, batch.targets, batch.target_lengths, weights=weights)
         weight = self.alpha_at(progress)
         distill = self.term(logits, align_teacher(batch.ids, lengths, batch.teacher_lengths), batch)
         loss = (1 - weight) * ctc + weight * distill
-        return loss, {"ctc": ctc.item(), "kd": distill.item(), "alpha": weight}
+        return loss, {"ctc": ctc.item(), "kd": distill.item(), "alpha": weight,
+                      "ctc_utts": weights.mean().item()}
 
 
 @dataclass
 class FrameKD(Distillation):
     """Frame-level KL to the cached teacher posteriors (asr_kd.distill.loss.kd_loss: temperature,
-    top-k handling, delayed targets, blank weighting)."""
+    top-k handling, delayed targets, blank weighting; ``symmetric``: a frame is blank-dominated
+    only when teacher *and* student say so, the frame selection that lets KD train without CTC,
+    Hilmes et al. 2025)."""
 
     temperature: float = 4.0
     topk_mode: str = "residual"
     shift_frames: int = 0
     blank_weight: float = 1.0
     blank_threshold: float = 0.9
+    symmetric: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -104,7 +127,8 @@ class FrameKD(Distillation):
 
     def term(self, logits, lengths, batch):
         return kd_loss(logits, lengths, batch.teacher_values, batch.teacher_indices, self.temperature,
-                       self.topk_mode, self.shift_frames, self.blank_weight, self.blank_threshold)
+                       self.topk_mode, self.shift_frames, self.blank_weight, self.blank_threshold,
+                       self.symmetric)
 
 
 @dataclass

@@ -79,8 +79,9 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
             log.warning("%s: time warping moves frames away from their cached teacher targets; "
                         "it is off for this distilled system (masks stay on)", system.name)
             train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}
-    if objective.pseudo_labels:
-        log.info("%s: sequence-level KD: CTC targets are the teacher's 1-best from the cache", system.name)
+    if objective.pseudo_labels != "none":
+        log.info("%s: CTC targets of %s utterances are the teacher's 1-best from the cache",
+                 system.name, "all" if objective.pseudo_labels == "all" else "untranscribed")
     metrics = train(
         model,
         objective,
