@@ -73,10 +73,16 @@ def _logits(tok: CharTokenizer, frames: list[dict[str, float]]) -> torch.Tensor:
     return out
 
 
-def test_beam_search_spells_lexicon_words_that_greedy_misspells(tmp_path):
+def _lm_files(folder) -> CharTokenizer:
+    """The LM and lexicon of TEXTS in ``folder``; returns their character vocabulary."""
     tok = CharTokenizer.from_texts(TEXTS)
-    write_arpa(TEXTS, tmp_path / "lm.arpa")
-    write_lexicon({w for t in TEXTS for w in t.split()}, tok, tmp_path / "lexicon.txt")
+    write_arpa(TEXTS, folder / "lm.arpa")
+    write_lexicon({w for t in TEXTS for w in t.split()}, tok, folder / "lexicon.txt")
+    return tok
+
+
+def test_beam_search_spells_lexicon_words_that_greedy_misspells(tmp_path):
+    tok = _lm_files(tmp_path)
     # "the lught": the acoustic model prefers 'u' over 'i' in the second word
     spelled = [{"t": 0.9}, {"h": 0.9}, {"e": 0.9}, {" ": 0.9}, {"l": 0.9}, {"u": 0.6, "i": 0.35},
                {"g": 0.9}, {"h": 0.9}, {"t": 0.9}]
@@ -117,17 +123,29 @@ def test_lm_weight_is_tuned_per_system_on_dev():
         forwards.append(int(lengths[0]))
         return torch.full((1, len(feats[0]), 5), float(len(forwards) - 1)), lengths
 
-    def make_search(weight):
-        """Weight 2 decodes every utterance right, weight 3 all but the first, others none."""
+    def make_search(weight, penalty):
+        """Weight 2 with penalty 1 decodes every utterance right, weight 3 all but the first, others none."""
         def search(logits):
             utt = int(logits[0, 0])
-            right = weight == 2 or (weight == 3 and utt > 0)
+            right = (weight == 2 and penalty == 1) or (weight == 3 and utt > 0)
             return TEXTS[utt] if right else "turn"
         return search
 
-    best, wers = tune_lm_weight(SimpleNamespace(model=model), Dev(), make_search, [0.5, 3, 2, 4])
-    assert best == 2 and wers[2] == 0 and 0 < wers[3] < wers[0.5] == wers[4]
-    assert forwards == [8, 9, 10, 11, 12]  # the acoustic model runs once per utterance, not per weight
-    always_same = lambda w: lambda logits: "the light"  # noqa: E731
-    best, _ = tune_lm_weight(SimpleNamespace(model=model), Dev(), always_same, [1, 2])
-    assert best == 1
+    best, wers = tune_lm_weight(SimpleNamespace(model=model), Dev(), make_search, [0.5, 3, 2, 4], [0, 1])
+    assert best == (2, 1) and wers[2, 1] == 0 and 0 < wers[3, 0] < wers[0.5, 0] == wers[4, 1] == wers[2, 0]
+    assert forwards == [8, 9, 10, 11, 12]  # the acoustic model runs once per utterance, not per setting
+    always_same = lambda w, b: lambda logits: "the light"  # noqa: E731
+    best, _ = tune_lm_weight(SimpleNamespace(model=model), Dev(), always_same, [1, 2], [0, 1])
+    assert best == (1, 0)
+
+
+def test_blank_penalty_lets_words_through_an_over_confident_blank(tmp_path):
+    tok = _lm_files(tmp_path)
+    frames = []
+    for f in [{"t": 0.9}, {"h": 0.9}, {"e": 0.9}] + [{c: 0.25, "<blk>": 0.7} for c in " light"]:
+        frames += [f, {"<blk>": 0.9}]
+    logits = _logits(tok, frames)  # "light" is said, but the blank outweighs each of its letters
+    plain = LexiconBeamSearch(tok, tmp_path / "lexicon.txt", tmp_path / "lm.arpa", lm_weight=0.0)
+    penalised = LexiconBeamSearch(tok, tmp_path / "lexicon.txt", tmp_path / "lm.arpa", lm_weight=0.0,
+                                  blank_penalty=4.0)
+    assert plain(logits) != "the light" and penalised(logits) == "the light"

@@ -126,6 +126,10 @@ class LexiconBeamSearch:
     """``LexiconBeamSearch(tokenizer, lexicon, arpa)(logits (T, V)) -> text``: CTC beam search.
 
     Character vocabularies only: their space token becomes flashlight's word boundary ``|``.
+    ``blank_penalty`` is subtracted from the blank's log-probability at every frame: an
+    over-confident model (a distilled one, whose blanks are sharper than its transcripts justify)
+    otherwise lets the blank drown words the LM would keep. Softening the posteriors with a
+    temperature needs no knob of its own: in the beam search's ranking it is the LM weight scaled.
     """
 
     def __init__(
@@ -136,12 +140,14 @@ class LexiconBeamSearch:
         beam_size: int = 50,
         lm_weight: float = 2.0,
         word_score: float = 0.0,
+        blank_penalty: float = 0.0,
     ):
         from torchaudio.models.decoder import ctc_decoder
 
         if type(tokenizer) is not CharTokenizer or " " not in tokenizer.tokens:
             raise ConfigError("LM decoding (decode.lm) needs a character vocabulary with a space token")
         tokens = ["-" if t == BLANK else "|" if t == " " else t for t in tokenizer.tokens]
+        self.blank, self.blank_penalty = tokens.index("-"), blank_penalty
         self.decoder = ctc_decoder(
             lexicon=str(lexicon), tokens=tokens, lm=str(arpa), beam_size=beam_size, lm_weight=lm_weight,
             word_score=word_score, blank_token="-", sil_token="|",
@@ -151,6 +157,9 @@ class LexiconBeamSearch:
         """Best word sequence for one utterance's ``(T, V)`` logits."""
         if logits.shape[0] == 0:
             return ""
-        emissions = logits.float().log_softmax(-1).unsqueeze(0).contiguous()
+        emissions = logits.float().log_softmax(-1)
+        if self.blank_penalty:
+            emissions[:, self.blank] -= self.blank_penalty
+        emissions = emissions.unsqueeze(0).contiguous()
         hyps = self.decoder(emissions, torch.tensor([logits.shape[0]], dtype=torch.int32))
         return " ".join(hyps[0][0].words) if hyps[0] else ""

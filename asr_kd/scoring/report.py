@@ -4,7 +4,7 @@ systems, size, speed and provenance, as JSON and Markdown (plots: asr_kd.scoring
 ``report.json``::
 
     {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms",
-                                  ["lm_weight" (``_lm`` systems)], ["peak_rss_mb" (``_onnx``, ``_int8``)],
+                                  ["lm_weight", "blank_penalty" (``_lm`` systems)], ["peak_rss_mb" (``_onnx``, ``_int8``)],
                                   "wer_ci95", "words", "sub", "del", "ins", "per_speaker"}}},
      "systems": {SYSTEM: {"params", "size_mb", "kind"}},
      "comparisons": [{"test_set", "a", "b", "delta", "ci95", "p", "p_improve", "p_wilcoxon"}],
@@ -162,7 +162,7 @@ def score_test_set(
             "wer": e.wer, "cer": e.cer, "params": size["params"],
             "size_mb": d.summary.get("size_mb", size["size_mb"]),  # an exported graph's file
             "rtf": d.summary["rtf"], "utterances": len(e.ids), "latency_ms": d.summary.get("latency_ms"),
-            **{k: d.summary[k] for k in ("lm_weight", "peak_rss_mb") if k in d.summary},
+            **{k: d.summary[k] for k in ("lm_weight", "blank_penalty", "peak_rss_mb") if k in d.summary},
             "wer_ci95": list(boot.interval(name)), "words": int(e.words.sum()),
             "sub": int(e.sub.sum()), "del": int(e.dele.sum()), "ins": int(e.ins.sum()),
             "per_speaker": _per_speaker(e.errors[aligned[name]], first.words, labels),
@@ -207,8 +207,10 @@ def render_markdown(report: dict) -> str:
                 f"| {r['sub']} / {r['del']} / {r['ins']} | {100 * r['cer']:.2f} | {r['params']:,} "
                 f"| {r['size_mb']:.2f} | {r['rtf']:.4f} | {latency} |"
             )
-        weights = [f"{name} {r['lm_weight']:g}" for name, r in systems.items() if "lm_weight" in r]
-        lines += ["", f"LM weights: {', '.join(weights)}"] if weights else []
+        weights = [f"{name} {r['lm_weight']:g}" + (f" (blank penalty {r['blank_penalty']:g})"
+                                                    if r.get("blank_penalty") else "")
+                   for name, r in systems.items() if "lm_weight" in r]
+        lines += ["", f"LM weights (chosen on dev): {', '.join(weights)}"] if weights else []
         memory = [f"{name} {r['peak_rss_mb']:.0f} MB" for name, r in systems.items() if "peak_rss_mb" in r]
         lines += ["", f"Peak resident memory of the ONNX decodes (torch-free runtime): {', '.join(memory)}"
                   ] if memory else []

@@ -23,6 +23,7 @@ chunk size than the model's, for students trained with dynamic chunks).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -107,9 +108,9 @@ def summarize(rows: list[dict]) -> dict:
             "rtf_wall": sum(r["wall_s"] for r in rows) / audio}
 
 
-def build_lm(paths, tokenizer, lm_cfg: DictConfig, test_sets) -> Callable[[float], LexiconBeamSearch]:
+def build_lm(paths, tokenizer, lm_cfg: DictConfig, test_sets) -> Callable[[float, float], LexiconBeamSearch]:
     """The lexicon and n-gram LM of the train transcripts (``decode/lm/``); returns a maker of beam
-    searches on them, by LM weight."""
+    searches on them, by LM weight and blank penalty."""
     texts = [u.text for u in read_manifest(paths.manifest("train"))]
     paths.lm_dir.mkdir(parents=True, exist_ok=True)
     arpa, lexicon = paths.lm_dir / "lm.arpa", paths.lm_dir / "lexicon.txt"
@@ -119,17 +120,19 @@ def build_lm(paths, tokenizer, lm_cfg: DictConfig, test_sets) -> Callable[[float
         refs = [u.text for u in read_manifest(paths.manifest(test_set))]
         log.info("decode: LM lexicon of %d words; %.1f%% of %s's words are outside it", len(words),
                  100 * oov_rate(refs, words), test_set)
-    return lambda lm_weight: LexiconBeamSearch(tokenizer, lexicon, arpa, beam_size=lm_cfg.beam_size,
-                                               lm_weight=lm_weight, word_score=lm_cfg.word_score)
+    return lambda lm_weight, blank_penalty: LexiconBeamSearch(
+        tokenizer, lexicon, arpa, beam_size=lm_cfg.beam_size, lm_weight=lm_weight,
+        word_score=lm_cfg.word_score, blank_penalty=blank_penalty)
 
 
 def tune_lm_weight(
-    bundle: Bundle, dataset: UtteranceDataset, make_search: Callable[[float], Callable[[torch.Tensor], str]],
-    weights: list[float],
-) -> tuple[float, dict[float, float]]:
-    """The LM weight of ``weights`` with the lowest WER on ``dataset`` (the first on ties), and every
-    weight's WER. Each system gets its own: how much the LM should count depends on how sharp the
-    acoustic model's posteriors are, which distillation changes."""
+    bundle: Bundle, dataset: UtteranceDataset,
+    make_search: Callable[[float, float], Callable[[torch.Tensor], str]],
+    weights: list[float], penalties: list[float],
+) -> tuple[tuple[float, float], dict[tuple[float, float], float]]:
+    """The (LM weight, blank penalty) pair of ``weights`` x ``penalties`` with the lowest WER on
+    ``dataset`` (the first on ties), and every pair's WER. Each system gets its own: how much the LM
+    should count depends on how sharp the acoustic model's posteriors are, which distillation changes."""
     with torch.inference_mode():
         emissions = []
         for i in tqdm(range(len(dataset)), desc="tune LM weight", dynamic_ncols=True, leave=False):
@@ -138,10 +141,10 @@ def tune_lm_weight(
             emissions.append(logits[0, : int(lengths[0])])
     refs = [u.text for u in dataset.utts]
     wers = {}
-    for weight in weights:
-        search = make_search(weight)
-        wers[weight] = error_rates(refs, [search(e) for e in emissions])["wer"]
-    return min(weights, key=wers.__getitem__), wers
+    for pair in itertools.product(weights, penalties):
+        search = make_search(*pair)
+        wers[pair] = error_rates(refs, [search(e) for e in emissions])["wer"]
+    return min(wers, key=wers.__getitem__), wers
 
 
 def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
@@ -150,16 +153,20 @@ def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
         return
     paths = stamp.paths
     bundle = load_bundle(paths.checkpoint(system))
-    lm_search, lm_weight = None, None
+    lm_search, lm_settings = None, {}
     if cfg.decode.lm:
-        make_search = build_lm(paths, bundle.tokenizer, cfg.decode.lm, cfg.test_sets)
-        lm_weight = cfg.decode.lm.lm_weight
-        if cfg.decode.lm.tune_weights:
+        lm = cfg.decode.lm
+        make_search = build_lm(paths, bundle.tokenizer, lm, cfg.test_sets)
+        weights = list(lm.tune_weights or [lm.lm_weight])
+        penalties = list(lm.tune_blank_penalties or [lm.blank_penalty])
+        best = (weights[0], penalties[0])
+        if len(weights) * len(penalties) > 1:
             dev = UtteranceDataset.from_exp(paths, cfg.dev_set, bundle.cmvn, bundle.tokenizer)
-            lm_weight, wers = tune_lm_weight(bundle, dev, make_search, list(cfg.decode.lm.tune_weights))
-            log.info("decode: %s_lm: LM weight %g chosen on %s (WER %s)", system, lm_weight, cfg.dev_set,
-                     ", ".join(f"{w:g}: {100 * e:.2f}%" for w, e in wers.items()))
-        lm_search = make_search(lm_weight)
+            best, wers = tune_lm_weight(bundle, dev, make_search, weights, penalties)
+            log.info("decode: %s_lm: LM weight %g, blank penalty %g chosen on %s (WER %s)", system, *best,
+                     cfg.dev_set, ", ".join(f"{w:g}/{b:g}: {100 * e:.2f}%" for (w, b), e in wers.items()))
+        lm_search = make_search(*best)
+        lm_settings = {"lm_weight": best[0], "blank_penalty": best[1]}
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.decode.threads)
     try:
@@ -175,7 +182,7 @@ def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
                 rows = decode(*args)
                 summary = summarize(rows)
                 if name.endswith("_lm"):
-                    summary["lm_weight"] = lm_weight
+                    summary.update(lm_settings)
                 if decode is decode_streaming:  # chunk + look-ahead + feature window
                     summary["latency_ms"] = algorithmic_latency_ms(bundle.model, bundle.frontend,
                                                                    cfg.decode.chunk_frames)
