@@ -161,12 +161,12 @@ def systems(cfg, paths, names: list[str]):
         targets = None
         if objective.needs_teacher:
             spec = plan.caches[system.cache]
-            folders = [paths.cache_dir(spec.name, split) for split in splits]
+            folders = [paths.cache_dir(spec.name, split) for split in system.sources]
             if not all((folder / "meta.json").exists() for folder in folders):
                 print(f"# {name}: skipped, no cache in {folders[0]} (run stage=cache or bench_cache.py)")
                 continue
             caches = [open_cache(paths, spec.name, split, make_model().subsampling_factor,
-                                 frontend["frame_shift_ms"], spec.k) for split in splits]
+                                 frontend["frame_shift_ms"], spec.k) for split in system.sources]
             targets = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
             if train_cfg.spec_augment:  # as the student stage: no time warp with KD
                 train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}

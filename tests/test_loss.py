@@ -117,8 +117,8 @@ def test_guided_ctc_gradient_raises_the_spike_token_only_at_spikes():
 
 def _batch(v, i, lengths) -> Batch:
     return Batch(ids=["u"], feats=torch.zeros(1, 12, 4), lengths=torch.tensor([12]),
-                 targets=torch.tensor([[2, 1]]), target_lengths=torch.tensor([2]), labelled=torch.tensor([True]),
-                 pseudo=torch.tensor([False]), teacher_confidence=torch.tensor([1.0]),
+                 targets=torch.tensor([[2, 1]]), target_lengths=torch.tensor([2]),
+                 labelled=torch.tensor([True]), pseudo=torch.tensor([False]), teacher_confidence=torch.tensor([1.0]),
                  teacher_values=v, teacher_indices=i, teacher_lengths=lengths)
 
 
@@ -150,11 +150,12 @@ def _mixed_batch():
     torch.manual_seed(0)
     logits = torch.randn(3, 6, 5)
     values, indices = logits.log_softmax(-1).topk(3, -1)
-    return logits, Batch(ids=["a", "b", "c"], feats=torch.zeros(3, 24, 4), lengths=torch.tensor([6, 6, 6]),
+    three = torch.tensor([6, 6, 6])
+    return logits, Batch(ids=["a", "b", "c"], feats=torch.zeros(3, 24, 4), lengths=three,
                          targets=torch.tensor([[2, 1], [3, 0], [4, 0]]), target_lengths=torch.tensor([2, 1, 1]),
                          labelled=torch.tensor([True, False, False]), pseudo=torch.tensor([False, True, True]),
                          teacher_confidence=torch.tensor([0.2, 0.9, 0.4]),
-                         teacher_values=values, teacher_indices=indices, teacher_lengths=torch.tensor([6, 6, 6]))
+                         teacher_values=values, teacher_indices=indices, teacher_lengths=three)
 
 
 def test_ctc_covers_transcripts_and_confident_pseudo_labels_only():
@@ -164,7 +165,8 @@ def test_ctc_covers_transcripts_and_confident_pseudo_labels_only():
                         batch.target_lengths[i : i + 1]).item() for i in range(3)]
     plain = FrameKD(alpha=0.0, hard_targets="unlabeled")(logits, lengths, batch, 0.0)[0].item()
     assert plain == pytest.approx(sum(per_utt) / 3, rel=1e-5)
-    filtered, parts = FrameKD(alpha=0.0, hard_targets="unlabeled", min_confidence=0.5)(logits, lengths, batch, 0.0)
+    doubtful_dropped = FrameKD(alpha=0.0, hard_targets="unlabeled", min_confidence=0.5)
+    filtered, parts = doubtful_dropped(logits, lengths, batch, 0.0)
     assert filtered.item() == pytest.approx((per_utt[0] + per_utt[1]) / 3, rel=1e-5)  # c: too doubtful
     assert parts["ctc_utts"] == pytest.approx(2 / 3)
     unpaired = Batch(**{**batch.__dict__, "pseudo": torch.tensor([False, False, False])})  # no 1-best given
@@ -190,3 +192,12 @@ def test_symmetric_selection_keeps_frames_where_the_student_fires():
 def test_objectives_refuse_impossible_settings(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         FrameKD(**kwargs)
+
+
+def test_split_specs_name_a_split_or_its_first_utterances():
+    from asr_kd.data.dataset import parse_split
+
+    assert parse_split("train") == ("train", None) and parse_split("unlabeled:1200") == ("unlabeled", 1200)
+    for bad in ("unlabeled:", "unlabeled:half", "unlabeled:0"):
+        with pytest.raises(ConfigError, match="<split>:<number of utterances>"):
+            parse_split(bad)

@@ -11,10 +11,24 @@ from torch.utils.data import Dataset, Sampler
 
 from asr_kd.data.manifest import Utterance
 from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.errors import ConfigError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore, StoreUnion
 
-__all__ = ["Batch", "UtteranceDataset", "DurationBatchSampler", "collate"]
+__all__ = ["Batch", "UtteranceDataset", "DurationBatchSampler", "collate", "parse_split"]
+
+
+def parse_split(spec: str) -> tuple[str, int | None]:
+    """``"unlabeled:1200"`` -> ``("unlabeled", 1200)``: a split, or its first N utterances (in
+    manifest order); ``"train"`` -> ``("train", None)``. A study varies how much of a split a system
+    trains on (e.g. hours of untranscribed audio) without preparing the corpus again."""
+    name, sep, count = str(spec).partition(":")
+    if not sep:
+        return name, None
+    if not count.isdigit() or int(count) == 0:
+        raise ConfigError(f"split {spec!r}: write <split> or <split>:<number of utterances>, "
+                          "e.g. unlabeled:1200")
+    return name, int(count)
 
 
 @dataclass
@@ -82,12 +96,13 @@ class UtteranceDataset(Dataset):
         teacher: Callable[[str, str, bool], dict[str, torch.Tensor]] | None = None,
     ) -> UtteranceDataset:
         """The dataset of one split, or several read as one, of an experiment directory
-        (an :class:`asr_kd.paths.ExpPaths`)."""
+        (an :class:`asr_kd.paths.ExpPaths`); a split may be ``<split>:<N>``, its first N utterances
+        (:func:`parse_split`)."""
         from asr_kd.data.manifest import read_manifest
 
-        splits = [splits] if isinstance(splits, str) else list(splits)
-        utts = [u for split in splits for u in read_manifest(paths.manifest(split))]
-        stores = [FeatureStore(paths.features(split)) for split in splits]
+        parsed = [parse_split(s) for s in ([splits] if isinstance(splits, str) else splits)]
+        utts = [u for split, limit in parsed for u in read_manifest(paths.manifest(split))[:limit]]
+        stores = [FeatureStore(paths.features(split)) for split, _ in parsed]
         return cls(utts, stores[0] if len(stores) == 1 else StoreUnion(stores), cmvn, tokenizer, teacher)
 
     def __len__(self) -> int:

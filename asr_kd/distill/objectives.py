@@ -76,7 +76,8 @@ class Distillation(Objective):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1], not {value}")
         if self.hard_targets not in self.HARD_TARGETS:
-            raise ConfigError(f"hard_targets must be one of {sorted(self.HARD_TARGETS)}, not {self.hard_targets!r}")
+            raise ConfigError(f"hard_targets must be one of {sorted(self.HARD_TARGETS)}, "
+                              f"not {self.hard_targets!r}")
         self.pseudo_labels = self.HARD_TARGETS[self.hard_targets]
 
     def alpha_at(self, progress: float) -> float:

@@ -4,7 +4,8 @@ systems, size, speed and provenance, as JSON and Markdown (plots: asr_kd.scoring
 ``report.json``::
 
     {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms",
-                                  ["lm_weight", "blank_penalty" (``_lm`` systems)], ["peak_rss_mb" (``_onnx``, ``_int8``)],
+                                  ["lm_weight", "blank_penalty" (``_lm`` systems)],
+                                  ["peak_rss_mb" (``_onnx``, ``_int8``)],
                                   "wer_ci95", "words", "sub", "del", "ins", "per_speaker"}}},
      "systems": {SYSTEM: {"params", "size_mb", "kind"}},
      "comparisons": [{"test_set", "a", "b", "delta", "ci95", "p", "p_improve", "p_wilcoxon"}],

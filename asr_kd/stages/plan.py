@@ -13,7 +13,8 @@ A **system** is a student trained one way: ``systems.<name>`` in the config hold
 (a ``distill/`` option: a ``_target_`` that builds the loss; ``ctc_only`` is one like any other)
 and, optionally, ``student`` (a ``student/`` option; default: the top-level ``student``),
 ``train`` (overrides of ``train.student``: steps, seed...), ``splits`` (what it trains on;
-default ``[train]``) and ``cache`` (overrides of the top-level ``cache``: ``k``...). An objective
+default ``[train]``; ``unlabeled`` is the untranscribed audio, ``unlabeled:1200`` its first 1,200
+utterances) and ``cache`` (overrides of the top-level ``cache``: ``k``...). An objective
 that reads teacher posteriors gets the cache of its settings, ``cache/teacher_k<k>/`` (or
 ``teacher_full``); systems that need the same cache share it, so k=4, k=16 and full posteriors
 coexist. A unit's fingerprint hashes its settings and its upstream units' fingerprints, so a stage
@@ -30,6 +31,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from asr_kd.config import check_types, instantiate, to_dict
+from asr_kd.data.dataset import parse_split
 from asr_kd.distill.objectives import Objective
 from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.paths import ExpPaths
@@ -79,6 +81,11 @@ class System:
     train: dict  # TrainConfig fields
     splits: tuple[str, ...]
     cache: str | None  # the CacheSpec it reads, None when its objective needs no teacher
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The splits it reads (``unlabeled`` for ``unlabeled:1200``): what its cache must cover."""
+        return tuple(dict.fromkeys(parse_split(s)[0] for s in self.splits))
 
     @property
     def config(self) -> dict:
@@ -141,9 +148,10 @@ class Plan:
         train = _typed_train(OmegaConf.merge(self.cfg.train.student, node.get("train") or {}),
                              f"{where}.train")
         splits = tuple(node.get("splits") or ("train",))
+        sources = tuple(dict.fromkeys(parse_split(s)[0] for s in splits))
         cache = None
         if built.needs_teacher:
-            cache = self._cache_for(OmegaConf.merge(self.cfg.cache, node.get("cache") or {}), splits, where)
+            cache = self._cache_for(OmegaConf.merge(self.cfg.cache, node.get("cache") or {}), sources, where)
         student = to_dict(node.student) if node.get("student") is not None else to_dict(self.cfg.student)
         return System(name, student, objective, train, splits, cache)
 
@@ -208,7 +216,7 @@ class Plan:
             return ("teacher", "features")
         if kind == "student":
             system = self.systems[rest]
-            caches = [f"cache/{system.cache}/{split}" for split in system.splits] if system.cache else []
+            caches = [f"cache/{system.cache}/{split}" for split in system.sources] if system.cache else []
             return ("features", *caches)
         if kind == "decode":
             return ("teacher" if rest == "teacher" else f"student/{rest}", "features")

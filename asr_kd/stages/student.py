@@ -73,7 +73,7 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
     if objective.needs_teacher:
         spec = plan.caches[system.cache]
         caches = [open_cache(paths, spec.name, split, model.subsampling_factor, frontend["frame_shift_ms"],
-                             spec.k) for split in system.splits]
+                             spec.k) for split in system.sources]
         teacher = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
         if train_cfg.spec_augment and train_cfg.spec_augment.get("time_warp", 0) > 0:
             log.warning("%s: time warping moves frames away from their cached teacher targets; "
