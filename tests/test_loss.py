@@ -118,7 +118,8 @@ def test_guided_ctc_gradient_raises_the_spike_token_only_at_spikes():
 def _batch(v, i, lengths) -> Batch:
     return Batch(ids=["u"], feats=torch.zeros(1, 12, 4), lengths=torch.tensor([12]),
                  targets=torch.tensor([[2, 1]]), target_lengths=torch.tensor([2]),
-                 labelled=torch.tensor([True]), pseudo=torch.tensor([False]), teacher_confidence=torch.tensor([1.0]),
+                 labelled=torch.tensor([True]), pseudo=torch.tensor([False]),
+                 teacher_confidence=torch.tensor([1.0]),
                  teacher_values=v, teacher_indices=i, teacher_lengths=lengths)
 
 
@@ -151,11 +152,12 @@ def _mixed_batch():
     logits = torch.randn(3, 6, 5)
     values, indices = logits.log_softmax(-1).topk(3, -1)
     three = torch.tensor([6, 6, 6])
-    return logits, Batch(ids=["a", "b", "c"], feats=torch.zeros(3, 24, 4), lengths=three,
-                         targets=torch.tensor([[2, 1], [3, 0], [4, 0]]), target_lengths=torch.tensor([2, 1, 1]),
-                         labelled=torch.tensor([True, False, False]), pseudo=torch.tensor([False, True, True]),
-                         teacher_confidence=torch.tensor([0.2, 0.9, 0.4]),
-                         teacher_values=values, teacher_indices=indices, teacher_lengths=three)
+    return logits, Batch(
+        ids=["a", "b", "c"], feats=torch.zeros(3, 24, 4), lengths=three,
+        targets=torch.tensor([[2, 1], [3, 0], [4, 0]]), target_lengths=torch.tensor([2, 1, 1]),
+        labelled=torch.tensor([True, False, False]), pseudo=torch.tensor([False, True, True]),
+        teacher_confidence=torch.tensor([0.2, 0.9, 0.4]),
+        teacher_values=values, teacher_indices=indices, teacher_lengths=three)
 
 
 def test_ctc_covers_transcripts_and_confident_pseudo_labels_only():
