@@ -3,7 +3,8 @@
 Stages talk to each other only through these files::
 
     <exp_dir>/
-      data/<split>.jsonl            manifests (asr_kd.data.manifest), data/rejects.jsonl
+      data/<split>.jsonl            manifests (asr_kd.data.manifest), data/rejects.jsonl;
+                                    data/unlabeled.jsonl: untranscribed audio (texts null)
       data/tokens.txt               the vocabulary, one token per line (index = line number)
       features/<split>/feats.f16    log-mel frames, float16, (total_frames, F), memory-mapped
       features/<split>/index.json   per utterance: offset, frames, audio hash (asr_kd.features.store)

@@ -87,8 +87,9 @@ def test_report_json_contract(smoke):
 
 def test_every_stage_left_its_artefacts(smoke):
     paths = ExpPaths(smoke)
-    for split in ("train", "dev", "test_seen", "test_unseen"):
+    for split in ("train", "dev", "test_seen", "test_unseen", "unlabeled"):
         assert paths.manifest(split).exists() and (paths.features(split) / "index.json").exists()
+    assert all(u.text is None for u in read_manifest(paths.manifest("unlabeled")))  # untranscribed
     for name, k in (("teacher_k16", 16), ("teacher_k4", 4)):  # one cache per setting, side by side
         summary = json.loads((paths.cache_dir(name, "train") / "summary.json").read_text())
         assert summary["k"] == k and summary["bytes_per_frame"] <= 64

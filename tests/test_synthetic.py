@@ -1,8 +1,11 @@
-"""The embedded espeak-ng corpus: deterministic, disjoint splits, unseen voices, resumable."""
+"""The embedded espeak-ng corpus: deterministic, disjoint splits, unseen voices, resumable, and an
+untranscribed split of new sentences that leaves the labelled ones as they were."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ import soundfile as sf
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from asr_kd.data.synthetic import make_synthetic_corpus
+from asr_kd.data.synthetic import _sentences, _unlabeled_sentences, make_synthetic_corpus
 from asr_kd.data.synthetic.grammar import command_vocabulary, number_words
 from asr_kd.data.synthetic.open_english import open_english_sentences
 from asr_kd.scoring.text import normalize_text
@@ -27,8 +30,8 @@ def _yaml_settings() -> dict:
     return {k: v for k, v in data.items() if k not in ("_target_", *PREPARE_KEYS)}
 
 
-SMALL = {**_yaml_settings(), "num_train": 24, "num_dev": 4, "num_test": 6, "seen_speakers": 5,
-         "unseen_speakers": 2, "num_workers": 1}
+SMALL = {**_yaml_settings(), "num_train": 24, "num_dev": 4, "num_test": 6, "num_unlabeled": 12,
+         "seen_speakers": 5, "unseen_speakers": 2, "unlabeled_speakers": 3, "num_workers": 1}
 SMALL.pop("seed")
 
 
@@ -40,7 +43,8 @@ def corpus(tmp_path_factory):
 
 def test_splits_sizes_and_audio(corpus):
     _, splits = corpus
-    assert {k: len(v) for k, v in splits.items()} == {"train": 24, "dev": 4, "test_seen": 6, "test_unseen": 6}
+    sizes = {"train": 24, "dev": 4, "test_seen": 6, "test_unseen": 6, "unlabeled": 12}
+    assert {k: len(v) for k, v in splits.items()} == sizes
     for utt in splits["test_seen"]:
         wav, sr = sf.read(utt.audio, dtype="float32")
         assert sr == 16000 and wav.ndim == 1
@@ -49,18 +53,50 @@ def test_splits_sizes_and_audio(corpus):
         assert utt.text == normalize_text(utt.text)  # transcripts are already in scoring form
 
 
+def variant(utt) -> str:
+    """The espeak-ng voice variant of an utterance's speaker id (``accent+variant-rNN``)."""
+    return utt.speaker.split("+")[1].rsplit("-", 1)[0]
+
+
 def test_no_test_sentence_in_training_and_unseen_voices(corpus):
     _, splits = corpus
     train_text = {u.text for u in splits["train"]}
     for split in ("dev", "test_seen", "test_unseen"):
         assert not train_text & {u.text for u in splits[split]}, split
 
-    def variant(utt):
-        return utt.speaker.split("+")[1].rsplit("-", 1)[0]
-
     train_variants = {variant(u) for u in splits["train"]}
     assert {variant(u) for u in splits["test_seen"]} <= train_variants
     assert not {variant(u) for u in splits["test_unseen"]} & train_variants
+
+
+def test_unlabeled_split_is_untranscribed_on_seen_variants_and_leaves_the_others_alone(corpus):
+    work, splits = corpus
+    unlabeled = splits["unlabeled"]
+    assert all(u.text is None for u in unlabeled)
+    labelled_audio = {u.audio for split, utts in splits.items() if split != "unlabeled" for u in utts}
+    assert not {u.audio for u in unlabeled} & labelled_audio
+    info = json.loads((work / "synthetic" / "corpus.json").read_text())
+    assert len(info["speakers"]["unlabeled"]) == 3 and info["held_out_variants"]
+    assert not {variant(u) for u in unlabeled} & set(info["held_out_variants"])
+    assert not {variant(u) for u in splits["train"]} & set(info["held_out_variants"])
+    assert {u.speaker for u in unlabeled} - {u.speaker for u in splits["train"]}  # further voices
+    # the labelled splits do not depend on the unlabeled one: the same utterances and wavs without it
+    without = make_synthetic_corpus(work, seed=3, **{**SMALL, "num_unlabeled": 0})
+    assert without == {k: v for k, v in splits.items() if k != "unlabeled"}
+
+
+@pytest.mark.parametrize("domain", ["commands", "open_english"])
+def test_unlabeled_sentences_are_new_and_never_held_out(domain):
+    labelled = _sentences(domain, random.Random(0), num_train=3000, num_dev=150, num_test=200)
+    held_out = {s for split in ("dev", "test_seen", "test_unseen") for s in labelled[split]}
+    train = set(labelled["train"])
+    unlabeled = _unlabeled_sentences(domain, random.Random(1), labelled, 2400)
+    assert len(unlabeled) == 2400 and not set(unlabeled) & held_out
+    if domain == "commands":  # the grammar has sentences to spare: all new, all distinct
+        assert len(set(unlabeled)) == 2400 and not set(unlabeled) & train
+    else:  # ~3,950 sentences in all: the ~400 left over, then train ones again
+        new = set(unlabeled) - train
+        assert 0 < len(new) < 2400 and set(unlabeled[: len(new)]) == new
 
 
 def test_deterministic_and_resumable(corpus, tmp_path):

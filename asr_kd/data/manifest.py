@@ -25,7 +25,10 @@ from pathlib import Path
 from asr_kd.errors import DataError
 from asr_kd.utils import read_jsonl, write_jsonl
 
-__all__ = ["Utterance", "read_manifest", "write_manifest"]
+__all__ = ["Utterance", "read_manifest", "write_manifest", "UNLABELED"]
+
+#: The split of untranscribed audio (``data/unlabeled.jsonl``): the one split whose texts are ``None``.
+UNLABELED = "unlabeled"
 
 
 @dataclass(frozen=True)

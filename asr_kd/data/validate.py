@@ -7,6 +7,8 @@ normalisation would empty, or would strip of letters (non-Latin script...), or (
 unreadable, truncated, empty, silent, too short or too long, or whose duration disagrees with the
 manifest's (a segment past the file's end). Header checks come first, so a file far longer than
 ``max_duration`` is never decoded; the others are read once, at their own rate, in a thread pool.
+Untranscribed audio (the ``unlabeled`` split, ``labelled=False``) gets the same id and audio checks
+and no text check; any transcript it came with is dropped (text ``None``), as that split has none.
 
 :func:`validate_corpus` validates every split and then checks the corpus as a whole for leakage:
 an utterance id, or audio with the same content, in two splits. The content hash is taken of the
@@ -33,7 +35,7 @@ import numpy as np
 import soundfile as sf
 
 from asr_kd.data.audio import AudioError, read_span, wav_truncation
-from asr_kd.data.manifest import Utterance
+from asr_kd.data.manifest import UNLABELED, Utterance
 from asr_kd.errors import ConfigError, DataError
 from asr_kd.scoring.text import normalize_text, spelled_characters
 from asr_kd.utils import write_jsonl
@@ -85,14 +87,16 @@ def validate_utterances(
     on_error: str = "raise",
     numbers: str = "spell",
     num_workers: int = 8,
+    labelled: bool = True,
 ) -> tuple[list[Utterance], list[dict]]:
     """Check every utterance; return the good ones (text normalised) and the reject records.
 
     ``on_error="raise"``: the first problem (in input order) raises ``ValueError`` with
     :func:`describe`'s message. ``on_error="skip"``: bad utterances are dropped and returned as
     rejects. A repeated id keeps its first occurrence. ``numbers``: see the module docstring.
+    ``labelled=False``: untranscribed audio (no text check; texts become ``None``).
     """
-    kept, rejects, _ = _validate(utts, max_duration, min_duration, on_error, numbers, num_workers)
+    kept, rejects, _ = _validate(utts, max_duration, min_duration, on_error, numbers, num_workers, labelled)
     return kept, rejects
 
 
@@ -110,6 +114,7 @@ def validate_corpus(
     Returns the kept utterances of each split and the reject records (with their ``split``). An id
     in two splits is refused before any audio is read; audio of the same content in two splits once
     all is read. Either raises ``ValueError`` naming both source lines, whatever ``on_error`` says.
+    The ``unlabeled`` split is untranscribed audio (``labelled=False``); every other needs transcripts.
     """
     by_id: dict[str, dict[str, Utterance]] = {split: {} for split in splits}
     for split, utts in splits.items():
@@ -119,7 +124,7 @@ def validate_corpus(
     kept, rejects, digests = {}, [], {}
     for split, utts in splits.items():
         kept[split], bad, digests[split] = _validate(
-            utts, max_duration, min_duration, on_error, numbers, num_workers
+            utts, max_duration, min_duration, on_error, numbers, num_workers, split != UNLABELED
         )
         rejects += [{"split": split, **r} for r in bad]
     _raise_leaks(_shared(digests), "audio")
@@ -174,6 +179,7 @@ def _validate(
     on_error: str,
     numbers: str,
     num_workers: int,
+    labelled: bool,
 ) -> tuple[list[Utterance], list[dict], dict[str, Utterance]]:
     """:func:`validate_utterances`, plus each kept utterance by the content hash of its audio."""
     if on_error not in ("raise", "skip"):
@@ -186,8 +192,18 @@ def _validate(
         first = seen.setdefault(utt.id, utt)
         if first is not utt:
             reasons.append(f"duplicate id: {_first(first)} has it too")
-        else:
+        elif labelled:
             reasons.append(_text_problem(utt) or (_number_problem(utt.text) if numbers == "reject" else None))
+        else:
+            reasons.append(None)
+    transcribed = 0 if labelled else sum(u.text is not None for u in utts)
+    if transcribed:
+        log.info(
+            "ignored the transcripts of %d utterances of untranscribed audio (split %r keeps none; "
+            "put them in a labelled split to train on them)",
+            transcribed,
+            UNLABELED,
+        )
 
     def problem(i: int) -> tuple[str | None, str | None]:
         return (reasons[i], None) if reasons[i] else _audio_problem(utts[i], min_duration, max_duration)
@@ -197,7 +213,7 @@ def _validate(
     try:
         for utt, (reason, digest) in zip(utts, pool.map(problem, range(len(utts))), strict=True):
             if reason is None:
-                text = normalize_text(utt.text)
+                text = normalize_text(utt.text) if labelled else None
                 kept.append(utt if text == utt.text else dataclasses.replace(utt, text=text))
                 digests.setdefault(digest, kept[-1])
             elif on_error == "raise":
@@ -215,6 +231,8 @@ def _first(utt: Utterance) -> str:
 
 def _text_problem(utt: Utterance) -> str | None:
     """Why ``utt``'s transcript is unusable, or ``None``."""
+    if utt.text is None:
+        return "empty transcript: the utterance has none (only the unlabeled split may lack transcripts)"
     if REPLACEMENT_CHAR in utt.text:
         return f"invalid UTF-8: the transcript {utt.text!r} holds bytes that are not UTF-8 (shown as \ufffd)"
     lost = lost_characters(utt.text)

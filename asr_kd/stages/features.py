@@ -1,5 +1,7 @@
 """Stage ``features``: manifests -> log-mel features of every split, and global CMVN from train.
 
+Every split has features, the untranscribed ``unlabeled`` one too; CMVN comes from train alone.
+
 Reads:  ``data/<split>.jsonl``.
 Writes: ``features/<split>/{feats.f16,index.json}`` (asr_kd.features.store), ``features/cmvn.json``.
 Run:    ``asr-kd stage=features [features=fbank|librosa]``

@@ -1,9 +1,17 @@
 """Stage ``prepare``: corpus -> validated manifests and the vocabulary.
 
-Reads:  the corpus named by the ``data`` config group (its importer; the synthetic one makes audio).
+Reads:  the corpus named by the ``data`` config group (its importer; the synthetic one makes audio),
+        and the untranscribed audio that ``data.unlabeled`` lists.
 Writes: ``data/<split>.jsonl`` manifests, ``data/rejects.jsonl``, ``data/tokens.txt``; with
-        ``data.speed_perturb``, resampled copies of the train audio under ``data/audio/sp<factor>/``.
-Run:    ``asr-kd stage=prepare [data=NAME] [data.on_error=skip] [tokenizer=bpe]``
+        ``data.speed_perturb``, resampled copies of the train (and unlabeled) audio under
+        ``data/audio/sp<factor>/``.
+Run:    ``asr-kd stage=prepare [data=NAME] [data.on_error=skip] [tokenizer=bpe] [data.unlabeled=[DIR,...]]``
+
+Untranscribed audio is the ``unlabeled`` split (``data/unlabeled.jsonl``, texts ``null``): what the
+importer gives for it (the synthetic corpus makes one; Kaldi, manifest and Lhotse take an
+``unlabeled`` entry without texts) plus every path of ``data.unlabeled`` (folders of audio, Kaldi
+directories, manifests, Lhotse cuts: :mod:`asr_kd.data.importers.untranscribed`). It passes the
+same audio checks as the other splits and no text check; transcripts that come with it are ignored.
 
 Every utterance is validated (:mod:`asr_kd.data.validate`), and one whose transcript the vocabulary
 learned from train cannot spell (a character no train transcript holds) is rejected too. With
@@ -20,9 +28,10 @@ decoded samples of each file or segment), in two splits is leakage between split
 the stage, even with ``data.on_error=skip``, naming both source lines: it is a bug of the corpus
 (how it was split), not a bad utterance to drop, and dropping one copy by guess would hide it.
 
-``data.speed_perturb`` adds, for each factor other than 1, a resampled copy of every train
-utterance (id ``<id>_sp0.9``), which later stages treat as an utterance like any other; the copies
-are made after the checks, so they never count as leakage.
+``data.speed_perturb`` adds, for each factor other than 1, a resampled copy of every train and
+unlabeled utterance (id ``<id>_sp0.9``), which later stages treat as an utterance like any other;
+the copies are made after the checks, so they never count as leakage. A manifest of a split that
+the corpus no longer has (an ``unlabeled.jsonl`` of an earlier run) is removed.
 """
 
 from __future__ import annotations
@@ -37,7 +46,8 @@ from tqdm import tqdm
 
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.audio import load_audio, save_audio, speed_perturb
-from asr_kd.data.manifest import Utterance, write_manifest
+from asr_kd.data.importers.untranscribed import read_untranscribed
+from asr_kd.data.manifest import UNLABELED, Utterance, write_manifest
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.validate import describe, reject, summarize_rejects, validate_corpus, write_rejects
 from asr_kd.errors import ConfigError, DataError
@@ -47,7 +57,7 @@ from asr_kd.utils import fingerprint
 log = logging.getLogger(__name__)
 
 #: Keys of the ``data`` node read by this stage (conf/config.yaml); the others are the importer's arguments.
-PREPARE_KEYS = ("on_error", "max_duration", "min_duration", "numbers", "speed_perturb")
+PREPARE_KEYS = ("on_error", "max_duration", "min_duration", "numbers", "speed_perturb", "unlabeled")
 
 
 def run(cfg: DictConfig) -> None:
@@ -63,6 +73,9 @@ def run(cfg: DictConfig) -> None:
     splits = instantiate(importer, work_dir=paths.data_dir)
     if "train" not in splits:
         raise DataError(f"the {importer['_target_']} importer gave no 'train' split (got {sorted(splits)})")
+    extra = read_untranscribed(data["unlabeled"] or [])
+    if extra:
+        splits[UNLABELED] = [*splits.get(UNLABELED, []), *extra]
 
     kept, rejects = validate_corpus(
         splits,
@@ -73,17 +86,20 @@ def run(cfg: DictConfig) -> None:
     )
     _check_not_empty(kept, rejects)
     tokenizer = instantiate(cfg.tokenizer, _partial_=True)(u.text for u in kept["train"])
-    for split in kept:
+    for split in [s for s in kept if s != UNLABELED]:
         kept[split], bad = _spellable(kept[split], tokenizer, on_error)
         rejects += [{"split": split, **r} for r in bad]
     _check_not_empty(kept, rejects)
     factors = [float(f) for f in data["speed_perturb"] or [] if float(f) != 1.0]
-    if factors:
-        kept["train"] += perturbed_copies(kept["train"], factors, paths.data_dir / "audio", cfg.sample_rate)
+    for split in [s for s in ("train", UNLABELED) if s in kept and factors]:
+        kept[split] += perturbed_copies(kept[split], factors, paths.data_dir / "audio", cfg.sample_rate)
 
     stamp.undo()  # outputs are about to change: not done until all are
     for split, utts in kept.items():
         write_manifest(paths.manifest(split), utts)
+    for stale in paths.data_dir.glob("*.jsonl"):
+        if stale.stem not in kept and stale != paths.rejects:
+            stale.unlink()
     write_rejects(paths.rejects, rejects)
     tokenizer.save(paths.tokens)
     counts = {

@@ -437,3 +437,75 @@ def test_config_names_a_function_that_takes_its_settings(name):
     settings = [k for k in cfg if not k.startswith("_")]
     inspect.signature(fn).bind_partial(work_dir=Path("."), **dict.fromkeys(settings))
     assert fn.__name__ == f"import_{name}"
+
+
+# --- untranscribed audio (the unlabeled split, data.unlabeled) --------------------------------------
+
+
+def test_kaldi_manifest_and_lhotse_take_an_unlabeled_split_without_texts(tmp_path):
+    pytest.importorskip("lhotse")
+    from lhotse import CutSet, Recording, RecordingSet
+
+    from asr_kd.data.importers.lhotse_io import import_lhotse
+
+    folder = kaldi(tmp_path / "unl")
+    (folder / "text").unlink()
+    utts = import_kaldi(tmp_path, {"unlabeled": folder})["unlabeled"]
+    assert [(u.id, u.text, u.speaker, u.start, u.end) for u in utts] == [
+        ("a-1", None, "spkA", 0.0, 0.8),
+        ("a-2", None, "spkA", 0.9, 1.7),
+        ("b-1", None, "spkB", 0.25, None),
+    ]
+    assert utts[1].source == f"{folder}/segments:2"  # no text file: the segment's line
+    with pytest.raises(FileNotFoundError, match="text: file does not exist"):
+        import_kaldi(tmp_path, {"train": folder})  # a labelled split still needs its transcripts
+
+    audio(tmp_path / "wav" / "a.wav")
+    csv_file = text_file(tmp_path / "unl.csv", ["id,audio", "a,wav/a.wav"])
+    jsonl = text_file(tmp_path / "unl.jsonl", ['{"id": "b", "audio": "wav/a.wav", "text": "ignored"}'])
+    for manifest in (csv_file, jsonl):
+        assert [u.text for u in import_manifest(tmp_path, {"unlabeled": manifest})["unlabeled"]] == [None]
+    with pytest.raises(ValueError, match=r"header lacks column\(s\) \['text'\]"):
+        import_manifest(tmp_path, {"train": csv_file})
+
+    recs = RecordingSet.from_recordings([Recording.from_file(tmp_path / "wav" / "a.wav", recording_id="r")])
+    CutSet.from_manifests(recordings=recs).to_file(tmp_path / "cuts.jsonl.gz")  # cuts without supervisions
+    utts = import_lhotse(tmp_path, cuts={"unlabeled": tmp_path / "cuts.jsonl.gz"})["unlabeled"]
+    assert [(u.audio, u.duration, u.text) for u in utts] == [(str(tmp_path / "wav" / "a.wav"), 0.5, None)]
+    assert rejected(import_lhotse(tmp_path, cuts={"train": tmp_path / "cuts.jsonl.gz"})["train"]) == [
+        (f"{tmp_path / 'cuts.jsonl.gz'}:1", "empty transcript")
+    ]
+
+
+def test_untranscribed_sources_of_every_kind_with_prefixed_ids(tmp_path, caplog):
+    pytest.importorskip("lhotse")
+    from lhotse import Recording, RecordingSet
+
+    from asr_kd.data.importers.untranscribed import read_untranscribed
+
+    podcasts = tmp_path / "podcasts"
+    audio(podcasts / "ep 1.wav")
+    audio(podcasts / "s2" / "a.flac")
+    audio(podcasts / "s2" / "a.ogg")  # same stem: made unique
+    audio(podcasts / ".hidden" / "x.wav")
+    text_file(podcasts / "notes.txt", ["not audio"])
+    other = tmp_path / "more" / "podcasts"  # another source of the same name
+    audio(other / "z.wav")
+    folder = kaldi(tmp_path / "kaldi_unl")
+    (folder / "text").unlink()
+    csv_file = text_file(tmp_path / "extra.csv", ["id,audio,text", f"x,{podcasts / 'ep 1.wav'},never read"])
+    recs = RecordingSet.from_recordings([Recording.from_file(podcasts / "s2" / "a.flac", recording_id="r")])
+    recs.to_file(tmp_path / "recs.jsonl.gz")  # a RecordingSet: one utterance per recording
+    with caplog.at_level("INFO", logger="asr_kd"):
+        utts = read_untranscribed([podcasts, other, folder, csv_file, tmp_path / "recs.jsonl.gz"])
+    assert [u.id for u in utts] == [
+        "unl-podcasts-ep_1", "unl-podcasts-s2-a", "unl-podcasts-s2-a-2", "unl-podcasts2-z",
+        "unl-kaldi_unl-a-1", "unl-kaldi_unl-a-2", "unl-kaldi_unl-b-1", "unl-extra-x", "unl-recs-r",
+    ]  # fmt: skip
+    assert all(u.text is None for u in utts) and utts[0].duration == pytest.approx(0.5)
+    assert utts[1].audio == str(podcasts / "s2" / "a.flac")
+    assert "left out 1 files not named as audio (.txt 1)" in caplog.text
+    with pytest.raises(FileNotFoundError, match="gone: untranscribed audio"):
+        read_untranscribed([tmp_path / "gone"])
+    with pytest.raises(ValueError, match="no audio file in the folder"):
+        read_untranscribed([text_file(tmp_path / "empty" / "a.txt", ["x"]).parent])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +210,69 @@ def test_digits_are_rejected_with_numbers_reject(tmp_path):
         "digits: the transcript 'Call 911 in 2024' holds '01249', refused by data.numbers=reject "
         "(data.numbers=spell writes them out in words)"
     ]
+
+
+# --- untranscribed audio ---------------------------------------------------------------------------
+
+
+def untranscribed(root: Path) -> dict[str, Path]:
+    """A folder of two new tones (one in a sub-folder) and a manifest with a transcript to ignore."""
+    (root / "folder" / "sub").mkdir(parents=True)
+    tone(root / "folder" / "g.wav", freq=400.0)
+    tone(root / "folder" / "sub" / "h.wav", freq=420.0)
+    tone(root / "i.wav", freq=440.0)
+    manifest = root / "more.jsonl"
+    manifest.write_text('{"id": "m1", "audio": "i.wav", "text": "quiz 42"}\n', encoding="utf-8")
+    return {"folder": root / "folder", "manifest": manifest}
+
+
+def test_unlabeled_paths_become_the_untranscribed_split_and_are_perturbed_like_train(tmp_path, caplog):
+    files, extra = corpus(tmp_path / "corpus"), untranscribed(tmp_path / "extra")
+    exp = tmp_path / "exp"
+    paths = ExpPaths(exp)
+    sources = f"data.unlabeled=['{extra['folder']}','{extra['manifest']}']"
+    with caplog.at_level(logging.INFO, logger="asr_kd"):
+        prepare.run(config(exp, files, sources, "data.speed_perturb=[1.0,1.1]"))
+    unlabeled = read_manifest(paths.manifest("unlabeled"))
+    assert [(u.id, u.text) for u in unlabeled] == [
+        ("unl-folder-g", None), ("unl-folder-sub-h", None), ("unl-more-m1", None),
+        ("unl-folder-g_sp1.1", None), ("unl-folder-sub-h_sp1.1", None), ("unl-more-m1_sp1.1", None),
+    ]  # fmt: skip
+    rows = paths.manifest("unlabeled").read_text().splitlines()
+    assert all(json.loads(row)["text"] is None for row in rows)  # no transcript written
+    assert "q" not in load_tokenizer(paths.tokens).tokens  # its text was never read, nor checked
+    assert "prepare: unlabeled: 6 utterances" in caplog.text
+    # without the sources, the split (and its manifest) is gone, not left stale
+    prepare.run(config(exp, files, "force=true"))
+    assert not paths.manifest("unlabeled").exists() and paths.manifest("train").exists()
+
+
+def test_bad_unlabeled_audio_is_refused_or_skipped_and_a_labelled_split_still_needs_texts(tmp_path):
+    files, extra = corpus(tmp_path / "corpus"), untranscribed(tmp_path / "extra")
+    (extra["folder"] / "sub" / "bad.wav").write_bytes(b"not audio at all " * 20)
+    sources = f"data.unlabeled=['{extra['folder']}']"
+    with pytest.raises(ValueError, match=r"utterance 'unl-folder-sub-bad' \(.*bad.wav\): unreadable audio"):
+        prepare.run(config(tmp_path / "exp", files, sources))
+    prepare.run(config(tmp_path / "exp", files, sources, "data.on_error=skip"))
+    paths = ExpPaths(tmp_path / "exp")
+    assert [u.id for u in read_manifest(paths.manifest("unlabeled"))] == ["unl-folder-g", "unl-folder-sub-h"]
+    rejects = [json.loads(line) for line in paths.rejects.read_text().splitlines()]
+    assert [(r["split"], r["id"], r["reason"].split(":")[0]) for r in rejects] == [
+        ("unlabeled", "unl-folder-sub-bad", "unreadable audio")
+    ]
+    # a labelled split: a row without its text is still an empty transcript
+    files = corpus(tmp_path / "corpus", dev_rows=["d1,d.wav,hello", "d2,f.wav,"])
+    with pytest.raises(ValueError, match=rf"^{files['dev']}:3: utterance 'd2' .*: empty transcript"):
+        prepare.run(config(tmp_path / "exp2", files))
+
+
+def test_unlabeled_audio_identical_to_a_test_clip_stops_prepare(tmp_path):
+    files, extra = corpus(tmp_path / "corpus"), untranscribed(tmp_path / "extra")
+    shutil.copy(tmp_path / "corpus" / "e.wav", extra["folder"] / "copy.wav")  # a clip of the test split
+    sources = f"data.unlabeled=['{extra['folder']}']"
+    with pytest.raises(ValueError) as info:
+        prepare.run(config(tmp_path / "exp", files, sources, "data.on_error=skip"))
+    assert str(info.value).startswith(
+        f"{files['test']}:2 and split 'unlabeled': utterances 'e1' (test, {tmp_path}/corpus/e.wav) and "
+        f"'unl-folder-copy' (unlabeled, {extra['folder']}/copy.wav) have the same audio: leakage"
+    )

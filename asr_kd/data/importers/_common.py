@@ -80,14 +80,16 @@ def file_duration(path: str | os.PathLike) -> float:
         return 0.0
 
 
-def transcript(raw: str) -> str:
-    """``normalize_text(raw)``, unless ``raw`` holds what validation must judge first.
+def transcript(raw: str | None) -> str | None:
+    """``normalize_text(raw)``, unless ``raw`` holds what validation must judge first (``None``: none).
 
     That is: a letter or digit normalisation would drop, undecodable bytes (U+FFFD), or digits and
     symbols read as words (which ``data.numbers`` spells out or rejects). Then ``raw`` is kept as is,
     so that :func:`asr_kd.data.validate.validate_utterances` rejects (or skips) the utterance with a
     reason, or normalises it, instead of silently training on a transcript with words missing.
     """
+    if raw is None:
+        return None
     if REPLACEMENT_CHAR in raw or lost_characters(raw) or spelled_characters(raw):
         return raw.strip()
     return normalize_text(raw)
@@ -102,7 +104,7 @@ def speaker_name(value: object) -> str | None:
 def make_utterance(
     utt_id: str,
     audio: Path,
-    raw_text: str,
+    raw_text: str | None,
     *,
     speaker: str | None = None,
     start: float = 0.0,
@@ -113,7 +115,7 @@ def make_utterance(
     """An utterance over ``audio[start:end]``; a missing duration comes from the span or the file header.
 
     ``source`` is where it was read (``file:line``), for messages about it. A missing speaker
-    (``None``, blank) is ``None``.
+    (``None``, blank) is ``None``; so is the text of untranscribed audio (``raw_text=None``).
     """
     if duration is None:
         duration = end - start if end is not None else max(file_duration(audio) - start, 0.0)

@@ -6,6 +6,7 @@ convert such audio to files first. With ``segments``, utterances are spans (``st
 recordings; an end of ``-1`` means "to the end of the file". Malformed lines, repeated keys and
 utterances without a transcript (or the reverse) are errors naming file and line, as Kaldi's
 ``validate_data_dir.sh`` would report them; a missing or bad audio file is left to validation.
+The ``unlabeled`` split (untranscribed audio) needs no ``text``: one there is not read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from asr_kd.data.importers._common import audio_path, make_utterance, parse_float, read_lines, split_key
-from asr_kd.data.manifest import Utterance
+from asr_kd.data.manifest import UNLABELED, Utterance
 from asr_kd.errors import DataError, MissingFileError
 
 __all__ = ["import_kaldi", "read_data_dir"]
@@ -30,36 +31,38 @@ Table = dict[str, tuple[str, str]]
 
 def import_kaldi(work_dir: Path, dirs: Mapping[str, str | os.PathLike]) -> dict[str, list[Utterance]]:
     """Utterances of each split from its Kaldi data directory (``dirs: {train: data/train, ...}``)."""
-    return {split: read_data_dir(Path(folder)) for split, folder in dirs.items()}
+    return {split: read_data_dir(Path(folder), labelled=split != UNLABELED) for split, folder in dirs.items()}
 
 
-def read_data_dir(folder: Path) -> list[Utterance]:
-    """The utterances of one Kaldi data directory, in the order of ``segments`` (or ``wav.scp``)."""
+def read_data_dir(folder: Path, labelled: bool = True) -> list[Utterance]:
+    """The utterances of one Kaldi data directory, in the order of ``segments`` (or ``wav.scp``).
+
+    ``labelled=False``: untranscribed audio, whose ``text`` (needed otherwise) is not read.
+    """
     if not folder.is_dir():
         raise MissingFileError(f"{folder}: Kaldi data directory does not exist")
-    recordings = {
-        rec: _audio_path(value, folder, where)
-        for rec, (value, where) in _read_table(folder / "wav.scp").items()
-    }
+    wav_scp = _read_table(folder / "wav.scp")
+    recordings = {rec: _audio_path(value, folder, where) for rec, (value, where) in wav_scp.items()}
     spans = (
         _read_segments(folder / "segments", recordings)
         if (folder / "segments").exists()
-        else {rec: (rec, 0.0, None) for rec in recordings}
+        else {rec: (rec, 0.0, None, where) for rec, (_, where) in wav_scp.items()}
     )
-    texts = _read_table(folder / "text")
-    _check_same_utterances(spans, texts, folder)
+    texts = _read_table(folder / "text") if labelled else {}
+    if labelled:
+        _check_same_utterances(spans, texts, folder)
     speakers = _read_table(folder / "utt2spk") if (folder / "utt2spk").exists() else {}
     return [
         make_utterance(
             utt_id,
             recordings[rec],
-            texts[utt_id][0],
+            texts[utt_id][0] if labelled else None,
             speaker=speakers.get(utt_id, (None, ""))[0],
             start=start,
             end=end,
-            source=texts[utt_id][1],
+            source=texts[utt_id][1] if labelled else where,
         )
-        for utt_id, (rec, start, end) in spans.items()
+        for utt_id, (rec, start, end, where) in spans.items()
     ]
 
 
@@ -91,8 +94,10 @@ def _audio_path(value: str, folder: Path, where: str) -> Path:
     return audio_path(value, folder)
 
 
-def _read_segments(path: Path, recordings: Mapping[str, Path]) -> dict[str, tuple[str, float, float | None]]:
-    """``segments`` as utterance -> (recording, start, end or ``None``)."""
+def _read_segments(
+    path: Path, recordings: Mapping[str, Path]
+) -> dict[str, tuple[str, float, float | None, str]]:
+    """``segments`` as utterance -> (recording, start, end or ``None``, ``file:line``)."""
     spans = {}
     for utt_id, (value, where) in _read_table(path).items():
         fields = value.split()
@@ -109,7 +114,7 @@ def _read_segments(path: Path, recordings: Mapping[str, Path]) -> dict[str, tupl
             raise DataError(f"{where}: recording {rec!r} is not in wav.scp")
         if start < 0 or (end != -1 and end <= start):
             raise DataError(f"{where}: bad segment times start={start} end={end}")
-        spans[utt_id] = (rec, start, None if end == -1 else end)
+        spans[utt_id] = (rec, start, None if end == -1 else end, where)
     return spans
 
 

@@ -8,8 +8,10 @@ one utterance (its span; the texts of its supervisions joined in time order); a 
 becomes one utterance. A supervision's text is its ``custom["normalized_text"]`` where it has one
 (Lhotse's LJSpeech recipe puts the normalised column there: "fourteen fifty-five" for "1455"), else
 its ``text``; the field used is logged once per split. A supervision without a speaker gives an
-utterance without one (``None``). Multi-channel audio is mixed down to mono when read, whatever channel a cut
-names. To write an experiment's manifest as a CutSet::
+utterance without one (``None``). In the ``unlabeled`` split (untranscribed audio) cuts need no
+supervisions, texts are not read, and a RecordingSet may stand for cuts (one utterance per
+recording). Multi-channel audio is mixed down to mono when read, whatever channel a cut names.
+To write an experiment's manifest as a CutSet::
 
     from asr_kd.data.importers.lhotse_io import export_lhotse
     from asr_kd.data.manifest import read_manifest
@@ -30,11 +32,11 @@ from typing import Any
 import soundfile as sf
 
 from asr_kd.data.importers._common import audio_path, make_utterance
-from asr_kd.data.manifest import Utterance
+from asr_kd.data.manifest import UNLABELED, Utterance
 from asr_kd.errors import ConfigError, DataError, MissingFileError
 from asr_kd.utils import atomic_path, fingerprint
 
-__all__ = ["import_lhotse", "export_lhotse"]
+__all__ = ["import_lhotse", "read_cuts", "export_lhotse"]
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +58,24 @@ def import_lhotse(
     if cuts and (recordings or supervisions):
         raise ConfigError("import_lhotse: give either cuts or recordings + supervisions, not both")
     if cuts:
-        return {split: _logged(split, *_from_cuts(Path(path))) for split, path in cuts.items()}
+        return {
+            split: _logged(split, *read_cuts(Path(path), split != UNLABELED)) for split, path in cuts.items()
+        }
     if not recordings or not supervisions or set(recordings) != set(supervisions):
         raise ConfigError("import_lhotse: give cuts, or recordings and supervisions for the same splits")
     return {
-        split: _logged(split, *_from_supervisions(Path(recordings[split]), Path(supervisions[split])))
+        split: _logged(
+            split, *_from_supervisions(Path(recordings[split]), Path(supervisions[split]), split != UNLABELED)
+        )
         for split in recordings
     }
 
 
 def _logged(split: str, utts: list[Utterance], fields: Counter) -> list[Utterance]:
     """``utts``, after logging which supervision field their transcripts came from."""
-    used = ", ".join(f"{field} ({n} supervisions)" for field, n in fields.most_common())
-    log.info("import_lhotse: %s: transcripts from %s", split, used or "no supervision")
+    if split != UNLABELED:
+        used = ", ".join(f"{field} ({n} supervisions)" for field, n in fields.most_common())
+        log.info("import_lhotse: %s: transcripts from %s", split, used or "no supervision")
     return utts
 
 
@@ -90,32 +97,41 @@ def _load(path: Path, loader: Callable[[Path], Any]) -> Any:
         raise DataError(f"{path}: not a readable Lhotse manifest ({type(e).__name__}: {e})") from e
 
 
-def _from_cuts(path: Path) -> tuple[list[Utterance], Counter]:
+def read_cuts(path: Path, labelled: bool = True) -> tuple[list[Utterance], Counter]:
     """One utterance per cut: the cut's span and its supervisions' texts (a cut without any: empty text).
 
-    Also returns how many supervisions gave their text from each field.
+    ``labelled=False``: untranscribed audio, text ``None``; a RecordingSet gives one utterance per
+    recording. Also returns how many supervisions gave their text from each field.
     """
-    from lhotse import CutSet
+    from lhotse import CutSet, Recording
 
     utts, fields = [], Counter()
     for lineno, cut in enumerate(_load(path, CutSet.from_file), 1):
-        recording = getattr(cut, "recording", None)
+        if isinstance(cut, Recording) and not labelled:
+            recording, start, sups = cut, 0.0, []
+        else:
+            recording, start, sups = getattr(cut, "recording", None), cut.start, cut.supervisions
         if recording is None:
             raise DataError(f"{path}: cut {cut.id!r} ({type(cut).__name__}) has no single recording")
-        sups = sorted(cut.supervisions, key=lambda s: s.start)
-        texts = [_text(s) for s in sups]
+        sups = sorted(sups, key=lambda s: s.start)
+        texts = [_text(s) for s in sups] if labelled else []
         fields.update(field for _, field in texts)
-        text = " ".join(t for t, _ in texts)
+        text = " ".join(t for t, _ in texts) if labelled else None
         speaker = next((s.speaker for s in sups if s.speaker), None)
         audio = _audio_file(recording, path)
         utts.append(
-            _utterance(cut.id, audio, recording, cut.start, cut.duration, text, speaker, f"{path}:{lineno}")
+            _utterance(cut.id, audio, recording, start, cut.duration, text, speaker, f"{path}:{lineno}")
         )
     return utts, fields
 
 
-def _from_supervisions(recordings_path: Path, supervisions_path: Path) -> tuple[list[Utterance], Counter]:
-    """One utterance per supervision segment, over its span of its recording; and the text fields used."""
+def _from_supervisions(
+    recordings_path: Path, supervisions_path: Path, labelled: bool
+) -> tuple[list[Utterance], Counter]:
+    """One utterance per supervision segment, over its span of its recording; and the text fields used.
+
+    ``labelled=False``: untranscribed audio; the supervisions give only spans and speakers.
+    """
     from lhotse import RecordingSet, SupervisionSet
 
     recordings = {r.id: r for r in _load(recordings_path, RecordingSet.from_file)}
@@ -131,8 +147,10 @@ def _from_supervisions(recordings_path: Path, supervisions_path: Path) -> tuple[
         if rec.id not in audio:
             audio[rec.id] = _audio_file(rec, recordings_path)
         where = f"{supervisions_path}:{lineno}"
-        text, field = _text(sup)
-        fields[field] += 1
+        text = None
+        if labelled:
+            text, field = _text(sup)
+            fields[field] += 1
         utts.append(_utterance(sup.id, audio[rec.id], rec, sup.start, sup.duration, text, sup.speaker, where))
     return utts, fields
 
@@ -154,7 +172,7 @@ def _utterance(
     recording: Any,
     start: float,
     duration: float,
-    text: str,
+    text: str | None,
     speaker: str | None,
     source: str,
 ) -> Utterance:

@@ -1,10 +1,15 @@
 """The embedded corpus: espeak-ng voices speaking generated sentences; no download needed.
 
-``make_synthetic_corpus`` (the ``data=synthetic`` importer) returns four splits:
+``make_synthetic_corpus`` (the ``data=synthetic`` importer) returns five splits:
 
 - ``train`` and ``dev``: voices of the *seen* speaker pool;
 - ``test_seen``: seen speakers, sentences that occur in no other split;
-- ``test_unseen``: speakers built on voice variants never used in training, new sentences.
+- ``test_unseen``: speakers built on voice variants never used in training, new sentences;
+- ``unlabeled`` (untranscribed audio, texts ``None``): sentences of no other split, spoken by the
+  seen speakers and by further speakers on the seen speakers' voice variants (never the held-out
+  ones). It is drawn after the others from its own random stream, so that the labelled splits (and
+  their wavs) do not change with its size. When the domain has too few sentences left (``open_english``
+  with a large train split), it repeats train sentences, never a held-out one.
 
 A speaker is an espeak-ng accent + voice variant (timbre) + its own speaking rate, pitch and
 intonation range; each utterance jitters rate and pitch around the speaker's, adds leading and
@@ -19,7 +24,7 @@ import logging
 import multiprocessing
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import cycle
 from pathlib import Path
@@ -28,7 +33,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from asr_kd.data.manifest import Utterance
+from asr_kd.data.manifest import UNLABELED, Utterance
 from asr_kd.data.synthetic.grammar import command_sentence
 from asr_kd.data.synthetic.open_english import open_english_sentences
 from asr_kd.data.synthetic.tts import ACCENTS, Voice, english_variants, synthesize
@@ -68,8 +73,10 @@ def make_synthetic_corpus(
     num_train: int,
     num_dev: int,
     num_test: int,
+    num_unlabeled: int,
     seen_speakers: int,
     unseen_speakers: int,
+    unlabeled_speakers: int,
     accents: Sequence[str],
     rate_range: tuple[int, int],
     unseen_variant_fraction: float,
@@ -79,9 +86,10 @@ def make_synthetic_corpus(
     """Synthesise (or re-use) the corpus under ``work_dir/synthetic`` and return its splits. The
     settings have one home, ``conf/data/synthetic.yaml``.
 
-    ``num_test`` utterances go to each of ``test_seen`` and ``test_unseen``; ``domain`` is
-    ``commands`` (voice-assistant grammar, a few hundred words) or ``open_english`` (stdlib
-    docstring sentences, thousands of words). ``accents`` are espeak-ng English voices (any of
+    ``num_test`` utterances go to each of ``test_seen`` and ``test_unseen``; ``num_unlabeled`` to
+    ``unlabeled`` (0: no such split), whose ``unlabeled_speakers`` new voices join the seen ones.
+    ``domain`` is ``commands`` (voice-assistant grammar, a few hundred words) or ``open_english``
+    (stdlib docstring sentences, thousands of words). ``accents`` are espeak-ng English voices (any of
     :data:`asr_kd.data.synthetic.tts.ACCENTS`); ``rate_range`` bounds each speaker's words per minute.
     """
     if domain not in DOMAINS:
@@ -91,24 +99,22 @@ def make_synthetic_corpus(
         raise ConfigError(f"unknown espeak-ng accent(s) {sorted(unknown)}; choose from {ACCENTS}")
     rng = random.Random(seed)
     sentences = _sentences(domain, rng, num_train, num_dev, num_test)
-    seen, unseen = _speakers(
+    seen, unseen, seen_variants = _speakers(
         rng, seen_speakers, unseen_speakers, unseen_variant_fraction, list(accents), rate_range
     )
-    lo, hi = snr_db
-    jobs: dict[str, list[_Job]] = {}
-    for split, texts in sentences.items():
-        pool = unseen if split == "test_unseen" else seen
-        jobs[split] = [
-            _Job(
-                f"{split}-{i:05d}",
-                text,
-                _jitter(spk, rng),
-                rng.randrange(2**31),
-                round(rng.uniform(lo, hi), 1),
-                sample_rate,
-            )
-            for i, (text, spk) in enumerate(zip(texts, (rng.choice(pool) for _ in texts), strict=True))
+    jobs = {
+        split: _split_jobs(split, texts, unseen if split == "test_unseen" else seen, rng, snr_db, sample_rate)
+        for split, texts in sentences.items()
+    }
+    extra: list[Voice] = []
+    if num_unlabeled:
+        unlabeled_rng = random.Random(f"{seed}:{UNLABELED}")
+        texts = _unlabeled_sentences(domain, unlabeled_rng, sentences, num_unlabeled)
+        extra = [
+            _speaker(unlabeled_rng, list(accents), seen_variants, rate_range)
+            for _ in range(unlabeled_speakers)
         ]
+        jobs[UNLABELED] = _split_jobs(UNLABELED, texts, seen + extra, unlabeled_rng, snr_db, sample_rate)
     wav_dir = Path(work_dir) / "synthetic" / "wavs"
     durations = _render_all([j for split_jobs in jobs.values() for j in split_jobs], wav_dir, num_workers)
     write_json(
@@ -117,16 +123,44 @@ def make_synthetic_corpus(
             "domain": domain,
             "seed": seed,
             "python": sys.version.split()[0],
-            "speakers": {"seen": [asdict(v) for v in seen], "unseen": [asdict(v) for v in unseen]},
+            "speakers": {
+                "seen": [asdict(v) for v in seen],
+                "unseen": [asdict(v) for v in unseen],
+                UNLABELED: [asdict(v) for v in extra],
+            },
+            "held_out_variants": sorted(set(english_variants()) - set(seen_variants)),
         },
     )
     return {
         split: [
-            Utterance(j.id, str(j.path(wav_dir)), durations[j.id], j.text, speaker=_speaker_id(j.voice))
+            Utterance(
+                j.id,
+                str(j.path(wav_dir)),
+                durations[j.id],
+                None if split == UNLABELED else j.text,  # untranscribed: the text is never written
+                speaker=_speaker_id(j.voice),
+            )
             for j in split_jobs
         ]
         for split, split_jobs in jobs.items()
     }
+
+
+def _split_jobs(
+    split: str,
+    texts: Sequence[str],
+    pool: Sequence[Voice],
+    rng: random.Random,
+    snr_db: tuple[float, float],
+    sample_rate: int,
+) -> list[_Job]:
+    """One job per text: a speaker of ``pool``, jittered, with its own noise seed and SNR."""
+    jobs = []
+    for i, text in enumerate(texts):
+        voice = _jitter(rng.choice(pool), rng)
+        noise_seed, snr = rng.randrange(2**31), round(rng.uniform(*snr_db), 1)
+        jobs.append(_Job(f"{split}-{i:05d}", text, voice, noise_seed, snr, sample_rate))
+    return jobs
 
 
 def _sentences(
@@ -161,6 +195,27 @@ def _sentences(
     }
 
 
+def _unlabeled_sentences(
+    domain: str, rng: random.Random, labelled: dict[str, list], n: int
+) -> list[str]:
+    """``n`` sentences of no labelled split; if the domain runs out, new ones and train ones repeated."""
+    taken = {s for texts in labelled.values() for s in texts}
+    if domain == "commands":
+        draws: Iterable[str] = (command_sentence(rng) for _ in range(50 * n))
+    else:
+        draws = list(open_english_sentences())
+        rng.shuffle(draws)
+    new: list[str] = []
+    for sentence in draws:
+        if sentence not in taken:
+            taken.add(sentence)
+            new.append(sentence)
+            if len(new) == n:
+                return new
+    log.info("synthetic: %d new sentences for %d unlabeled utterances; train ones fill the rest", len(new), n)
+    return [s for s, _ in zip(cycle(new + list(dict.fromkeys(labelled["train"]))), range(n))]
+
+
 def _speakers(
     rng: random.Random,
     n_seen: int,
@@ -168,23 +223,27 @@ def _speakers(
     unseen_fraction: float,
     accents: list[str],
     rate_range: tuple[int, int],
-) -> tuple[list, list]:
-    """Seen and unseen speakers; unseen ones use voice variants that no seen speaker uses."""
+) -> tuple[list[Voice], list[Voice], list[str]]:
+    """Seen and unseen speakers, and the variants of the seen pool: unseen ones use none of them."""
     variants = english_variants()
     rng.shuffle(variants)
     n_held = max(1, round(unseen_fraction * len(variants)))
     held, kept = variants[:n_held], variants[n_held:]
+    seen = [_speaker(rng, accents, kept, rate_range) for _ in range(n_seen)]
+    return seen, [_speaker(rng, accents, held, rate_range) for _ in range(n_unseen)], kept
 
-    def speaker(pool: list[str]) -> Voice:
-        return Voice(
-            rng.choice(accents),
-            rng.choice(pool),
-            rate=rng.randint(*rate_range),
-            pitch=rng.randint(30, 70),
-            pitch_range=rng.randint(30, 80),
-        )
 
-    return [speaker(kept) for _ in range(n_seen)], [speaker(held) for _ in range(n_unseen)]
+def _speaker(
+    rng: random.Random, accents: list[str], variants: list[str], rate_range: tuple[int, int]
+) -> Voice:
+    """A speaker: an accent, a variant of ``variants``, and its own rate, pitch and intonation range."""
+    return Voice(
+        rng.choice(accents),
+        rng.choice(variants),
+        rate=rng.randint(*rate_range),
+        pitch=rng.randint(30, 70),
+        pitch_range=rng.randint(30, 80),
+    )
 
 
 def _jitter(voice: Voice, rng: random.Random) -> Voice:
