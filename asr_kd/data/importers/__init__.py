@@ -1,7 +1,8 @@
 """Corpus importers: one small module per corpus format, each a plain function the ``data`` config names.
 
 Every importer has the form ``import_NAME(work_dir: Path, **settings) -> dict[str, list[Utterance]]``
-(split name -> utterances with absolute audio paths, span durations in seconds, normalised text,
+(split name -> utterances with absolute audio paths, span durations in seconds, normalised text
+(``None`` in the ``unlabeled`` split: untranscribed audio, whose transcripts are never read),
 speaker (``None`` when the corpus names none), and ``source``: the ``file:line`` it came from).
 Two kinds of bad input:
 
@@ -22,6 +23,8 @@ Two kinds of bad input:
   (and :func:`.lhotse_io.export_lhotse` to write ours as a CutSet)
 - :func:`.fsdd.import_fsdd`: connected digit strings built from the Free Spoken
   Digit Dataset (writes its audio under ``work_dir``)
+- :func:`.untranscribed.read_untranscribed`: the untranscribed audio of ``data.unlabeled`` (folders
+  of audio files, or the Kaldi, manifest and Lhotse readers above without texts), for any corpus
 
 Shared helpers live in :mod:`asr_kd.data.importers._common`.
 """
