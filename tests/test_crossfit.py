@@ -166,3 +166,10 @@ def test_teachers_that_differ_are_refused_in_one_line(exp):
         with pytest.raises(CacheMismatchError, match=message) as e:
             teachers_cache_meta({"teacher": main, "teacher/fold1of2": other}, "c", 16, {}, "ensemble", "f")
         assert "\n" not in str(e.value)
+
+
+def test_other_views_make_every_cache_and_system_stale(tmp_path):
+    plain, noisy = Plan(config(tmp_path, *STUDY)), Plan(config(tmp_path, *STUDY, "data.noise.snr_db=[0,10]"))
+    for unit in ("cache/teacher_k16/train", "cache/crossfit2_k16/train", "student/student_ctc",
+                 "student/student_kd_ensemble"):
+        assert plain.fingerprint(unit) != noisy.fingerprint(unit), unit
