@@ -6,12 +6,17 @@ Stages talk to each other only through these files::
       data/<split>.jsonl            manifests (asr_kd.data.manifest), data/rejects.jsonl;
                                     data/unlabeled.jsonl: untranscribed audio (texts null)
       data/tokens.txt               the vocabulary, one token per line (index = line number)
+      data/views.json               the augmented views of each training split (asr_kd.data.views)
+      data/audio/{sp<f>,nz<n>}/     their audio: speed-perturbed and noisy copies (FLAC)
       features/<split>/feats.f16    log-mel frames, float16, (total_frames, F), memory-mapped
       features/<split>/index.json   per utterance: offset, frames, audio hash (asr_kd.features.store)
       features/cmvn.json            global CMVN statistics estimated on train
       models/<system>/model.pt      checkpoint with its config, vocabulary and front end (a bundle)
       models/<system>/train_log.jsonl, models/<system>/tb/   metrics, TensorBoard events
       models/<system>/ckpt-<step>.pt  resumable training checkpoints (deleted when training completes)
+      models/teacher_fold<i>of<K>/  cross-fitting teachers, each trained on train minus fold i (stage
+                                    teacher, only when a cache asks for them; asr_kd.stages.plan)
+      models/folds<K>.json          the fold of each train clip and its views (asr_kd.data.folds)
       cache/<name>/<split>/         teacher posterior caches, one per setting (asr_kd.distill.cache)
       decode/<system>/<set>.jsonl   per-utterance hypotheses, references and timings; <system> is also
                                     <system>_streaming, <system>_lm (stage decode) and <system>_onnx,
@@ -56,6 +61,10 @@ class ExpPaths:
         return self.data_dir / "tokens.txt"
 
     @property
+    def views(self) -> Path:
+        return self.data_dir / "views.json"
+
+    @property
     def features_dir(self) -> Path:
         return self.root / "features"
 
@@ -71,6 +80,10 @@ class ExpPaths:
 
     def checkpoint(self, system: str) -> Path:
         return self.model_dir(system) / "model.pt"
+
+    def folds(self, k: int) -> Path:
+        """The assignment of train clips to ``k`` cross-fitting folds."""
+        return self.root / "models" / f"folds{k}.json"
 
     def cache_dir(self, name: str, split: str) -> Path:
         """Cache ``name`` (``teacher_k16``, see asr_kd.stages.plan) of ``split``."""

@@ -127,7 +127,7 @@ def bytes_real_teacher(bundle, dataset, items: list[int], max_frames: int, scrat
     for k in KS:
         folder = scratch / f"real_k{k}"
         folder.mkdir(parents=True)
-        cache_stage.write_shard(bundle.model, dataset, 0, items, k, max_frames, folder)
+        cache_stage.write_shard([bundle.model], lambda _: (0,), dataset, 0, items, k, max_frames, folder)
         (folder / "meta.json").write_text(json.dumps({"k": k, "vocabulary": bundle.tokenizer.tokens}))
         size, frames = shard_bytes(folder)
         cache = PosteriorCache(folder)

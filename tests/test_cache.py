@@ -12,7 +12,7 @@ def meta(k=3, teacher_sha="t1"):
     frontend = {"backend": "KaldiFbank", "num_mel_bins": 80, "sample_rate": 16000,
                 "frame_length_ms": 25.0, "frame_shift_ms": 10.0}
     return cache_meta(teacher_sha=teacher_sha, teacher_config={"d": 1}, vocabulary=VOCAB,
-                      frontend=frontend, cmvn_sha="c1", subsampling=4, k=k)
+                      frontend=frontend, cmvn_sha="c1", subsampling=4, k=k, views={})
 
 
 def fake_posteriors(rng, frames, k):

@@ -18,6 +18,7 @@ from asr_kd.data.manifest import read_manifest
 from asr_kd.distill.cache import CacheMismatchError
 from asr_kd.distill.loss import FrameRateMismatchError
 from asr_kd.paths import ExpPaths
+from asr_kd.stages.plan import CacheSpec
 from asr_kd.stages.student import open_cache
 
 STUDY = ("student_ctc", "student_kd", "student_kd_k4", "student_kd_T1")  # conf/study/smoke.yaml
@@ -216,11 +217,17 @@ def _umask() -> int:
     return mask
 
 
+def single_k16() -> CacheSpec:
+    """The recipe's cache (conf/cache/topk.yaml with recipe=smoke)."""
+    return CacheSpec(name="teacher_k16", k=16, shard_utts=25, max_frames=20000, device="cpu",
+                     teachers="single", folds=4, splits=("train",))
+
+
 def test_student_with_another_frame_rate_is_refused(smoke):
     with pytest.raises(
         FrameRateMismatchError, match="every 20.0 ms, the teacher cache teacher_k16 every 40.0 ms"
     ):
-        open_cache(ExpPaths(smoke), "teacher_k16", "train", student_subsampling=2, frame_shift_ms=10.0, k=16)
+        open_cache(ExpPaths(smoke), single_k16(), "train", student_subsampling=2, frame_shift_ms=10.0)
 
 
 def test_cache_of_another_teacher_is_refused(smoke):
@@ -230,7 +237,7 @@ def test_cache_of_another_teacher_is_refused(smoke):
     try:
         meta_path.write_text(original.replace(json.loads(original)["teacher_sha"], "0" * 16))
         with pytest.raises(CacheMismatchError, match="teacher_sha: cache has '0000000000000000'"):
-            open_cache(paths, "teacher_k16", "train", student_subsampling=4, frame_shift_ms=10.0, k=16)
+            open_cache(paths, single_k16(), "train", student_subsampling=4, frame_shift_ms=10.0)
     finally:
         meta_path.write_text(original)
 

@@ -1,10 +1,12 @@
 """The teacher posterior cache: top-k frame log-posteriors, sharded, checksummed, memory-mapped.
 
 Layout of one cache, ``<exp_dir>/cache/<name>/<split>/`` (``<name>``: ``teacher_k16``,
-``teacher_full``...; one folder per split the systems using it train on)::
+``teacher_full``, ``crossfit4_k16``, ``ensemble4_k16``...; one folder per split the systems using
+it train on)::
 
-    meta.json            what made the cache (see :func:`cache_meta`), checked before training, and
-                         its ``layout`` (``shard_utts``): a cache of another layout is rebuilt, never mixed
+    meta.json            what made the cache (see :func:`cache_meta`: teacher(s), features, vocabulary,
+                         k, the split's augmented views), checked before training, and its
+                         ``layout`` (``shard_utts``): a cache of another layout is rebuilt, never mixed
     shard-NNNNN.val      float16 log-posteriors, shape (frames, K) (K = V when ``k`` is null)
     shard-NNNNN.idx      token ids of those values, uint8 (V <= 256) or uint16, shape (frames, K);
                          absent for full posteriors, where column j is token j
@@ -15,6 +17,11 @@ Layout of one cache, ``<exp_dir>/cache/<name>/<split>/`` (``<name>``: ``teacher_
 Entries are keyed by content, ``"<utt id>:<audio sha>"`` (:meth:`PosteriorCache.key`): a changed
 recording gets a new key instead of silently reusing stale targets. The mass outside the top k is
 ``1 - sum(exp(values))`` per frame, so it is not stored (see asr_kd.distill.loss).
+
+A cache combining several teachers (cross-fitted or an ensemble, asr_kd.stages.cache) holds the
+average of their full distributions (probability space), then its log and top k; its meta.json
+adds ``teachers`` (the rule, each teacher's checkpoint hash, the folds file's hash) and its
+``teacher_sha`` is a hash of those.
 """
 
 from __future__ import annotations
@@ -27,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from asr_kd.errors import MissingFileError, UserError
-from asr_kd.utils import atomic_path, read_json, write_json
+from asr_kd.utils import atomic_path, fingerprint, read_json, write_json
 
-__all__ = ["FORMAT_VERSION", "cache_meta", "bundle_cache_meta", "ShardWriter", "PosteriorCache",
+__all__ = ["FORMAT_VERSION", "cache_meta", "teachers_cache_meta", "ShardWriter", "PosteriorCache",
            "CacheMismatchError", "write_meta", "check_meta", "shard_name"]
 
 FORMAT_VERSION = 1
@@ -48,8 +55,10 @@ def cache_meta(
     cmvn_sha: str,
     subsampling: int,
     k: int | None,
+    views: dict,
 ) -> dict:
-    """Everything a student must agree with to use the cache (creation time and layout excluded)."""
+    """Everything a student must agree with to use the cache (creation time and layout excluded);
+    ``views``: the augmented views of the split (asr_kd.data.views; {} for none)."""
     return {
         "format_version": FORMAT_VERSION,
         "teacher_sha": teacher_sha,
@@ -60,21 +69,51 @@ def cache_meta(
         "subsampling": subsampling,
         "frame_shift_ms": frontend["frame_shift_ms"] * subsampling,
         "k": k,
+        "views": views,
     }
 
 
-def bundle_cache_meta(bundle, cmvn_sha: str, k: int | None) -> dict:
-    """The metadata a cache made by ``bundle`` (an asr_kd.models.bundle.Bundle, the teacher) on
-    features normalised by the CMVN file of hash ``cmvn_sha`` must carry."""
-    return cache_meta(
+def teachers_cache_meta(
+    bundles: dict, cmvn_sha: str, k: int | None, views: dict, rule: str = "single",
+    folds_sha: str | None = None,
+) -> dict:
+    """The metadata a cache made by ``bundles`` (name -> asr_kd.models.bundle.Bundle: the teacher,
+    or the teachers a ``crossfit``/``ensemble`` cache combines by ``rule``, with the hash of the
+    folds file) on features normalised by the CMVN file of hash ``cmvn_sha`` must carry.
+
+    Combined teachers must share vocabulary, features, CMVN and frame rate (else one line naming both).
+    """
+    (first, bundle), *others = bundles.items()
+    for name, other in others:
+        for what, value in _ALIKE.items():
+            if value(bundle) != value(other):
+                raise CacheMismatchError(f"teachers {first} and {name} differ in {what} "
+                                         f"({_short(value(bundle))} vs {_short(value(other))}); "
+                                         f"a {rule} cache needs them alike")
+    meta = cache_meta(
         teacher_sha=bundle.sha,
         teacher_config=bundle.model_config,
         vocabulary=bundle.tokenizer.tokens,
-        frontend={key: v for key, v in bundle.frontend.items() if key != "fingerprint"},
+        frontend=_ALIKE["features"](bundle),
         cmvn_sha=cmvn_sha,
         subsampling=bundle.model.subsampling_factor,
         k=k,
+        views=views,
     )
+    if rule == "single":
+        return meta
+    teachers = {"rule": rule, "shas": {n: b.sha for n, b in bundles.items()}, "folds_sha": folds_sha}
+    configs = {n: b.model_config for n, b in bundles.items()}
+    return {**meta, "teacher_sha": fingerprint(teachers), "teacher_config": configs, "teachers": teachers}
+
+
+#: What teachers combined in one cache must agree on.
+_ALIKE = {
+    "vocabulary": lambda b: b.tokenizer.tokens,
+    "features": lambda b: {key: v for key, v in b.frontend.items() if key != "fingerprint"},
+    "CMVN": lambda b: b.cmvn.to_dict(),
+    "frame rate (subsampling)": lambda b: b.model.subsampling_factor,
+}
 
 
 def _index_dtype(vocab_size: int) -> np.dtype:

@@ -122,18 +122,24 @@ def _differences(old, new, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')} {old!r} -> {new!r}"]
 
 
-#: What a per-job experiment directory of a sweep shares with the directory it was swept from.
-SHARED_UPSTREAM = ("data", "features", "models/teacher", "cache")
+#: What a per-job experiment directory of a sweep shares with the directory it was swept from (globs).
+SHARED_UPSTREAM = ("data", "features", "models/teacher", "models/teacher_fold*", "models/folds*.json",
+                   "cache")
 
 
 def share_upstream(source: ExpPaths, job: ExpPaths) -> None:
-    """Seed ``job`` with ``source``'s data, features, teacher and caches as hard links (no copy, and
+    """Seed ``job`` with ``source``'s data, features, teachers and caches as hard links (no copy, and
     safe: every stage replaces files by rename, so a job never changes ``source``'s files)."""
     if job.root.exists() or not source.root.exists():
         return
-    for part in SHARED_UPSTREAM:
-        if (source.root / part).is_dir():
-            shutil.copytree(source.root / part, job.root / part, copy_function=os.link)
+    for pattern in SHARED_UPSTREAM:
+        for part in source.root.glob(pattern):
+            target = job.root / part.relative_to(source.root)
+            if part.is_dir():
+                shutil.copytree(part, target, copy_function=os.link)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(part, target)
     stamps = source.root / "stamps"
     for stamp in stamps.rglob("*.json") if stamps.is_dir() else []:
         unit = stamp.relative_to(stamps).with_suffix("").as_posix()

@@ -4,7 +4,7 @@ with the settings it depends on and the units it reads, all resolved from the co
 Units of work (a stamp each, ``stamps/<unit>.json``)::
 
     prepare -> features -> teacher -> cache/<cache>/<split> -> student/<system> -> decode/<system> -> score
-                                                          student/<system> -> export/<system> -> score
+                       -> teacher/fold<i>of<K> ->         student/<system> -> export/<system> -> score
     export/<system>: ONNX graphs of a streaming system of ``export.systems`` and their decodes of the
     test sets; of a name that is no system of the plan, whatever models/<name>/model.pt holds (a
     model copied in: its file hash is the input, and the report does not cover it)
@@ -14,16 +14,21 @@ A **system** is a student trained one way: ``systems.<name>`` in the config hold
 and, optionally, ``student`` (a ``student/`` option; default: the top-level ``student``),
 ``train`` (overrides of ``train.student``: steps, seed...), ``splits`` (what it trains on;
 default ``[train]``; ``unlabeled`` is the untranscribed audio, ``unlabeled:1200`` its first 1,200
-utterances) and ``cache`` (overrides of the top-level ``cache``: ``k``...). An objective
-that reads teacher posteriors gets the cache of its settings, ``cache/teacher_k<k>/`` (or
-``teacher_full``); systems that need the same cache share it, so k=4, k=16 and full posteriors
-coexist. A unit's fingerprint hashes its settings and its upstream units' fingerprints, so a stage
-knows, before it reads anything, whether what is on disk was made for the settings configured now.
+utterances) and ``cache`` (overrides of the top-level ``cache``: ``k``, ``teachers``...).
+An objective that reads teacher posteriors gets the cache of its settings, ``cache/teacher_k<k>/``
+(or ``teacher_full``); systems that need the same cache share it, so k=4, k=16 and full posteriors
+coexist. ``cache.teachers=crossfit`` names ``crossfit<K>_k<k>`` (each train clip's posteriors from
+the fold teacher ``teacher/fold<i>of<K>`` that never trained on it) and ``ensemble`` names
+``ensemble<K>_k<k>`` (the average of the teacher and the K fold teachers); the fold teachers
+are units of their own, trained only when such a cache is asked for (asr_kd.stages.teacher).
+A unit's fingerprint hashes its settings and its upstream units' fingerprints, so a stage knows,
+before it reads anything, whether what is on disk was made for the settings configured now.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -32,16 +37,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from asr_kd.config import check_types, instantiate, to_dict
 from asr_kd.data.dataset import parse_split
+from asr_kd.data.views import view_settings
+from asr_kd.distill.cache import teachers_cache_meta
 from asr_kd.distill.objectives import Objective
 from asr_kd.errors import ConfigError, MissingFileError
+from asr_kd.models.bundle import Bundle, load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.training.loop import TrainConfig
-from asr_kd.utils import file_hash, fingerprint
+from asr_kd.utils import file_hash, fingerprint, read_json
 
-__all__ = ["System", "CacheSpec", "Plan", "SYSTEM_KEYS"]
+__all__ = ["System", "CacheSpec", "Plan", "SYSTEM_KEYS", "TEACHER_RULES", "model_name", "cache_teachers"]
 
 #: The keys a ``systems.<name>`` node may hold.
 SYSTEM_KEYS = ("objective", "student", "train", "splits", "cache")
+#: ``cache.teachers``: one teacher, cross-fitted fold teachers, or the ensemble of all of them.
+TEACHER_RULES = ("single", "crossfit", "ensemble")
+_FOLD_UNIT = re.compile(r"teacher/fold(\d+)of(\d+)")
 
 
 @dataclass
@@ -52,23 +63,36 @@ class CacheSettings:
     shard_utts: int
     max_frames: int
     device: str
+    teachers: str
+    folds: int
 
 
 @dataclass(frozen=True)
 class CacheSpec:
-    """One teacher posterior cache: top ``k`` (None: the full distribution) over ``splits``."""
+    """One teacher posterior cache: top ``k`` (None: the full distribution) over ``splits``, from
+    the teacher(s) of rule ``teachers`` (:data:`TEACHER_RULES`; ``folds`` of them when not single)."""
 
     name: str
     k: int | None
     shard_utts: int
     max_frames: int
     device: str
+    teachers: str
+    folds: int
     splits: tuple[str, ...]
 
     @property
     def content(self) -> dict:
         """The settings that decide what the cache holds and how it is laid out (not how fast it is made)."""
-        return {"k": self.k, "shard_utts": self.shard_utts}
+        content = {"k": self.k, "shard_utts": self.shard_utts}
+        return content if self.teachers == "single" else {**content, "teachers": self.teachers,
+                                                          "folds": self.folds}
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The teacher units whose posteriors the cache holds (``teacher``, ``teacher/fold1of4``...)."""
+        folds = tuple(f"teacher/fold{i}of{self.folds}" for i in range(1, self.folds + 1))
+        return {"single": ("teacher",), "crossfit": folds, "ensemble": ("teacher", *folds)}[self.teachers]
 
 
 @dataclass(frozen=True)
@@ -115,8 +139,23 @@ def _learned(train: dict) -> dict:
     return {k: v for k, v in train.items() if k not in TrainConfig.RUNTIME_KEYS}
 
 
-def _cache_name(k: int | None) -> str:
-    return "teacher_full" if k is None else f"teacher_k{k}"
+def _cache_name(k: int | None, teachers: str, folds: int) -> str:
+    return f"{'teacher' if teachers == 'single' else f'{teachers}{folds}'}_{'full' if k is None else f'k{k}'}"
+
+
+def model_name(unit: str) -> str:
+    """The ``models/<name>`` of teacher unit ``unit`` (``teacher/fold1of4`` -> ``teacher_fold1of4``)."""
+    return unit.replace("/", "_")
+
+
+def cache_teachers(paths: ExpPaths, spec: CacheSpec, split: str) -> tuple[dict[str, Bundle], dict]:
+    """The teachers of cache ``spec`` (unit -> loaded bundle) and the metadata (asr_kd.distill.cache)
+    its ``split`` must carry in experiment ``paths``: what the cache stage writes and students check."""
+    bundles = {unit: load_bundle(paths.checkpoint(model_name(unit))) for unit in spec.members}
+    views = read_json(paths.views).get(split, {}) if paths.views.exists() else {}
+    folds_sha = None if spec.teachers == "single" else file_hash(paths.folds(spec.folds))
+    meta = teachers_cache_meta(bundles, file_hash(paths.cmvn), spec.k, views, spec.teachers, folds_sha)
+    return bundles, meta
 
 
 class Plan:
@@ -126,6 +165,7 @@ class Plan:
         self.cfg = cfg
         self.teacher_train = _typed_train(cfg.train.teacher, "train.teacher")
         _typed_train(cfg.train.student, "train.student")  # named as the user wrote it, before any system
+        view_settings(to_dict(cfg.data))  # augmented views checked before any work
         self.caches: dict[str, CacheSpec] = {}
         self.systems: dict[str, System] = {}
         if not cfg.get("systems"):
@@ -157,7 +197,13 @@ class Plan:
 
     def _cache_for(self, node: DictConfig, splits: tuple[str, ...], where: str) -> str:
         values = to_dict(check_types(CacheSettings, node, f"{where}.cache"))
-        name = _cache_name(values["k"])
+        if values["teachers"] not in TEACHER_RULES:
+            raise ConfigError(f"{where}.cache.teachers must be one of {', '.join(TEACHER_RULES)}, "
+                              f"got {values['teachers']!r}")
+        if values["teachers"] != "single" and values["folds"] < 2:
+            raise ConfigError(f"{where}.cache.folds must be >= 2 for {values['teachers']} teachers, "
+                              f"got {values['folds']}")
+        name = _cache_name(values["k"], values["teachers"], values["folds"])
         spec = CacheSpec(name=name, splits=splits, **values)
         known = self.caches.get(name)
         if known is not None:
@@ -178,6 +224,11 @@ class Plan:
             return {"data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "rate": cfg.sample_rate}
         if kind == "features":
             return {"features": to_dict(cfg.features)}
+        if unit in self.fold_units:  # a cross-fitting teacher: the teacher's recipe, its own seed
+            fold, folds = self.fold_units[unit]
+            train = _learned(self.teacher_train)
+            return {"model": to_dict(cfg.teacher.model), "train": {**train, "seed": train["seed"] + fold},
+                    "fold": fold, "folds": folds}
         if kind == "teacher":
             if cfg.teacher.checkpoint:
                 return {"checkpoint_sha": self.teacher_checkpoint_sha}
@@ -213,7 +264,7 @@ class Plan:
         if kind == "teacher":
             return ("features",)
         if kind == "cache":
-            return ("teacher", "features")
+            return (*self.caches[rest.split("/")[0]].members, "features")
         if kind == "student":
             system = self.systems[rest]
             caches = [f"cache/{system.cache}/{split}" for split in system.sources] if system.cache else []
@@ -271,6 +322,12 @@ class Plan:
                 raise ConfigError(f"score.baselines names no system {unknown}; systems: {list(self.systems)}")
             return list(named)
         return [n for n, s in self.systems.items() if s.cache is None]  # no cache: reads no teacher
+
+    @cached_property
+    def fold_units(self) -> dict[str, tuple[int, int]]:
+        """The cross-fitting teachers the caches need: unit -> (fold, folds)."""
+        units = {u for spec in self.caches.values() for u in spec.members if u != "teacher"}
+        return {u: (int(m[1]), int(m[2])) for u in sorted(units) if (m := _FOLD_UNIT.fullmatch(u))}
 
     def cache_units(self) -> list[str]:
         return [f"cache/{name}/{split}" for name, spec in self.caches.items() for split in spec.splits]

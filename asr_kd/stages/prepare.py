@@ -2,9 +2,9 @@
 
 Reads:  the corpus named by the ``data`` config group (its importer; the synthetic one makes audio),
         and the untranscribed audio that ``data.unlabeled`` lists.
-Writes: ``data/<split>.jsonl`` manifests, ``data/rejects.jsonl``, ``data/tokens.txt``; with
-        ``data.speed_perturb``, resampled copies of the train (and unlabeled) audio under
-        ``data/audio/sp<factor>/``.
+Writes: ``data/<split>.jsonl`` manifests, ``data/rejects.jsonl``, ``data/tokens.txt``,
+        ``data/views.json`` (the views of each training split); with ``data.speed_perturb`` or
+        ``data.noise``, augmented copies of the training audio under ``data/audio/{sp<factor>,nz<n>}/``.
 Run:    ``asr-kd stage=prepare [data=NAME] [data.on_error=skip] [tokenizer=bpe] [data.unlabeled=[DIR,...]]``
 
 Untranscribed audio is the ``unlabeled`` split (``data/unlabeled.jsonl``, texts ``null``): what the
@@ -28,36 +28,34 @@ decoded samples of each file or segment), in two splits is leakage between split
 the stage, even with ``data.on_error=skip``, naming both source lines: it is a bug of the corpus
 (how it was split), not a bad utterance to drop, and dropping one copy by guess would hide it.
 
-``data.speed_perturb`` adds, for each factor other than 1, a resampled copy of every train and
-unlabeled utterance (id ``<id>_sp0.9``), which later stages treat as an utterance like any other;
-the copies are made after the checks, so they never count as leakage. A manifest of a split that
-the corpus no longer has (an ``unlabeled.jsonl`` of an earlier run) is removed.
+``data.speed_perturb`` adds, for each factor other than 1, a resampled copy of every utterance of
+the training splits (``train``, ``unlabeled``; id ``<id>_sp0.9``), and ``data.noise`` noisy copies
+(``<id>_nz1``...; asr_kd.data.views), which later stages treat as utterances like any other; the
+copies are made after the checks, so they never count as leakage. Every system trains on them.
+A manifest of a split that the corpus no longer has (an ``unlabeled.jsonl`` of an earlier run) is
+removed.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import soundfile as sf
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from asr_kd.config import instantiate, to_dict
-from asr_kd.data.audio import load_audio, save_audio, speed_perturb
 from asr_kd.data.importers.untranscribed import read_untranscribed
 from asr_kd.data.manifest import UNLABELED, Utterance, write_manifest
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.validate import describe, reject, summarize_rejects, validate_corpus, write_rejects
+from asr_kd.data.views import VIEW_SPLITS, make_views, view_settings
 from asr_kd.errors import ConfigError, DataError
 from asr_kd.stages.base import StageStamp
-from asr_kd.utils import fingerprint
+from asr_kd.utils import write_json
 
 log = logging.getLogger(__name__)
 
 #: Keys of the ``data`` node read by this stage (conf/config.yaml); the others are the importer's arguments.
-PREPARE_KEYS = ("on_error", "max_duration", "min_duration", "numbers", "speed_perturb", "unlabeled")
+PREPARE_KEYS = ("on_error", "max_duration", "min_duration", "numbers", "speed_perturb", "noise", "unlabeled")
 
 
 def run(cfg: DictConfig) -> None:
@@ -69,6 +67,7 @@ def run(cfg: DictConfig) -> None:
     on_error = data["on_error"]
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+    views = view_settings(data)
     importer = {k: v for k, v in data.items() if k not in PREPARE_KEYS}
     splits = instantiate(importer, work_dir=paths.data_dir)
     if "train" not in splits:
@@ -90,9 +89,8 @@ def run(cfg: DictConfig) -> None:
         kept[split], bad = _spellable(kept[split], tokenizer, on_error)
         rejects += [{"split": split, **r} for r in bad]
     _check_not_empty(kept, rejects)
-    factors = [float(f) for f in data["speed_perturb"] or [] if float(f) != 1.0]
-    for split in [s for s in ("train", UNLABELED) if s in kept and factors]:
-        kept[split] += perturbed_copies(kept[split], factors, paths.data_dir / "audio", cfg.sample_rate)
+    for split in (s for s in VIEW_SPLITS if s in kept):
+        kept[split] += make_views(kept[split], views, paths.data_dir / "audio", cfg.sample_rate)
 
     stamp.undo()  # outputs are about to change: not done until all are
     for split, utts in kept.items():
@@ -102,6 +100,7 @@ def run(cfg: DictConfig) -> None:
             stale.unlink()
     write_rejects(paths.rejects, rejects)
     tokenizer.save(paths.tokens)
+    write_json(paths.views, {split: views for split in VIEW_SPLITS if split in kept})
     counts = {
         split: {"utterances": len(u), "hours": sum(x.duration for x in u) / 3600} for split, u in kept.items()
     }
@@ -138,28 +137,3 @@ def _spellable(
             good.append(utt)
     return good, bad
 
-
-def perturbed_copies(
-    utts: list[Utterance], factors: list[float], folder: Path, sample_rate: int, num_workers: int = 4
-) -> list[Utterance]:
-    """Speed-perturbed copies of ``utts``, one per factor, written as FLAC under ``folder/sp<factor>/``.
-
-    A copy's file name holds a hash of its source span, factor and rate; an existing one is reused,
-    so an interrupted run picks up where it stopped.
-    """
-
-    def copy(job: tuple[Utterance, float]) -> Utterance:
-        utt, factor = job
-        made_from = fingerprint([utt.audio, utt.start, utt.end, factor, sample_rate])[:8]
-        path = folder / f"sp{factor:g}" / f"{utt.id}_sp{factor:g}-{made_from}.flac"
-        if not path.is_file():
-            wav = speed_perturb(load_audio(utt.audio, sample_rate, utt.start, utt.end), factor, sample_rate)
-            save_audio(path, wav, sample_rate)
-        duration = round(sf.info(str(path)).duration, 6)
-        return Utterance(
-            f"{utt.id}_sp{factor:g}", str(path), duration, utt.text, utt.speaker, source=utt.source
-        )
-
-    jobs = [(utt, factor) for factor in factors for utt in utts]
-    with ThreadPoolExecutor(max_workers=num_workers) as pool:
-        return list(tqdm(pool.map(copy, jobs), total=len(jobs), desc="speed perturbation"))

@@ -2,8 +2,9 @@
 
 Reads:  ``features/<split>`` of each system's ``splits`` and ``dev_set``, ``features/cmvn.json``,
         ``data/tokens.txt``; for systems whose objective reads the teacher, their cache
-        ``cache/<name>/<split>`` (checked against the current teacher, features and the student's
-        frame rate) and ``models/teacher``.
+        ``cache/<name>/<split>`` (checked against the teacher(s) that make it, now: ``models/teacher``
+        or the fold teachers of a crossfit/ensemble cache; the features, the split's views and the
+        student's frame rate).
 Writes: ``models/<system>/model.pt`` (bundle) for each system, ``train_log.jsonl``, ``tb/``.
 Run:    ``asr-kd stage=student [distill.temperature=2] [study=kd_demo] [student=NAME]``
 
@@ -22,34 +23,33 @@ from omegaconf import DictConfig
 from asr_kd.config import instantiate
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.vocabulary import load_tokenizer
-from asr_kd.distill.cache import PosteriorCache, bundle_cache_meta
+from asr_kd.distill.cache import PosteriorCache
 from asr_kd.distill.loss import FrameRateMismatchError
 from asr_kd.distill.targets import CachedTargets
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
-from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
+from asr_kd.models.bundle import count_parameters, save_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages.base import StageStamp
-from asr_kd.stages.plan import Plan, System
+from asr_kd.stages.plan import CacheSpec, Plan, System, cache_teachers
 from asr_kd.training import seed_everything
 from asr_kd.training.distributed import barrier, is_main_process
 from asr_kd.training.loop import train
-from asr_kd.utils import file_hash
 
 log = logging.getLogger(__name__)
 
 
-def open_cache(paths: ExpPaths, name: str, split: str, student_subsampling: int,
-               frame_shift_ms: float, k: int | None) -> PosteriorCache:
-    """Cache ``name`` of ``split``, checked against this experiment's teacher, features and the
-    student's frame rate."""
-    teacher = load_bundle(paths.checkpoint("teacher"))
-    cache = PosteriorCache(paths.cache_dir(name, split),
-                           expected=bundle_cache_meta(teacher, file_hash(paths.cmvn), k))
+def open_cache(paths: ExpPaths, spec: CacheSpec, split: str, student_subsampling: int,
+               frame_shift_ms: float) -> PosteriorCache:
+    """Cache ``spec`` of ``split``, checked against the teacher(s) that make it (the teacher, or
+    the fold teachers and folds of a crossfit/ensemble cache), the features, the split's views and
+    the student's frame rate."""
+    _, expected = cache_teachers(paths, spec, split)
+    cache = PosteriorCache(paths.cache_dir(spec.name, split), expected=expected)
     student_shift = student_subsampling * frame_shift_ms
     if student_shift != cache.meta["frame_shift_ms"]:
         raise FrameRateMismatchError(
-            f"the student emits a frame every {student_shift} ms, the teacher cache {name} every "
+            f"the student emits a frame every {student_shift} ms, the teacher cache {spec.name} every "
             f"{cache.meta['frame_shift_ms']} ms; give the student the teacher's subsampling"
         )
     return cache
@@ -72,8 +72,8 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
     teacher = None
     if objective.needs_teacher:
         spec = plan.caches[system.cache]
-        caches = [open_cache(paths, spec.name, split, model.subsampling_factor, frontend["frame_shift_ms"],
-                             spec.k) for split in system.sources]
+        caches = [open_cache(paths, spec, split, model.subsampling_factor, frontend["frame_shift_ms"])
+                  for split in system.sources]
         teacher = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
         if train_cfg.spec_augment and train_cfg.spec_augment.get("time_warp", 0) > 0:
             log.warning("%s: time warping moves frames away from their cached teacher targets; "

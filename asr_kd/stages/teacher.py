@@ -1,9 +1,15 @@
-"""Stage ``teacher``: train the Conformer-CTC teacher, or adopt an existing checkpoint.
+"""Stage ``teacher``: train the Conformer-CTC teacher, or adopt an existing checkpoint; and the
+cross-fitting fold teachers when a cache asks for them (``cache.teachers=crossfit|ensemble``).
 
-Reads:  ``features/{train,dev}``, ``features/cmvn.json``, ``data/tokens.txt``
+Reads:  ``features/{train,dev}``, ``features/cmvn.json``, ``data/tokens.txt``, ``data/train.jsonl``
         (or ``teacher.checkpoint=PATH``: a bundle written by this stage in another run).
-Writes: ``models/teacher/model.pt`` (bundle), ``train_log.jsonl``, ``tb/``.
+Writes: ``models/teacher/model.pt`` (bundle), ``train_log.jsonl``, ``tb/``; for ``cache.folds=K``,
+        ``models/folds<K>.json`` (asr_kd.data.folds) and ``models/teacher_fold<i>of<K>/``.
 Run:    ``asr-kd stage=teacher [teacher=conformer_small|conformer_large] [train.teacher.steps=N]``
+
+Fold teacher ``i`` is the teacher's model and recipe (``train.teacher``, seed + i) trained on train
+minus fold ``i`` (views of a clip follow it), normalised with the CMVN of all of train; each costs
+about as much as the teacher (the same steps), so K folds cost K teachers more.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from omegaconf import DictConfig
 
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.dataset import UtteranceDataset
+from asr_kd.data.folds import assign_folds, fold_of
+from asr_kd.data.manifest import read_manifest
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.vocabulary import load_tokenizer
 from asr_kd.distill.objectives import CTCOnly
@@ -23,10 +31,11 @@ from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
 from asr_kd.stages.base import StageStamp
+from asr_kd.stages.plan import Plan, model_name
 from asr_kd.training import seed_everything
 from asr_kd.training.distributed import barrier, is_main_process
 from asr_kd.training.loop import TrainConfig, train
-from asr_kd.utils import atomic_path
+from asr_kd.utils import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -47,35 +56,60 @@ def adopt_checkpoint(path: str, paths, tokenizer: CharTokenizer, frontend: dict)
 
 
 def run(cfg: DictConfig) -> None:
+    plan = Plan(cfg)
+    _main_teacher(cfg, plan)
+    for unit in plan.fold_units:
+        _fold_teacher(cfg, plan, unit)
+
+
+def _main_teacher(cfg: DictConfig, plan: Plan) -> None:
     ckpt = cfg.teacher.checkpoint
-    stamp = StageStamp(cfg, "teacher")
+    stamp = StageStamp(cfg, "teacher", plan)
     if stamp.is_done():
         return
     paths = stamp.paths
-    tokenizer = load_tokenizer(paths.tokens)
-    frontend = FeatureStore(paths.features("train")).frontend
     if ckpt:
-        stamp.done(adopt_checkpoint(ckpt, paths, tokenizer, frontend))
+        frontend = FeatureStore(paths.features("train")).frontend
+        stamp.done(adopt_checkpoint(ckpt, paths, load_tokenizer(paths.tokens), frontend))
         return
+    _train_teacher(cfg, stamp, "teacher", None)
+
+
+def _fold_teacher(cfg: DictConfig, plan: Plan, unit: str) -> None:
+    """Teacher ``unit`` (``teacher/fold<i>of<K>``) on every train utterance outside fold i."""
+    stamp = StageStamp(cfg, unit, plan)
+    if stamp.is_done():
+        return
+    fold, k = plan.fold_units[unit]
+    utts = read_manifest(stamp.paths.manifest("train"))
+    folds = assign_folds(utts, k)
+    write_json(stamp.paths.folds(k), folds)  # deterministic: the same bytes for every fold's run
+    kept = [u for u in utts if fold_of(folds, u.id) not in (None, fold)]
+    log.info("%s: fold %d of %d (by %s) held out, %d of %d train utterances kept", unit, fold, k,
+             folds["by"], len(kept), len(utts))
+    _train_teacher(cfg, stamp, model_name(unit), kept)
+
+
+def _train_teacher(cfg: DictConfig, stamp: StageStamp, name: str, utts: list | None) -> None:
+    """Train the teacher's model with the teacher's recipe (seed: the unit's) as ``models/<name>``,
+    on ``utts`` (None: all of train)."""
+    paths = stamp.paths
+    tokenizer = load_tokenizer(paths.tokens)
+    store = FeatureStore(paths.features("train"))
+    frontend = store.frontend
     cmvn = GlobalCMVN.load(paths.cmvn)
-    train_cfg = TrainConfig(**stamp.plan.teacher_train)
+    train_cfg = TrainConfig(**{**stamp.plan.teacher_train, "seed": stamp.settings["train"]["seed"]})
     model_config = {**to_dict(cfg.teacher.model), "input_dim": frontend["num_mel_bins"]}
     seed_everything(train_cfg.seed)  # before the model is built: its initial weights follow the seed
     model = instantiate(model_config, vocab_size=len(tokenizer))
-    log.info("teacher: %s, %.2fM parameters", model_config["_target_"], count_parameters(model) / 1e6)
+    log.info("%s: %s, %.2fM parameters", name, model_config["_target_"], count_parameters(model) / 1e6)
     dev = UtteranceDataset.from_exp(paths, cfg.dev_set, cmvn, tokenizer)
-    metrics = train(
-        model,
-        CTCOnly(),
-        UtteranceDataset.from_exp(paths, "train", cmvn, tokenizer),
-        dev,
-        train_cfg,
-        paths.model_dir("teacher"),
-        name="teacher",
-        resume_key=stamp.fingerprint,
-    )
+    data = (UtteranceDataset.from_exp(paths, "train", cmvn, tokenizer) if utts is None
+            else UtteranceDataset(utts, store, cmvn, tokenizer))
+    metrics = train(model, CTCOnly(), data, dev, train_cfg, paths.model_dir(name), name=name,
+                    resume_key=stamp.fingerprint)
     if is_main_process():
         meta = {"dev": metrics}
-        save_bundle(paths.checkpoint("teacher"), model, model_config, tokenizer, frontend, cmvn, meta)
+        save_bundle(paths.checkpoint(name), model, model_config, tokenizer, frontend, cmvn, meta)
         stamp.done({"params": count_parameters(model), "dev": metrics})
     barrier()

@@ -276,3 +276,22 @@ def test_unlabeled_audio_identical_to_a_test_clip_stops_prepare(tmp_path):
         f"{files['test']}:2 and split 'unlabeled': utterances 'e1' (test, {tmp_path}/corpus/e.wav) and "
         f"'unl-folder-copy' (unlabeled, {extra['folder']}/copy.wav) have the same audio: leakage"
     )
+
+
+def test_noise_views_of_train_are_listed_and_recorded(tmp_path):
+    exp = tmp_path / "exp"
+    files = corpus(tmp_path / "corpus")
+    overrides = ("data.speed_perturb=[0.9]", "data.noise.copies=2", "data.noise.snr_db=[10,10]")
+    prepare.run(config(exp, files, *overrides))
+    paths = ExpPaths(exp)
+    train = {u.id: u for u in read_manifest(paths.manifest("train"))}
+    kinds = ("", "_sp0.9", "_nz1", "_nz2")
+    assert sorted(train) == sorted(f"{t}{v}" for t in ("t1", "t2", "t3") for v in kinds)
+    assert train["t1_nz2"].text == "hello world" and train["t1_nz2"].duration == pytest.approx(0.5, abs=1e-3)
+    assert sf.info(train["t1_nz1"].audio).format == "FLAC"
+    views = json.loads(paths.views.read_text())
+    noise = {"copies": 2, "snr_db": [10.0, 10.0], "seed": 0, "files": None}
+    assert views == {"train": {"speed_perturb": [0.9], "noise": noise}}  # dev and test get none
+    made = {p: p.stat().st_mtime_ns for p in (exp / "data" / "audio").rglob("*.flac")}
+    prepare.run(config(exp, files, *overrides, "force=true"))  # a re-run reuses every copy
+    assert {p: p.stat().st_mtime_ns for p in (exp / "data" / "audio").rglob("*.flac")} == made
