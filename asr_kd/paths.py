@@ -9,6 +9,9 @@ Stages talk to each other only through these files::
       features/<split>/index.json   per utterance: offset, frames, audio hash (asr_kd.features.store)
       features/cmvn.json            global CMVN statistics estimated on train
       models/<system>/model.pt      checkpoint with its config, vocabulary and front end (a bundle)
+                                    (none for a pretrained teacher: teacher=torchaudio_ctc|hf_ctc)
+      models/teacher/teacher.json   what the teacher is: architecture, file hash, input, frame shift,
+                                    vocabulary (asr_kd.models.adapters)
       models/<system>/train_log.jsonl, models/<system>/tb/   metrics, TensorBoard events
       models/<system>/ckpt-<step>.pt  resumable training checkpoints (deleted when training completes)
       cache/<name>/<split>/         teacher posterior caches, one per setting (asr_kd.distill.cache)
@@ -70,6 +73,10 @@ class ExpPaths:
 
     def checkpoint(self, system: str) -> Path:
         return self.model_dir(system) / "model.pt"
+
+    @property
+    def teacher_info(self) -> Path:
+        return self.model_dir("teacher") / "teacher.json"
 
     def cache_dir(self, name: str, split: str) -> Path:
         """Cache ``name`` (``teacher_k16``, see asr_kd.stages.plan) of ``split``."""

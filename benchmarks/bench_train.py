@@ -137,6 +137,7 @@ def systems(cfg, paths, names: list[str]):
     from asr_kd.distill.targets import CachedTargets
     from asr_kd.features.cmvn import GlobalCMVN
     from asr_kd.features.store import FeatureStore
+    from asr_kd.models.adapters import load_teacher
     from asr_kd.stages.plan import Plan
     from asr_kd.stages.student import open_cache
 
@@ -166,7 +167,8 @@ def systems(cfg, paths, names: list[str]):
                 print(f"# {name}: skipped, no cache in {folders[0]} (run stage=cache or bench_cache.py)")
                 continue
             caches = [open_cache(paths, spec.name, split, make_model().subsampling_factor,
-                                 frontend["frame_shift_ms"], spec.k) for split in splits]
+                                 frontend["frame_shift_ms"], spec.k, load_teacher(cfg.teacher, paths))
+                      for split in splits]
             targets = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
             if train_cfg.spec_augment:  # as the student stage: no time warp with KD
                 train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}

@@ -3,8 +3,10 @@
 Layout of one cache, ``<exp_dir>/cache/<name>/<split>/`` (``<name>``: ``teacher_k16``,
 ``teacher_full``...; one folder per split the systems using it train on)::
 
-    meta.json            what made the cache (see :func:`cache_meta`), checked before training, and
-                         its ``layout`` (``shard_utts``): a cache of another layout is rebuilt, never mixed
+    meta.json            what made the cache (see :func:`cache_meta`: the teacher's hash, config,
+                         vocabulary and frame shift, the merge to the student's rate...), checked before
+                         training, and its ``layout`` (``shard_utts``): a cache of another layout is
+                         rebuilt, never mixed
     shard-NNNNN.val      float16 log-posteriors, shape (frames, K) (K = V when ``k`` is null)
     shard-NNNNN.idx      token ids of those values, uint8 (V <= 256) or uint16, shape (frames, K);
                          absent for full posteriors, where column j is token j
@@ -26,10 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from asr_kd.distill.bridge import merge_factor
 from asr_kd.errors import MissingFileError, UserError
+from asr_kd.models.adapters import TeacherAdapter
 from asr_kd.utils import atomic_path, read_json, write_json
 
-__all__ = ["FORMAT_VERSION", "cache_meta", "bundle_cache_meta", "ShardWriter", "PosteriorCache",
+__all__ = ["FORMAT_VERSION", "cache_meta", "teacher_cache_meta", "ShardWriter", "PosteriorCache",
            "CacheMismatchError", "write_meta", "check_meta", "shard_name"]
 
 FORMAT_VERSION = 1
@@ -48,8 +52,16 @@ def cache_meta(
     cmvn_sha: str,
     subsampling: int,
     k: int | None,
+    teacher_frame_shift_ms: float | None = None,
 ) -> dict:
-    """Everything a student must agree with to use the cache (creation time and layout excluded)."""
+    """Everything a student must agree with to use the cache (creation time and layout excluded).
+
+    The cache holds posteriors at the student's rate, ``frame_shift_ms`` (the features' shift times
+    the student's ``subsampling``); a teacher with shorter frames (``teacher_frame_shift_ms``; default:
+    the same) had each ``merge`` of its frames merged into one (asr_kd.distill.bridge).
+    """
+    frame_shift_ms = frontend["frame_shift_ms"] * subsampling
+    teacher_frame_shift_ms = teacher_frame_shift_ms or frame_shift_ms
     return {
         "format_version": FORMAT_VERSION,
         "teacher_sha": teacher_sha,
@@ -58,22 +70,26 @@ def cache_meta(
         "frontend": frontend,
         "cmvn_sha": cmvn_sha,
         "subsampling": subsampling,
-        "frame_shift_ms": frontend["frame_shift_ms"] * subsampling,
+        "frame_shift_ms": frame_shift_ms,
+        "teacher_frame_shift_ms": teacher_frame_shift_ms,
+        "merge": merge_factor(teacher_frame_shift_ms, frame_shift_ms),
         "k": k,
     }
 
 
-def bundle_cache_meta(bundle, cmvn_sha: str, k: int | None) -> dict:
-    """The metadata a cache made by ``bundle`` (an asr_kd.models.bundle.Bundle, the teacher) on
-    features normalised by the CMVN file of hash ``cmvn_sha`` must carry."""
+def teacher_cache_meta(teacher: TeacherAdapter, frontend: dict, cmvn_sha: str, subsampling: int,
+                       k: int | None) -> dict:
+    """The metadata a cache made by ``teacher`` for a student reading ``frontend`` features (CMVN file of
+    hash ``cmvn_sha``) and subsampling them ``subsampling`` times must carry."""
     return cache_meta(
-        teacher_sha=bundle.sha,
-        teacher_config=bundle.model_config,
-        vocabulary=bundle.tokenizer.tokens,
-        frontend={key: v for key, v in bundle.frontend.items() if key != "fingerprint"},
+        teacher_sha=teacher.sha,
+        teacher_config={"architecture": teacher.architecture, "input": teacher.input, **teacher.config},
+        vocabulary=teacher.tokens,
+        frontend={key: v for key, v in frontend.items() if key != "fingerprint"},
         cmvn_sha=cmvn_sha,
-        subsampling=bundle.model.subsampling_factor,
+        subsampling=subsampling,
         k=k,
+        teacher_frame_shift_ms=teacher.frame_shift_ms,
     )
 
 

@@ -1,13 +1,16 @@
 """Stage ``cache``: run the teacher once over the training splits and store its top-k posteriors,
 once per cache setting the systems ask for.
 
-Reads:  ``models/teacher/model.pt``, ``features/<split>``, ``data/<split>.jsonl``.
+Reads:  the teacher (``models/teacher/model.pt``, or a pretrained one: asr_kd.models.adapters),
+        ``features/<split>`` (or, for a teacher that reads audio, the audio), ``data/<split>.jsonl``.
 Writes: ``cache/<name>/<split>/`` (format in asr_kd.distill.cache; ``<name>``: ``teacher_k16``,
         ``teacher_full``... from each distilled system's ``cache.k``, asr_kd.stages.plan) and its
         ``summary.json``.
 Run:    ``asr-kd stage=cache [cache.k=16|null] [cache.device=auto|cpu|cuda]``; under ``torchrun``
         each rank writes its own shards (one index: the shard files themselves).
 
+Posteriors are stored at the students' frame rate: a teacher with shorter frames (wav2vec 2.0's
+20 ms) has them merged (asr_kd.distill.bridge), and the cache metadata records both rates.
 Shards are finished one by one, so a killed run resumes at the first missing shard. A cache
 made with other metadata (teacher, features, vocabulary, k) or another layout (``shard_utts``) is
 cleared before writing, never mixed.
@@ -22,9 +25,15 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
-from asr_kd.distill.cache import PosteriorCache, ShardWriter, bundle_cache_meta, shard_name, write_meta
-from asr_kd.models.bundle import load_bundle
+from asr_kd.config import instantiate
+from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.distill.bridge import fit_frames, merge_frames
+from asr_kd.distill.cache import PosteriorCache, ShardWriter, shard_name, teacher_cache_meta, write_meta
+from asr_kd.errors import ConfigError
+from asr_kd.features.cmvn import GlobalCMVN
+from asr_kd.features.store import FeatureStore
+from asr_kd.models.adapters import TeacherAdapter, load_teacher
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import CacheSpec, Plan
 from asr_kd.training.distributed import barrier, init_distributed, resolve_device
@@ -49,27 +58,37 @@ def _prepare_folder(folder, meta: dict) -> None:
 
 
 @torch.no_grad()
-def write_shard(model, dataset: UtteranceDataset, shard: int, items: list[int], k, max_frames: int, folder):
-    """Teacher forward over ``items`` (dataset indices) in length-sorted batches; one shard."""
-    device = next(model.parameters()).device
-    writer = ShardWriter(folder, shard, vocab_size=len(dataset.tokenizer), k=k)
+def write_shard(teacher: TeacherAdapter, dataset: UtteranceDataset, shard: int, items: list[int], k,
+                max_frames: int, folder, subsampling: int, merge: int):
+    """Teacher forward over ``items`` (dataset indices) in length-sorted batches, its posteriors brought
+    to the student's frame rate (``merge`` teacher frames per student frame); one shard."""
+    writer = ShardWriter(folder, shard, vocab_size=len(teacher.tokens), k=k)
     lengths = [dataset.num_frames(i) for i in items]
     for batch_pos in DurationBatchSampler(lengths, max_frames, shuffle=False):
-        batch = collate([dataset[items[p]] for p in batch_pos]).to(device)
-        logits, out_lengths = model(batch.feats, batch.lengths)
-        log_probs = logits.float().log_softmax(-1)
-        if k is not None:
-            values, indices = log_probs.topk(k, dim=-1)
-            values, indices = values.cpu(), indices.cpu()
-        else:
-            values, indices = log_probs.cpu(), None
-        out_lengths = out_lengths.cpu()
+        x, x_lengths = teacher.inputs(dataset, [items[p] for p in batch_pos])
+        log_probs, out_lengths = teacher.log_posteriors(x.to(teacher.device), x_lengths.to(teacher.device))
         for row, p in enumerate(batch_pos):
             utt = dataset.utts[items[p]]
-            key = PosteriorCache.key(utt.id, dataset.audio_sha(items[p]))
-            n = int(out_lengths[row])
-            writer.add(key, values[row, :n].numpy(), None if indices is None else indices[row, :n].numpy())
+            student_frames = -(-lengths[p] // subsampling)
+            row_log_probs = merge_frames(log_probs[row, : int(out_lengths[row])], merge)
+            row_log_probs = fit_frames(row_log_probs, student_frames, utt.id)
+            if k is not None:
+                values, indices = row_log_probs.topk(k, dim=-1)
+                values, indices = values.cpu().numpy(), indices.cpu().numpy()
+            else:
+                values, indices = row_log_probs.cpu().numpy(), None
+            writer.add(PosteriorCache.key(utt.id, dataset.audio_sha(items[p])), values, indices)
     writer.close()
+
+
+def student_subsampling(plan: Plan, spec: CacheSpec, input_dim: int) -> int:
+    """The subsampling of the students that read cache ``spec`` (they must share one frame rate)."""
+    factors = {name: instantiate(s.student["model"], vocab_size=2, input_dim=input_dim).subsampling_factor
+               for name, s in plan.systems.items() if s.cache == spec.name}
+    if len(set(factors.values())) > 1:
+        raise ConfigError(f"cache {spec.name}: its students subsample by {factors}; systems that share a "
+                          "cache must share a frame rate")
+    return next(iter(factors.values()))
 
 
 def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> None:
@@ -81,22 +100,25 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
     folder = paths.cache_dir(spec.name, split)
     device = resolve_device(spec.device)
     rank, world = init_distributed(device)
-    bundle = load_bundle(paths.checkpoint("teacher"))
-    meta = {**bundle_cache_meta(bundle, file_hash(paths.cmvn), spec.k),
+    teacher = load_teacher(cfg.teacher, paths)
+    frontend = FeatureStore(paths.features(split)).frontend
+    subsampling = student_subsampling(plan, spec, frontend["num_mel_bins"])
+    meta = {**teacher_cache_meta(teacher, frontend, file_hash(paths.cmvn), subsampling, spec.k),
             "layout": {"shard_utts": spec.shard_utts}}
     if rank == 0:
         _prepare_folder(folder, meta)
     barrier()
-    bundle.model.to(device)
-    dataset = UtteranceDataset.from_exp(paths, split, bundle.cmvn, bundle.tokenizer)
+    teacher.to(device)
+    dataset = UtteranceDataset.from_exp(paths, split, GlobalCMVN.load(paths.cmvn), CharTokenizer(teacher.tokens))
     order = sorted(range(len(dataset)), key=lambda i: dataset.utts[i].id)
     shards = [order[i : i + spec.shard_utts] for i in range(0, len(order), spec.shard_utts)]
     todo = [s for s in range(rank, len(shards), world) if not (folder / f"{shard_name(s)}.json").exists()]
-    log.info("cache %s/%s: %d shards, %d to write (rank %d/%d)", spec.name, split, len(shards), len(todo),
-             rank, world)
+    log.info("cache %s/%s: %d shards, %d to write (rank %d/%d); teacher %s, %g ms frames, %d per student "
+             "frame", spec.name, split, len(shards), len(todo), rank, world, teacher.architecture,
+             teacher.frame_shift_ms, meta["merge"])
     start = time.perf_counter()
     for s in tqdm(todo, desc=f"cache {spec.name}/{split}", dynamic_ncols=True):
-        write_shard(bundle.model, dataset, s, shards[s], spec.k, spec.max_frames, folder)
+        write_shard(teacher, dataset, s, shards[s], spec.k, spec.max_frames, folder, subsampling, meta["merge"])
     elapsed = time.perf_counter() - start
     barrier()
     if rank != 0:

@@ -32,9 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from asr_kd.config import check_types, instantiate, to_dict
 from asr_kd.distill.objectives import Objective
 from asr_kd.errors import ConfigError, MissingFileError
+from asr_kd.models.adapters import is_pretrained
 from asr_kd.paths import ExpPaths
 from asr_kd.training.loop import TrainConfig
-from asr_kd.utils import file_hash, fingerprint
+from asr_kd.utils import file_hash, fingerprint, path_hash
 
 __all__ = ["System", "CacheSpec", "Plan", "SYSTEM_KEYS"]
 
@@ -171,6 +172,9 @@ class Plan:
         if kind == "features":
             return {"features": to_dict(cfg.features)}
         if kind == "teacher":
+            if is_pretrained(cfg.teacher):  # the model is its architecture and its weights, wherever they lie
+                adapter = {k: v for k, v in to_dict(cfg.teacher.adapter).items() if k != "checkpoint"}
+                return {"adapter": adapter, "checkpoint_sha": self.teacher_checkpoint_sha}
             if cfg.teacher.checkpoint:
                 return {"checkpoint_sha": self.teacher_checkpoint_sha}
             return {"teacher": to_dict(cfg.teacher), "train": _learned(self.teacher_train)}
@@ -269,8 +273,10 @@ class Plan:
 
     @cached_property
     def teacher_checkpoint_sha(self) -> str:
-        path = str(self.cfg.teacher.checkpoint)
+        path = self.cfg.teacher.checkpoint
+        if not path:
+            raise ConfigError("teacher.checkpoint is not set: a pretrained teacher needs its local weights")
         try:
-            return file_hash(path)
+            return path_hash(path)
         except OSError as e:
             raise ConfigError(f"teacher.checkpoint={path}: cannot read it ({e.strerror})") from None

@@ -3,7 +3,7 @@
 Reads:  ``features/<split>`` of each system's ``splits`` and ``dev_set``, ``features/cmvn.json``,
         ``data/tokens.txt``; for systems whose objective reads the teacher, their cache
         ``cache/<name>/<split>`` (checked against the current teacher, features and the student's
-        frame rate) and ``models/teacher``.
+        frame rate) and the teacher (``models/teacher``, or a pretrained one: asr_kd.models.adapters).
 Writes: ``models/<system>/model.pt`` (bundle) for each system, ``train_log.jsonl``, ``tb/``.
 Run:    ``asr-kd stage=student [distill.temperature=2] [study=kd_demo] [student=NAME]``
 
@@ -22,12 +22,13 @@ from omegaconf import DictConfig
 from asr_kd.config import instantiate
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.vocabulary import load_tokenizer
-from asr_kd.distill.cache import PosteriorCache, bundle_cache_meta
+from asr_kd.distill.cache import PosteriorCache, check_meta, teacher_cache_meta
 from asr_kd.distill.loss import FrameRateMismatchError
 from asr_kd.distill.targets import CachedTargets
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
-from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
+from asr_kd.models.adapters import TeacherAdapter, load_teacher
+from asr_kd.models.bundle import count_parameters, save_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan, System
@@ -40,18 +41,21 @@ log = logging.getLogger(__name__)
 
 
 def open_cache(paths: ExpPaths, name: str, split: str, student_subsampling: int,
-               frame_shift_ms: float, k: int | None) -> PosteriorCache:
-    """Cache ``name`` of ``split``, checked against this experiment's teacher, features and the
-    student's frame rate."""
-    teacher = load_bundle(paths.checkpoint("teacher"))
-    cache = PosteriorCache(paths.cache_dir(name, split),
-                           expected=bundle_cache_meta(teacher, file_hash(paths.cmvn), k))
+               frame_shift_ms: float, k: int | None, teacher: TeacherAdapter) -> PosteriorCache:
+    """Cache ``name`` of ``split``, checked against this experiment's ``teacher``, features and the
+    student's frame rate (``student_subsampling`` x the features' ``frame_shift_ms``)."""
+    cache = PosteriorCache(paths.cache_dir(name, split))
     student_shift = student_subsampling * frame_shift_ms
     if student_shift != cache.meta["frame_shift_ms"]:
         raise FrameRateMismatchError(
-            f"the student emits a frame every {student_shift} ms, the teacher cache {name} every "
-            f"{cache.meta['frame_shift_ms']} ms; give the student the teacher's subsampling"
+            f"the student emits a frame every {student_shift:g} ms, the teacher cache {name} every "
+            f"{cache.meta['frame_shift_ms']:g} ms (teacher frames of "
+            f"{cache.meta.get('teacher_frame_shift_ms', cache.meta['frame_shift_ms']):g} ms, merged "
+            f"{cache.meta.get('merge', 1)} to 1); re-run `asr-kd stage=cache force=true` for this student"
         )
+    frontend = FeatureStore(paths.features(split)).frontend
+    check_meta(cache.meta, teacher_cache_meta(teacher, frontend, file_hash(paths.cmvn), student_subsampling, k),
+               cache.folder)
     return cache
 
 
@@ -72,8 +76,9 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
     teacher = None
     if objective.needs_teacher:
         spec = plan.caches[system.cache]
+        teacher_model = load_teacher(cfg.teacher, paths)
         caches = [open_cache(paths, spec.name, split, model.subsampling_factor, frontend["frame_shift_ms"],
-                             spec.k) for split in system.splits]
+                             spec.k, teacher_model) for split in system.splits]
         teacher = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
         if train_cfg.spec_augment and train_cfg.spec_augment.get("time_warp", 0) > 0:
             log.warning("%s: time warping moves frames away from their cached teacher targets; "
