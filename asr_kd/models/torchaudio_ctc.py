@@ -65,11 +65,13 @@ class TorchaudioCTC(WaveformTeacher):
         super().__init__(labels)
         params = dict(spec._params)
         self.model = _BUILDERS[spec._model_type](**params)
-        missing, unexpected = self.model.load_state_dict(_state_dict(checkpoint), strict=False)
-        if missing or unexpected:
-            raise UserError(f"teacher.checkpoint={checkpoint} does not hold {bundle}'s weights: "
-                            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
-                            f"(e.g. {unexpected[:2]}) parameters")
+        state, ours = _state_dict(checkpoint), self.model.state_dict()
+        wrong = sorted(ours.keys() ^ state.keys()) + sorted(
+            k for k in ours.keys() & state.keys() if ours[k].shape != state[k].shape)
+        if wrong:
+            raise UserError(f"teacher.checkpoint={checkpoint} does not hold {bundle}'s weights: {len(wrong)} "
+                            f"parameters missing, unexpected or of another shape (e.g. {wrong[0]})")
+        self.model.load_state_dict(state)
         head = self.model.aux.out_features if self.model.aux is not None else None
         if head != len(labels.labels):
             raise UserError(f"teacher.checkpoint={checkpoint}: its CTC head has {head} outputs, {bundle} "
