@@ -25,7 +25,8 @@ def merge_factor(teacher_shift_ms: float, student_shift_ms: float) -> int:
     r = student_shift_ms / teacher_shift_ms
     if r < 1 or abs(r - round(r)) > 1e-6:
         raise FrameRateMismatchError(
-            f"the teacher emits a frame every {teacher_shift_ms:g} ms, the student every {student_shift_ms:g} ms: "
+            f"the teacher emits a frame every {teacher_shift_ms:g} ms, the student every "
+            f"{student_shift_ms:g} ms: "
             "not a whole number of teacher frames per student frame; give the student a frame shift that "
             "is a multiple of the teacher's (features.frontend.frame_shift_ms x 4)"
         )
@@ -33,7 +34,7 @@ def merge_factor(teacher_shift_ms: float, student_shift_ms: float) -> int:
 
 
 def merge_frames(log_probs: torch.Tensor, r: int) -> torch.Tensor:
-    """``(T, V)`` log-posteriors -> ``(ceil(T / r), V)``: the mean probability of each ``r`` frames, logged."""
+    """``(T, V)`` log-posteriors -> ``(ceil(T / r), V)``: log of the mean probability of each ``r`` frames."""
     if r == 1:
         return log_probs
     t, v = log_probs.shape
@@ -51,7 +52,7 @@ def fit_frames(log_probs: torch.Tensor, frames: int, utt: str, tolerance: int = 
     t = len(log_probs)
     if abs(t - frames) > tolerance:
         raise FrameRateMismatchError(f"utterance {utt}: the teacher gives {t} frames at the student's rate, "
-                                     f"the student {frames}; check the teacher's and the student's frame rates")
+                                     f"the student {frames}; check both frame rates")
     if t >= frames:
         return log_probs[:frames]
     return torch.cat([log_probs, log_probs[-1:].expand(frames - t, -1)])

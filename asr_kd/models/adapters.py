@@ -68,8 +68,8 @@ def map_labels(labels: TeacherLabels) -> tuple[list[str], list[int]]:
         else:
             token = label.lower() if len(label) == 1 else label
         if token in tokens:
-            raise ConfigError(f"teacher labels {tokens[token]!r} and {label!r} both map to the token {token!r}; "
-                              "such a teacher needs its own vocabulary map")
+            raise ConfigError(f"teacher labels {tokens[token]!r} and {label!r} both map to the token "
+                              f"{token!r}; such a teacher needs its own vocabulary map")
         tokens[token] = label
     return list(tokens), order
 
@@ -202,6 +202,7 @@ def load_teacher(teacher: DictConfig, paths: ExpPaths) -> TeacherAdapter:
         return BundleTeacher(load_bundle(paths.checkpoint("teacher")))
     if not teacher.get("checkpoint"):
         raise ConfigError(f"teacher.checkpoint is not set: give the local weights of the pretrained teacher "
-                          f"({teacher.adapter._target_.rsplit('.', 1)[-1]}), e.g. teacher.checkpoint=/path/model.pt")
+                          f"({teacher.adapter._target_.rsplit('.', 1)[-1]}), e.g. "
+                          "teacher.checkpoint=/path/model.pt")
     return instantiate(teacher.adapter, _where_="teacher.adapter")
 

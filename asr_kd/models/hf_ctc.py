@@ -44,14 +44,15 @@ def model_labels(path: str) -> TeacherLabels:
     """The labels of the model saved in ``path`` (module docstring), read without loading it."""
     folder = _folder(path)
     config = _json(folder / "config.json")
-    vocab = _json(folder / "vocab.json") or {label: int(i) for i, label in (config.get("id2label") or {}).items()}
+    id2label = config.get("id2label") or {}
+    vocab = _json(folder / "vocab.json") or {label: int(i) for i, label in id2label.items()}
     if vocab and all(isinstance(v, dict) for v in vocab.values()):  # multilingual: {lang: {label: id}}
         raise ConfigError(f"teacher.checkpoint={path}: vocab.json holds several languages; save the model "
                           "with one language's vocabulary")
     size = config.get("vocab_size")
     if not vocab or sorted(vocab.values()) != list(range(len(vocab))) or (size and size != len(vocab)):
-        raise ConfigError(f"teacher.checkpoint={path}: no vocabulary of {size} labels with ids 0..{size - 1 if size else 'n'} "
-                          "in vocab.json or config.json id2label")
+        raise ConfigError(f"teacher.checkpoint={path}: no vocabulary of the model's {size} labels, with ids "
+                          "0, 1, 2..., in vocab.json or config.json id2label")
     labels = tuple(sorted(vocab, key=vocab.__getitem__))
     delimiter = _json(folder / "tokenizer_config.json").get("word_delimiter_token", "|")
     return TeacherLabels(labels, blank=int(config.get("pad_token_id") or 0), word_delimiter=delimiter)
@@ -71,8 +72,8 @@ class HFCTC(WaveformTeacher):
         self.model = AutoModelForCTC.from_pretrained(os.fspath(checkpoint), local_files_only=True).eval()
         head = self.model.config.vocab_size
         if head != len(labels.labels):
-            raise ConfigError(f"teacher.checkpoint={checkpoint}: its CTC head has {head} outputs, its vocabulary "
-                              f"{len(labels.labels)} labels")
+            raise ConfigError(f"teacher.checkpoint={checkpoint}: its CTC head has {head} outputs, its "
+                              f"vocabulary {len(labels.labels)} labels")
         preprocessor = _json(Path(checkpoint) / "preprocessor_config.json")
         self.normalize = preprocessor.get("do_normalize", True)
         self.sample_rate = int(preprocessor.get("sampling_rate", 16000))

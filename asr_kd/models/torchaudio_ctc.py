@@ -35,7 +35,8 @@ def asr_bundles() -> list[str]:
 
 def _bundle(name: str):
     if name not in asr_bundles():
-        raise ConfigError(f"teacher.bundle={name}: not a torchaudio ASR bundle; one of {', '.join(asr_bundles())}")
+        raise ConfigError(f"teacher.bundle={name}: not a torchaudio ASR bundle; one of "
+                          f"{', '.join(asr_bundles())}")
     return getattr(torchaudio.pipelines, name)
 
 

@@ -109,7 +109,8 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
         _prepare_folder(folder, meta)
     barrier()
     teacher.to(device)
-    dataset = UtteranceDataset.from_exp(paths, split, GlobalCMVN.load(paths.cmvn), CharTokenizer(teacher.tokens))
+    cmvn = GlobalCMVN.load(paths.cmvn)  # the batches' lengths; a bundle teacher normalises with its own
+    dataset = UtteranceDataset.from_exp(paths, split, cmvn, CharTokenizer(teacher.tokens))
     order = sorted(range(len(dataset)), key=lambda i: dataset.utts[i].id)
     shards = [order[i : i + spec.shard_utts] for i in range(0, len(order), spec.shard_utts)]
     todo = [s for s in range(rank, len(shards), world) if not (folder / f"{shard_name(s)}.json").exists()]
@@ -118,7 +119,8 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
              teacher.frame_shift_ms, meta["merge"])
     start = time.perf_counter()
     for s in tqdm(todo, desc=f"cache {spec.name}/{split}", dynamic_ncols=True):
-        write_shard(teacher, dataset, s, shards[s], spec.k, spec.max_frames, folder, subsampling, meta["merge"])
+        write_shard(teacher, dataset, s, shards[s], spec.k, spec.max_frames, folder, subsampling,
+                    meta["merge"])
     elapsed = time.perf_counter() - start
     barrier()
     if rank != 0:

@@ -66,7 +66,9 @@ def emissions(bundle: Bundle | TeacherAdapter, dataset: UtteranceDataset, i: int
 
 
 def decode_offline(
-    bundle: Bundle | TeacherAdapter, dataset: UtteranceDataset, search: Callable[[torch.Tensor], str] | None = None
+    bundle: Bundle | TeacherAdapter,
+    dataset: UtteranceDataset,
+    search: Callable[[torch.Tensor], str] | None = None,
 ) -> list[dict]:
     """Full-context decode, one utterance at a time (as a device would run it); greedy by default."""
     search = search or greedy_search(bundle)
@@ -138,7 +140,9 @@ def build_lm(paths, tokenizer, lm_cfg: DictConfig, test_sets) -> Callable[[float
 
 
 def tune_lm_weight(
-    bundle: Bundle | TeacherAdapter, dataset: UtteranceDataset, make_search: Callable[[float], Callable[[torch.Tensor], str]],
+    bundle: Bundle | TeacherAdapter,
+    dataset: UtteranceDataset,
+    make_search: Callable[[float], Callable[[torch.Tensor], str]],
     weights: list[float],
 ) -> tuple[float, dict[float, float]]:
     """The LM weight of ``weights`` with the lowest WER on ``dataset`` (the first on ties), and every

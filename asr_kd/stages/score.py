@@ -2,7 +2,8 @@
 comparisons, plots, provenance: the report.
 
 Reads:  ``decode/<system>/<set>.jsonl``, ``data/<set>.jsonl`` (speakers), ``models/<system>/model.pt``
-        (sizes), ``models/teacher/teacher.json`` (the report's ``teacher``), ``models/<system>/train_log.jsonl`` (curves), ``stamps/`` (wall times).
+        (sizes), ``models/teacher/teacher.json`` (the report's ``teacher``),
+        ``models/<system>/train_log.jsonl`` (curves), ``stamps/`` (wall times).
 Writes: ``report.json`` (contract in asr_kd.scoring.report), ``report.md``, ``report.png`` (WER per
         system), ``report_pareto.png`` (WER against parameters, RTF, latency), ``report_curves.png``
         (training curves), ``decode/<system>/<set>.align.txt`` (each utterance's alignment, jiwer).

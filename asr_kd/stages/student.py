@@ -54,8 +54,8 @@ def open_cache(paths: ExpPaths, name: str, split: str, student_subsampling: int,
             f"{cache.meta.get('merge', 1)} to 1); re-run `asr-kd stage=cache force=true` for this student"
         )
     frontend = FeatureStore(paths.features(split)).frontend
-    check_meta(cache.meta, teacher_cache_meta(teacher, frontend, file_hash(paths.cmvn), student_subsampling, k),
-               cache.folder)
+    expected = teacher_cache_meta(teacher, frontend, file_hash(paths.cmvn), student_subsampling, k)
+    check_meta(cache.meta, expected, cache.folder)
     return cache
 
 

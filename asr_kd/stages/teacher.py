@@ -56,9 +56,11 @@ def adopt_pretrained(cfg: DictConfig, paths, tokenizer: CharTokenizer) -> dict:
     ``tokenizer=teacher``); its description."""
     teacher = load_teacher(cfg.teacher, paths)
     if teacher.tokens != tokenizer.tokens:
-        raise UserError(f"teacher {teacher.architecture} has {len(teacher.tokens)} tokens {_head(teacher.tokens)}, "
-                        f"{paths.tokens} {len(tokenizer)} {_head(tokenizer.tokens)}; prepare with tokenizer=teacher")
-    paths.checkpoint("teacher").unlink(missing_ok=True)  # a Conformer teacher of an earlier run is not this one
+        raise UserError(f"teacher {teacher.architecture} has {len(teacher.tokens)} tokens "
+                        f"{_head(teacher.tokens)}, {paths.tokens} {len(tokenizer)} "
+                        f"{_head(tokenizer.tokens)}; "
+                        "prepare with tokenizer=teacher")
+    paths.checkpoint("teacher").unlink(missing_ok=True)  # an earlier run's Conformer teacher is not this one
     return teacher.describe()
 
 
