@@ -235,3 +235,12 @@ def test_posteriors_do_not_depend_on_the_batch(tiny_bundle):
         alone, n = teacher.log_posteriors(wavs[0][None], torch.tensor([8000]))
     assert lengths[0] == n[0]
     np.testing.assert_allclose(batched[0, : int(n[0])], alone[0], atol=1e-5)
+
+
+def test_a_recipe_that_picks_another_tokenizer_is_told_to_add_tokenizer_teacher(tmp_path):
+    from asr_kd.stages.plan import Plan
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["recipe=librispeech", "teacher=torchaudio_ctc"])
+    with pytest.raises(ConfigError, match="add tokenizer=teacher .this config has asr_kd.data.bpe"):
+        Plan(cfg)

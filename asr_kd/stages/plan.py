@@ -39,6 +39,8 @@ from asr_kd.utils import file_hash, fingerprint, path_hash
 
 __all__ = ["System", "CacheSpec", "Plan", "SYSTEM_KEYS"]
 
+#: The tokenizer that adopts a pretrained teacher's labels (conf/tokenizer/teacher.yaml).
+TEACHER_TOKENIZER = "asr_kd.models.adapters.teacher_tokenizer"
 #: The keys a ``systems.<name>`` node may hold.
 SYSTEM_KEYS = ("objective", "student", "train", "splits", "cache")
 
@@ -122,6 +124,9 @@ class Plan:
         _typed_train(cfg.train.student, "train.student")  # named as the user wrote it, before any system
         self.caches: dict[str, CacheSpec] = {}
         self.systems: dict[str, System] = {}
+        if is_pretrained(cfg.teacher) and cfg.tokenizer.get("_target_") != TEACHER_TOKENIZER:
+            raise ConfigError(f"the pretrained teacher brings its own labels, and the student must share them: "
+                              f"add tokenizer=teacher (this config has {cfg.tokenizer.get('_target_')})")
         if not cfg.get("systems"):
             raise ConfigError("no systems configured: `systems` must name at least one student")
         for name in cfg.systems:
