@@ -125,7 +125,7 @@ class Plan:
         self.caches: dict[str, CacheSpec] = {}
         self.systems: dict[str, System] = {}
         if is_pretrained(cfg.teacher) and cfg.tokenizer.get("_target_") != TEACHER_TOKENIZER:
-            raise ConfigError(f"the pretrained teacher brings its own labels, and the student must share them: "
+            raise ConfigError("the pretrained teacher brings its own labels, which the student must share: "
                               f"add tokenizer=teacher (this config has {cfg.tokenizer.get('_target_')})")
         if not cfg.get("systems"):
             raise ConfigError("no systems configured: `systems` must name at least one student")
