@@ -17,6 +17,8 @@ import torch
 from asr_kd.data.manifest import read_manifest
 from asr_kd.distill.cache import CacheMismatchError
 from asr_kd.distill.loss import FrameRateMismatchError
+from asr_kd.models.adapters import BundleTeacher
+from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages.student import open_cache
 
@@ -215,11 +217,16 @@ def _umask() -> int:
     return mask
 
 
+def _teacher(exp: Path) -> BundleTeacher:
+    return BundleTeacher(load_bundle(ExpPaths(exp).checkpoint("teacher")))
+
+
 def test_student_with_another_frame_rate_is_refused(smoke):
     with pytest.raises(
         FrameRateMismatchError, match="every 20.0 ms, the teacher cache teacher_k16 every 40.0 ms"
     ):
-        open_cache(ExpPaths(smoke), "teacher_k16", "train", student_subsampling=2, frame_shift_ms=10.0, k=16)
+        open_cache(ExpPaths(smoke), "teacher_k16", "train", student_subsampling=2, frame_shift_ms=10.0, k=16,
+                   teacher=_teacher(smoke))
 
 
 def test_cache_of_another_teacher_is_refused(smoke):
@@ -229,7 +236,8 @@ def test_cache_of_another_teacher_is_refused(smoke):
     try:
         meta_path.write_text(original.replace(json.loads(original)["teacher_sha"], "0" * 16))
         with pytest.raises(CacheMismatchError, match="teacher_sha: cache has '0000000000000000'"):
-            open_cache(paths, "teacher_k16", "train", student_subsampling=4, frame_shift_ms=10.0, k=16)
+            open_cache(paths, "teacher_k16", "train", student_subsampling=4, frame_shift_ms=10.0, k=16,
+                       teacher=_teacher(smoke))
     finally:
         meta_path.write_text(original)
 
@@ -238,7 +246,6 @@ def test_sequence_kd_trains_on_the_teachers_1best(smoke):
     from asr_kd.data.dataset import UtteranceDataset
     from asr_kd.distill.cache import PosteriorCache
     from asr_kd.distill.targets import CachedTargets
-    from asr_kd.models.bundle import load_bundle
     from asr_kd.models.ctc import ctc_greedy
 
     paths = ExpPaths(smoke)

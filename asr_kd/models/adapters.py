@@ -89,9 +89,10 @@ class TeacherAdapter(ABC):
     ``sample_rate``); ``frame_shift_ms``: time between its output frames; ``tokens``: its
     vocabulary in the student's alphabet (index 0 the blank); ``architecture``, ``config`` (what
     builds it, its weights aside) and ``sha`` (of its weights' file): what the report and the cache
-    metadata record of it (``describe()``).
+    metadata record of it (``describe()``); ``model``: the ``nn.Module`` that holds its weights.
     """
 
+    model: torch.nn.Module
     input: str
     sample_rate: int
     frame_shift_ms: float
@@ -100,9 +101,6 @@ class TeacherAdapter(ABC):
     sha: str
     config: dict
     streaming = False
-
-    @abstractmethod
-    def parameters(self): ...
 
     @abstractmethod
     def log_posteriors(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,12 +112,8 @@ class TeacherAdapter(ABC):
         """The padded input batch of ``dataset``'s utterances ``items`` and their lengths."""
 
     def to(self, device: torch.device | str) -> TeacherAdapter:
-        for module in self.modules():
-            module.to(device)
+        self.model.to(device)
         return self
-
-    def modules(self) -> list[torch.nn.Module]:
-        return []
 
     @property
     def tokenizer(self) -> CharTokenizer:
@@ -127,13 +121,13 @@ class TeacherAdapter(ABC):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return next(self.model.parameters()).device
 
     def describe(self) -> dict:
         """Architecture, file hash, input, frame rate and vocabulary (report, cache metadata)."""
         return {"architecture": self.architecture, "sha": self.sha, "input": self.input,
                 "sample_rate": self.sample_rate, "frame_shift_ms": self.frame_shift_ms,
-                "vocabulary": self.tokens, "params": count_parameters(self), "config": self.config}
+                "vocabulary": self.tokens, "params": count_parameters(self.model), "config": self.config}
 
 
 class BundleTeacher(TeacherAdapter):
@@ -142,21 +136,15 @@ class BundleTeacher(TeacherAdapter):
     input = "features"
 
     def __init__(self, bundle: Bundle):
-        self.bundle = bundle
+        self.bundle, self.model = bundle, bundle.model
         self.sample_rate = int(bundle.frontend.get("sample_rate", 16000))
         self.frame_shift_ms = bundle.frontend["frame_shift_ms"] * bundle.model.subsampling_factor
         self.tokens = bundle.tokenizer.tokens
         self.architecture = bundle.model_config["_target_"]
         self.sha, self.config = bundle.sha, bundle.model_config
 
-    def parameters(self):
-        return self.bundle.model.parameters()
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.bundle.model]
-
     def log_posteriors(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, out_lengths = self.bundle.model(x, lengths)
+        logits, out_lengths = self.model(x, lengths)
         return logits.float().log_softmax(-1), out_lengths
 
     def inputs(self, dataset: UtteranceDataset, items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

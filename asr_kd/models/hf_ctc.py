@@ -82,12 +82,6 @@ class HFCTC(WaveformTeacher):
         self.config = {"model_type": self.model.config.model_type}
         self.sha = path_hash(checkpoint)
 
-    def parameters(self):
-        return self.model.parameters()
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.model]
-
     def logits(self, wav: torch.Tensor) -> torch.Tensor:
         if self.normalize:  # Wav2Vec2FeatureExtractor's zero mean, unit variance
             wav = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)

@@ -85,12 +85,6 @@ class TorchaudioCTC(WaveformTeacher):
         self.architecture, self.config = f"torchaudio.pipelines.{bundle}", {"bundle": bundle}
         self.sha = path_hash(checkpoint)
 
-    def parameters(self):
-        return self.model.parameters()
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.model]
-
     def logits(self, wav: torch.Tensor) -> torch.Tensor:
         if self.normalize_waveform:  # as torchaudio's wrapper of the large models does
             wav = torch.nn.functional.layer_norm(wav, wav.shape)

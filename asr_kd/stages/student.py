@@ -48,8 +48,8 @@ def open_cache(paths: ExpPaths, name: str, split: str, student_subsampling: int,
     student_shift = student_subsampling * frame_shift_ms
     if student_shift != cache.meta["frame_shift_ms"]:
         raise FrameRateMismatchError(
-            f"the student emits a frame every {student_shift:g} ms, the teacher cache {name} every "
-            f"{cache.meta['frame_shift_ms']:g} ms (teacher frames of "
+            f"the student emits a frame every {student_shift} ms, the teacher cache {name} every "
+            f"{cache.meta['frame_shift_ms']} ms (teacher frames of "
             f"{cache.meta.get('teacher_frame_shift_ms', cache.meta['frame_shift_ms']):g} ms, merged "
             f"{cache.meta.get('merge', 1)} to 1); re-run `asr-kd stage=cache force=true` for this student"
         )
