@@ -12,6 +12,9 @@ Stages talk to each other only through these files::
       features/<split>/index.json   per utterance: offset, frames, audio hash (asr_kd.features.store)
       features/cmvn.json            global CMVN statistics estimated on train
       models/<system>/model.pt      checkpoint with its config, vocabulary and front end (a bundle)
+                                    (none for a pretrained teacher: teacher=torchaudio_ctc|hf_ctc)
+      models/teacher/teacher.json   what the teacher is: architecture, file hash, input, frame shift,
+                                    vocabulary (asr_kd.models.adapters)
       models/<system>/train_log.jsonl, models/<system>/tb/   metrics, TensorBoard events
       models/<system>/ckpt-<step>.pt  resumable training checkpoints (deleted when training completes)
       models/teacher_fold<i>of<K>/  cross-fitting teachers, each trained on train minus fold i (stage
@@ -84,6 +87,10 @@ class ExpPaths:
     def folds(self, k: int) -> Path:
         """The assignment of train clips to ``k`` cross-fitting folds."""
         return self.root / "models" / f"folds{k}.json"
+
+    @property
+    def teacher_info(self) -> Path:
+        return self.model_dir("teacher") / "teacher.json"
 
     def cache_dir(self, name: str, split: str) -> Path:
         """Cache ``name`` (``teacher_k16``, see asr_kd.stages.plan) of ``split``."""

@@ -21,6 +21,7 @@ __all__ = [
     "read_jsonl",
     "fingerprint",
     "file_hash",
+    "path_hash",
 ]
 
 
@@ -96,3 +97,11 @@ def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def path_hash(path: str | os.PathLike) -> str:
+    """:func:`file_hash` of a file, or a hash of a directory's files, names and contents (a model folder)."""
+    if not os.path.isdir(path):
+        return file_hash(path)
+    names = sorted(os.path.relpath(os.path.join(d, f), path) for d, _, files in os.walk(path) for f in files)
+    return fingerprint({name: file_hash(os.path.join(path, name)) for name in names})

@@ -47,6 +47,7 @@ import torch
 
 from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
 from asr_kd.distill.cache import PosteriorCache, ShardWriter
+from asr_kd.models.adapters import BundleTeacher
 from asr_kd.models.bundle import load_bundle
 from asr_kd.stages import cache as cache_stage
 from asr_kd.stages.base import exp_paths
@@ -127,7 +128,8 @@ def bytes_real_teacher(bundle, dataset, items: list[int], max_frames: int, scrat
     for k in KS:
         folder = scratch / f"real_k{k}"
         folder.mkdir(parents=True)
-        cache_stage.write_shard([bundle.model], lambda _: (0,), dataset, 0, items, k, max_frames, folder)
+        cache_stage.write_shard([BundleTeacher(bundle)], lambda _: (0,), dataset, 0, items, k, max_frames,
+                                folder, bundle.model.subsampling_factor, merge=1)
         (folder / "meta.json").write_text(json.dumps({"k": k, "vocabulary": bundle.tokenizer.tokens}))
         size, frames = shard_bytes(folder)
         cache = PosteriorCache(folder)

@@ -166,7 +166,7 @@ def systems(cfg, paths, names: list[str]):
                 print(f"# {name}: skipped, no cache in {folders[0]} (run stage=cache or bench_cache.py)")
                 continue
             caches = [open_cache(paths, spec, split, make_model().subsampling_factor,
-                                 frontend["frame_shift_ms"]) for split in system.sources]
+                                 frontend["frame_shift_ms"], cfg.teacher) for split in system.sources]
             targets = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
             if train_cfg.spec_augment:  # as the student stage: no time warp with KD
                 train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}

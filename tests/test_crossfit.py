@@ -20,9 +20,10 @@ from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.folds import fold_of
 from asr_kd.data.manifest import read_manifest
 from asr_kd.data.vocabulary import tokenizer_from_tokens
-from asr_kd.distill.cache import CacheMismatchError, PosteriorCache, teachers_cache_meta
+from asr_kd.distill.cache import CacheMismatchError, PosteriorCache, teacher_cache_meta
 from asr_kd.distill.targets import CachedTargets
 from asr_kd.errors import StaleUpstreamError
+from asr_kd.models.adapters import BundleTeacher
 from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import cache, features, prepare, teacher
@@ -145,10 +146,11 @@ def test_a_changed_fold_teacher_makes_the_crossfit_cache_stale(exp, tmp_path):
         shutil.copyfile(paths.checkpoint("teacher_fold2of2"), checkpoint)
         spec = Plan(cfg).caches["crossfit2_k16"]
         with pytest.raises(CacheMismatchError, match="teachers: cache has"):
-            open_cache(paths, spec, "train", student_subsampling=4, frame_shift_ms=10.0)
+            open_cache(paths, spec, "train", student_subsampling=4, frame_shift_ms=10.0, teacher=cfg.teacher)
     finally:
         shutil.copyfile(tmp_path / "model.pt", checkpoint)
-    open_cache(paths, Plan(cfg).caches["crossfit2_k16"], "train", student_subsampling=4, frame_shift_ms=10.0)
+    open_cache(paths, Plan(cfg).caches["crossfit2_k16"], "train", student_subsampling=4, frame_shift_ms=10.0,
+               teacher=cfg.teacher)
 
 
 def test_teachers_that_differ_are_refused_in_one_line(exp):
@@ -164,7 +166,8 @@ def test_teachers_that_differ_are_refused_in_one_line(exp):
     for what, other in others.items():
         message = f"teachers teacher and teacher/fold1of2 differ in {what}"
         with pytest.raises(CacheMismatchError, match=message) as e:
-            teachers_cache_meta({"teacher": main, "teacher/fold1of2": other}, "c", 16, {}, "ensemble", "f")
+            teacher_cache_meta({"teacher": BundleTeacher(main), "teacher/fold1of2": BundleTeacher(other)},
+                               main.frontend, "c", 4, 16, {}, "ensemble", "f")
         assert "\n" not in str(e.value)
 
 

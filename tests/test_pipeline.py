@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from asr_kd.data.manifest import read_manifest
 from asr_kd.distill.cache import CacheMismatchError
 from asr_kd.distill.loss import FrameRateMismatchError
+from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages.plan import CacheSpec
 from asr_kd.stages.student import open_cache
@@ -217,6 +219,10 @@ def _umask() -> int:
     return mask
 
 
+#: The teacher config of a run whose teacher is trained here (models/teacher/model.pt).
+OWN_TEACHER = OmegaConf.create({"checkpoint": None})
+
+
 def single_k16() -> CacheSpec:
     """The recipe's cache (conf/cache/topk.yaml with recipe=smoke)."""
     return CacheSpec(name="teacher_k16", k=16, shard_utts=25, max_frames=20000, device="cpu",
@@ -227,7 +233,8 @@ def test_student_with_another_frame_rate_is_refused(smoke):
     with pytest.raises(
         FrameRateMismatchError, match="every 20.0 ms, the teacher cache teacher_k16 every 40.0 ms"
     ):
-        open_cache(ExpPaths(smoke), single_k16(), "train", student_subsampling=2, frame_shift_ms=10.0)
+        open_cache(ExpPaths(smoke), single_k16(), "train", student_subsampling=2, frame_shift_ms=10.0,
+                   teacher=OWN_TEACHER)
 
 
 def test_cache_of_another_teacher_is_refused(smoke):
@@ -237,7 +244,8 @@ def test_cache_of_another_teacher_is_refused(smoke):
     try:
         meta_path.write_text(original.replace(json.loads(original)["teacher_sha"], "0" * 16))
         with pytest.raises(CacheMismatchError, match="teacher_sha: cache has '0000000000000000'"):
-            open_cache(paths, single_k16(), "train", student_subsampling=4, frame_shift_ms=10.0)
+            open_cache(paths, single_k16(), "train", student_subsampling=4, frame_shift_ms=10.0,
+                       teacher=OWN_TEACHER)
     finally:
         meta_path.write_text(original)
 
@@ -246,7 +254,6 @@ def test_sequence_kd_trains_on_the_teachers_1best(smoke):
     from asr_kd.data.dataset import UtteranceDataset
     from asr_kd.distill.cache import PosteriorCache
     from asr_kd.distill.targets import CachedTargets
-    from asr_kd.models.bundle import load_bundle
     from asr_kd.models.ctc import ctc_greedy
 
     paths = ExpPaths(smoke)

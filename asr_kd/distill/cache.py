@@ -4,9 +4,10 @@ Layout of one cache, ``<exp_dir>/cache/<name>/<split>/`` (``<name>``: ``teacher_
 ``teacher_full``, ``crossfit4_k16``, ``ensemble4_k16``...; one folder per split the systems using
 it train on)::
 
-    meta.json            what made the cache (see :func:`cache_meta`: teacher(s), features, vocabulary,
-                         k, the split's augmented views), checked before training, and its
-                         ``layout`` (``shard_utts``): a cache of another layout is rebuilt, never mixed
+    meta.json            what made the cache (see :func:`cache_meta`: the teacher(s)' hash, config,
+                         vocabulary and frame shift, the merge to the student's rate, features, k,
+                         the split's augmented views), checked before training, and its ``layout``
+                         (``shard_utts``): a cache of another layout is rebuilt, never mixed
     shard-NNNNN.val      float16 log-posteriors, shape (frames, K) (K = V when ``k`` is null)
     shard-NNNNN.idx      token ids of those values, uint8 (V <= 256) or uint16, shape (frames, K);
                          absent for full posteriors, where column j is token j
@@ -33,10 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from asr_kd.distill.bridge import merge_factor
 from asr_kd.errors import MissingFileError, UserError
+from asr_kd.models.adapters import TeacherAdapter
 from asr_kd.utils import atomic_path, fingerprint, read_json, write_json
 
-__all__ = ["FORMAT_VERSION", "cache_meta", "teachers_cache_meta", "ShardWriter", "PosteriorCache",
+__all__ = ["FORMAT_VERSION", "cache_meta", "teacher_cache_meta", "ShardWriter", "PosteriorCache",
            "CacheMismatchError", "write_meta", "check_meta", "shard_name"]
 
 FORMAT_VERSION = 1
@@ -56,9 +59,17 @@ def cache_meta(
     subsampling: int,
     k: int | None,
     views: dict,
+    teacher_frame_shift_ms: float | None = None,
 ) -> dict:
     """Everything a student must agree with to use the cache (creation time and layout excluded);
-    ``views``: the augmented views of the split (asr_kd.data.views; {} for none)."""
+    ``views``: the augmented views of the split (asr_kd.data.views; {} for none).
+
+    The cache holds posteriors at the student's rate, ``frame_shift_ms`` (the features' shift times
+    the student's ``subsampling``); a teacher with shorter frames (``teacher_frame_shift_ms``; default:
+    the same) had each ``merge`` of its frames merged into one (asr_kd.distill.bridge).
+    """
+    frame_shift_ms = frontend["frame_shift_ms"] * subsampling
+    teacher_frame_shift_ms = teacher_frame_shift_ms or frame_shift_ms
     return {
         "format_version": FORMAT_VERSION,
         "teacher_sha": teacher_sha,
@@ -67,52 +78,69 @@ def cache_meta(
         "frontend": frontend,
         "cmvn_sha": cmvn_sha,
         "subsampling": subsampling,
-        "frame_shift_ms": frontend["frame_shift_ms"] * subsampling,
+        "frame_shift_ms": frame_shift_ms,
+        "teacher_frame_shift_ms": teacher_frame_shift_ms,
+        "merge": merge_factor(teacher_frame_shift_ms, frame_shift_ms),
         "k": k,
         "views": views,
     }
 
 
-def teachers_cache_meta(
-    bundles: dict, cmvn_sha: str, k: int | None, views: dict, rule: str = "single",
-    folds_sha: str | None = None,
+def teacher_cache_meta(
+    teachers: dict[str, TeacherAdapter], frontend: dict, cmvn_sha: str, subsampling: int, k: int | None,
+    views: dict, rule: str = "single", folds_sha: str | None = None,
 ) -> dict:
-    """The metadata a cache made by ``bundles`` (name -> asr_kd.models.bundle.Bundle: the teacher,
-    or the teachers a ``crossfit``/``ensemble`` cache combines by ``rule``, with the hash of the
-    folds file) on features normalised by the CMVN file of hash ``cmvn_sha`` must carry.
-
-    Combined teachers must share vocabulary, features, CMVN and frame rate (else one line naming both).
-    """
-    (first, bundle), *others = bundles.items()
+    """The metadata a cache made by ``teachers`` (unit -> adapter: the teacher, or the teachers a
+    ``crossfit``/``ensemble`` cache combines by ``rule``, with the hash of the folds file) must carry,
+    for a student reading ``frontend`` features (CMVN file of hash ``cmvn_sha``) and subsampling them
+    ``subsampling`` times. Combined teachers must share vocabulary, input, frame rate, features and
+    CMVN (else one line naming both)."""
+    (first, teacher), *others = teachers.items()
     for name, other in others:
         for what, value in _ALIKE.items():
-            if value(bundle) != value(other):
+            if value(teacher) != value(other):
                 raise CacheMismatchError(f"teachers {first} and {name} differ in {what} "
-                                         f"({_short(value(bundle))} vs {_short(value(other))}); "
+                                         f"({_short(value(teacher))} vs {_short(value(other))}); "
                                          f"a {rule} cache needs them alike")
     meta = cache_meta(
-        teacher_sha=bundle.sha,
-        teacher_config=bundle.model_config,
-        vocabulary=bundle.tokenizer.tokens,
-        frontend=_ALIKE["features"](bundle),
+        teacher_sha=teacher.sha,
+        teacher_config=_described(teacher),
+        vocabulary=teacher.tokens,
+        frontend={key: v for key, v in frontend.items() if key != "fingerprint"},
         cmvn_sha=cmvn_sha,
-        subsampling=bundle.model.subsampling_factor,
+        subsampling=subsampling,
         k=k,
         views=views,
+        teacher_frame_shift_ms=teacher.frame_shift_ms,
     )
     if rule == "single":
         return meta
-    teachers = {"rule": rule, "shas": {n: b.sha for n, b in bundles.items()}, "folds_sha": folds_sha}
-    configs = {n: b.model_config for n, b in bundles.items()}
-    return {**meta, "teacher_sha": fingerprint(teachers), "teacher_config": configs, "teachers": teachers}
+    combined = {"rule": rule, "shas": {n: t.sha for n, t in teachers.items()}, "folds_sha": folds_sha}
+    configs = {n: _described(t) for n, t in teachers.items()}
+    return {**meta, "teacher_sha": fingerprint(combined), "teacher_config": configs, "teachers": combined}
+
+
+def _described(teacher: TeacherAdapter) -> dict:
+    return {"architecture": teacher.architecture, "input": teacher.input, **teacher.config}
+
+
+def _bundle_part(teacher: TeacherAdapter, part: str):
+    """A bundle teacher's own ``frontend`` or CMVN statistics (None for a pretrained teacher)."""
+    bundle = getattr(teacher, "bundle", None)
+    if bundle is None:
+        return None
+    if part == "frontend":
+        return {k: v for k, v in bundle.frontend.items() if k != "fingerprint"}
+    return bundle.cmvn.to_dict()
 
 
 #: What teachers combined in one cache must agree on.
 _ALIKE = {
-    "vocabulary": lambda b: b.tokenizer.tokens,
-    "features": lambda b: {key: v for key, v in b.frontend.items() if key != "fingerprint"},
-    "CMVN": lambda b: b.cmvn.to_dict(),
-    "frame rate (subsampling)": lambda b: b.model.subsampling_factor,
+    "vocabulary": lambda t: t.tokens,
+    "input": lambda t: t.input,
+    "frame rate": lambda t: t.frame_shift_ms,
+    "features": lambda t: _bundle_part(t, "frontend"),
+    "CMVN": lambda t: _bundle_part(t, "cmvn"),
 }
 
 

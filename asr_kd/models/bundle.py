@@ -35,6 +35,10 @@ class Bundle:
     sha: str
     meta: dict
 
+    @property
+    def streaming(self) -> bool:
+        return bool(self.model.streaming)
+
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -11,6 +11,8 @@ systems, size, speed and provenance, as JSON and Markdown (plots: asr_kd.scoring
      "comparisons": [{"test_set", "a", "b", "delta", "ci95", "p", "p_improve", "p_wilcoxon"}],
      "bootstrap": {"resamples", "seed", "min_speakers", "interval",
                    "blocked_by": {SET: "speaker" | "utterance"}},
+     "teacher": {"architecture", "sha", "input", "sample_rate", "frame_shift_ms", "vocabulary",
+                 "params", "config"},
      "provenance": {"commit", "dirty", "overrides", "config", "torch", "torchaudio", "python", "cpu",
                     "gpu", "threads", "stage_wall_s"}}
 
@@ -44,6 +46,11 @@ Keys, once:
   ``blocked_by`` per test set: ``speaker`` (speakers are resampled with all their utterances)
   when every utterance has a speaker and there are at least ``min_speakers`` of them, else
   ``utterance``.
+- ``teacher``: the teacher that made the caches (``models/teacher/teacher.json``,
+  asr_kd.models.adapters): ``architecture`` (a model class or ``torchaudio.pipelines.<BUNDLE>``,
+  ``transformers.<Class>``), ``sha`` (of its weights' file), ``input`` (``features`` or
+  ``waveform``), ``frame_shift_ms`` of its own frames (the caches merge them to the students'
+  rate), ``vocabulary`` (its labels mapped to the students' tokens); ``null`` when unknown.
 - ``provenance``: ``commit`` and ``dirty`` (tracked files modified) of the package's git checkout
   (``null`` outside one), ``overrides`` (the command line's), ``config`` (the resolved config),
   ``torch``, ``torchaudio``, ``python`` versions, ``cpu`` and ``gpu`` models, torch ``threads``,
@@ -224,6 +231,10 @@ def render_markdown(report: dict) -> str:
         b = report["bootstrap"]
         lines += [f"Intervals: {b['interval']} bootstrap, {b['resamples']} resamples, seed {b['seed']}; "
                   f"resampled by speaker where a test set has at least {b['min_speakers']} speakers.", ""]
+    if report.get("teacher"):
+        t = report["teacher"]
+        lines += [f"Teacher: {t['architecture']} (weights {t['sha']}, {t['params']:,} parameters), reads "
+                  f"{t['input']}, {t['frame_shift_ms']:g} ms frames, {len(t['vocabulary'])} tokens.", ""]
     if "provenance" in report:
         lines += _provenance_markdown(report["provenance"])
     return "\n".join(lines)

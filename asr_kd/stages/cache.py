@@ -1,14 +1,18 @@
 """Stage ``cache``: run the teacher once over the training splits and store its top-k posteriors,
 once per cache setting the systems ask for.
 
-Reads:  ``models/teacher/model.pt`` (or the fold teachers ``models/teacher_fold<i>of<K>/model.pt``
-        and ``models/folds<K>.json``), ``features/<split>``, ``data/<split>.jsonl``, ``data/views.json``.
+Reads:  the teacher (``models/teacher/model.pt``, or a pretrained one: asr_kd.models.adapters; or the
+        fold teachers ``models/teacher_fold<i>of<K>/model.pt`` and ``models/folds<K>.json``),
+        ``features/<split>`` (or, for a teacher that reads audio, the audio), ``data/<split>.jsonl``,
+        ``data/views.json``.
 Writes: ``cache/<name>/<split>/`` (format in asr_kd.distill.cache; ``<name>``: ``teacher_k16``,
         ``teacher_full``, ``crossfit4_k16``, ``ensemble4_k16``... from each distilled system's
         ``cache`` settings, asr_kd.stages.plan) and its ``summary.json``.
 Run:    ``asr-kd stage=cache [cache.k=16|null] [cache.device=auto|cpu|cuda]``; under ``torchrun``
         each rank writes its own shards (one index: the shard files themselves).
 
+Posteriors are stored at the students' frame rate: a teacher with shorter frames (wav2vec 2.0's
+20 ms) has them merged (asr_kd.distill.bridge), and the cache metadata records both rates.
 Shards are finished one by one, so a killed run resumes at the first missing shard. A cache
 made with other metadata (teachers, features, vocabulary, k, views) or another layout
 (``shard_utts``) is cleared before writing, never mixed.
@@ -32,9 +36,14 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
+from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset
 from asr_kd.data.folds import fold_of
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.distill.bridge import fit_frames, merge_frames
 from asr_kd.distill.cache import PosteriorCache, ShardWriter, shard_name, write_meta
+from asr_kd.features.cmvn import GlobalCMVN
+from asr_kd.features.store import FeatureStore
+from asr_kd.models.adapters import TeacherAdapter
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import CacheSpec, Plan, cache_teachers
 from asr_kd.training.distributed import barrier, init_distributed, resolve_device
@@ -60,41 +69,46 @@ def _prepare_folder(folder, meta: dict) -> None:
 
 
 @torch.no_grad()
-def write_shard(teachers: list, members: Callable[[str], tuple[int, ...]], dataset: UtteranceDataset,
-                shard: int, items: list[int], k, max_frames: int, folder):
-    """Teacher forward over ``items`` (dataset indices) in length-sorted batches; one shard. An
+def write_shard(teachers: list[TeacherAdapter], members: Callable[[str], tuple[int, ...]],
+                dataset: UtteranceDataset, shard: int, items: list[int], k, max_frames: int, folder,
+                subsampling: int, merge: int):
+    """Teacher forward over ``items`` (dataset indices) in length-sorted batches, its posteriors brought
+    to the student's frame rate (``merge`` teacher frames per student frame); one shard. An
     utterance's posteriors are those of ``teachers[m] for m in members(utt id)``, averaged."""
-    device = next(teachers[0].parameters()).device
-    writer = ShardWriter(folder, shard, vocab_size=len(dataset.tokenizer), k=k)
+    writer = ShardWriter(folder, shard, vocab_size=len(teachers[0].tokens), k=k)
     groups = defaultdict(list)  # utterances with the same teachers are batched together
     for i in items:
         groups[members(dataset.utts[i].id)].append(i)
     for group, group_items in sorted(groups.items()):
         lengths = [dataset.num_frames(i) for i in group_items]
         for batch_pos in DurationBatchSampler(lengths, max_frames, shuffle=False):
-            batch = collate([dataset[group_items[p]] for p in batch_pos]).to(device)
-            log_probs, out_lengths = _average([teachers[m] for m in group], batch)
-            if k is not None:
-                values, indices = log_probs.topk(k, dim=-1)
-                values, indices = values.cpu(), indices.cpu()
-            else:
-                values, indices = log_probs.cpu(), None
-            out_lengths = out_lengths.cpu()
-            for row, p in enumerate(batch_pos):
-                i, n = group_items[p], int(out_lengths[row])
-                key = PosteriorCache.key(dataset.utts[i].id, dataset.audio_sha(i))
-                top = None if indices is None else indices[row, :n].numpy()
-                writer.add(key, values[row, :n].numpy(), top)
+            batch_items = [group_items[p] for p in batch_pos]
+            log_probs, out_lengths = _average([teachers[m] for m in group], dataset, batch_items)
+            for row, i in enumerate(batch_items):
+                utt = dataset.utts[i]
+                student_frames = -(-dataset.num_frames(i) // subsampling)
+                row_log_probs = merge_frames(log_probs[row, : int(out_lengths[row])], merge)
+                row_log_probs = fit_frames(row_log_probs, student_frames, utt.id)
+                if k is not None:
+                    values, indices = row_log_probs.topk(k, dim=-1)
+                    values, indices = values.cpu().numpy(), indices.cpu().numpy()
+                else:
+                    values, indices = row_log_probs.cpu().numpy(), None
+                writer.add(PosteriorCache.key(utt.id, dataset.audio_sha(i)), values, indices)
     writer.close()
 
 
-def _average(models: list, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The log of the mean of ``models``' frame posteriors (probability space, full vocabulary)."""
-    outputs = [model(batch.feats, batch.lengths) for model in models]
-    log_probs = [logits.float().log_softmax(-1) for logits, _ in outputs]
-    if len(log_probs) == 1:
-        return log_probs[0], outputs[0][1]
-    return torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(log_probs)), outputs[0][1]
+def _average(teachers: list[TeacherAdapter], dataset: UtteranceDataset,
+             items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log of the mean of ``teachers``' frame posteriors (probability space, full vocabulary)."""
+    outputs = []
+    for teacher in teachers:
+        x, x_lengths = teacher.inputs(dataset, items)
+        outputs.append(teacher.log_posteriors(x.to(teacher.device), x_lengths.to(teacher.device)))
+    if len(outputs) == 1:
+        return outputs[0]
+    stacked = torch.stack([log_probs.float() for log_probs, _ in outputs])
+    return torch.logsumexp(stacked, 0) - math.log(len(outputs)), outputs[0][1]
 
 
 def _members(spec: CacheSpec, folds: dict | None) -> Callable[[str], tuple[int, ...]]:
@@ -119,23 +133,27 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
     folder = paths.cache_dir(spec.name, split)
     device = resolve_device(spec.device)
     rank, world = init_distributed(device)
-    bundles, meta = cache_teachers(paths, spec, split)
+    frontend = FeatureStore(paths.features(split)).frontend
+    subsampling = plan.cache_subsampling(spec, frontend["num_mel_bins"])
+    teachers, meta = cache_teachers(cfg.teacher, paths, spec, split, subsampling)
     meta = {**meta, "layout": {"shard_utts": spec.shard_utts}}
     if rank == 0:
         _prepare_folder(folder, meta)
     barrier()
-    teachers = [bundle.model.to(device) for bundle in bundles.values()]
+    teachers = [teacher.to(device) for teacher in teachers.values()]
     members = _members(spec, read_json(paths.folds(spec.folds)) if spec.teachers == "crossfit" else None)
-    first = next(iter(bundles.values()))
-    dataset = UtteranceDataset.from_exp(paths, split, first.cmvn, first.tokenizer)
+    cmvn = GlobalCMVN.load(paths.cmvn)  # the batches' lengths; a bundle teacher normalises with its own
+    dataset = UtteranceDataset.from_exp(paths, split, cmvn, CharTokenizer(teachers[0].tokens))
     order = sorted(range(len(dataset)), key=lambda i: dataset.utts[i].id)
     shards = [order[i : i + spec.shard_utts] for i in range(0, len(order), spec.shard_utts)]
     todo = [s for s in range(rank, len(shards), world) if not (folder / f"{shard_name(s)}.json").exists()]
-    log.info("cache %s/%s: %d shards, %d to write (rank %d/%d)", spec.name, split, len(shards), len(todo),
-             rank, world)
+    log.info("cache %s/%s: %d shards, %d to write (rank %d/%d); %d teacher(s) %s, %g ms frames, %d per "
+             "student frame", spec.name, split, len(shards), len(todo), rank, world, len(teachers),
+             teachers[0].architecture, teachers[0].frame_shift_ms, meta["merge"])
     start = time.perf_counter()
     for s in tqdm(todo, desc=f"cache {spec.name}/{split}", dynamic_ncols=True):
-        write_shard(teachers, members, dataset, s, shards[s], spec.k, spec.max_frames, folder)
+        write_shard(teachers, members, dataset, s, shards[s], spec.k, spec.max_frames, folder, subsampling,
+                    meta["merge"])
     elapsed = time.perf_counter() - start
     barrier()
     if rank != 0:

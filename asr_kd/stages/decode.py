@@ -10,8 +10,9 @@ Writes: ``decode/<system>/<set>.jsonl``: one line per utterance ``{"id", "ref", 
         ``rtf_wall`` elapsed-based and (streamed decodes only) ``latency_ms`` algorithmic.
         Streaming decodes are the systems ``<system>_streaming``, LM decodes ``<system>_lm``
         (the LM and lexicon, rebuilt from the train transcripts: ``decode/lm/``; their summary
-        holds the ``lm_weight`` used, chosen per system on ``dev_set`` among
-        ``decode.lm.tune_weights``, or ``decode.lm.lm_weight`` when that is null).
+        holds the ``lm_weight`` and ``blank_penalty`` used, chosen per system on ``dev_set`` among
+        ``decode.lm.tune_weights`` x ``decode.lm.tune_blank_penalties``, or the fixed
+        ``decode.lm.lm_weight`` / ``blank_penalty`` where those are null).
 Run:    ``asr-kd stage=decode [decode.streaming=false] [decode.piece_ms=10] [decode.chunk_frames=4]
         [decode=beam_lm decode.lm.tune_weights=null decode.lm.lm_weight=1]``
 
@@ -37,6 +38,8 @@ from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.manifest import read_manifest
 from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
 from asr_kd.decoding.streaming import StreamingRecognizer, algorithmic_latency_ms
+from asr_kd.features.cmvn import GlobalCMVN
+from asr_kd.models.adapters import TeacherAdapter, is_pretrained, load_teacher
 from asr_kd.models.bundle import Bundle, load_bundle
 from asr_kd.models.ctc import ctc_greedy
 from asr_kd.scoring.wer import error_rates
@@ -52,20 +55,34 @@ def greedy_search(bundle: Bundle) -> Callable[[torch.Tensor], str]:
     return lambda logits: bundle.tokenizer.decode(ctc_greedy(logits[None], torch.tensor([len(logits)]))[0])
 
 
+def emissions(bundle: Bundle | TeacherAdapter, dataset: UtteranceDataset, i: int) -> torch.Tensor:
+    """``(T, V)`` scores of utterance ``i``: a bundle's logits from the stored features, or a pretrained
+    teacher's log-posteriors from the input it reads (features or audio)."""
+    if isinstance(bundle, TeacherAdapter):
+        x, lengths = bundle.inputs(dataset, [i])
+        log_probs, out_lengths = bundle.log_posteriors(x, lengths)
+        return log_probs[0, : int(out_lengths[0])]
+    feats = dataset[i]["feats"]
+    logits, lengths = bundle.model(feats.unsqueeze(0), torch.tensor([len(feats)]))
+    return logits[0, : int(lengths[0])]
+
+
 def decode_offline(
-    bundle: Bundle, dataset: UtteranceDataset, search: Callable[[torch.Tensor], str] | None = None
+    bundle: Bundle | TeacherAdapter,
+    dataset: UtteranceDataset,
+    search: Callable[[torch.Tensor], str] | None = None,
 ) -> list[dict]:
     """Full-context decode, one utterance at a time (as a device would run it); greedy by default."""
     search = search or greedy_search(bundle)
     rows = []
     with torch.inference_mode():  # warm-up: one-time allocations stay out of the timings
-        bundle.model(dataset[0]["feats"].unsqueeze(0), torch.tensor([len(dataset[0]["feats"])]))
+        emissions(bundle, dataset, 0)
     for i in tqdm(range(len(dataset)), desc="decode", dynamic_ncols=True, leave=False):
-        item, utt = dataset[i], dataset.utts[i]
+        utt = dataset.utts[i]
         clock = _Clock()
         with torch.inference_mode():
-            logits, lengths = bundle.model(item["feats"].unsqueeze(0), torch.tensor([len(item["feats"])]))
-        hyp = search(logits[0, : int(lengths[0])])
+            scores = emissions(bundle, dataset, i)
+        hyp = search(scores)
         rows.append({"id": utt.id, "ref": utt.text, "hyp": hyp, "duration": utt.duration, **clock.read()})
     return rows
 
@@ -126,25 +143,32 @@ def build_lm(paths, tokenizer, lm_cfg: DictConfig, test_sets) -> Callable[[float
 
 
 def tune_lm_weight(
-    bundle: Bundle, dataset: UtteranceDataset,
+    bundle: Bundle | TeacherAdapter,
+    dataset: UtteranceDataset,
     make_search: Callable[[float, float], Callable[[torch.Tensor], str]],
-    weights: list[float], penalties: list[float],
+    weights: list[float],
+    penalties: list[float],
 ) -> tuple[tuple[float, float], dict[tuple[float, float], float]]:
     """The (LM weight, blank penalty) pair of ``weights`` x ``penalties`` with the lowest WER on
     ``dataset`` (the first on ties), and every pair's WER. Each system gets its own: how much the LM
     should count depends on how sharp the acoustic model's posteriors are, which distillation changes."""
     with torch.inference_mode():
-        emissions = []
-        for i in tqdm(range(len(dataset)), desc="tune LM weight", dynamic_ncols=True, leave=False):
-            feats = dataset[i]["feats"]
-            logits, lengths = bundle.model(feats.unsqueeze(0), torch.tensor([len(feats)]))
-            emissions.append(logits[0, : int(lengths[0])])
+        scores = [emissions(bundle, dataset, i)
+                  for i in tqdm(range(len(dataset)), desc="tune LM weight", dynamic_ncols=True, leave=False)]
     refs = [u.text for u in dataset.utts]
     wers = {}
     for pair in itertools.product(weights, penalties):
         search = make_search(*pair)
-        wers[pair] = error_rates(refs, [search(e) for e in emissions])["wer"]
+        wers[pair] = error_rates(refs, [search(e) for e in scores])["wer"]
     return min(wers, key=wers.__getitem__), wers
+
+
+def load_decoded(cfg: DictConfig, paths, system: str) -> tuple[Bundle | TeacherAdapter, GlobalCMVN]:
+    """System ``system``'s bundle, or the pretrained teacher, and the CMVN its dataset reads with."""
+    if system != "teacher" or not is_pretrained(cfg.teacher):
+        bundle = load_bundle(paths.checkpoint(system))
+        return bundle, bundle.cmvn
+    return load_teacher(cfg.teacher, paths), GlobalCMVN.load(paths.cmvn)
 
 
 def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
@@ -152,7 +176,7 @@ def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
     if stamp.is_done():
         return
     paths = stamp.paths
-    bundle = load_bundle(paths.checkpoint(system))
+    bundle, cmvn = load_decoded(cfg, paths, system)
     lm_search, lm_settings = None, {}
     if cfg.decode.lm:
         lm = cfg.decode.lm
@@ -161,7 +185,7 @@ def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
         penalties = list(lm.tune_blank_penalties or [lm.blank_penalty])
         best = (weights[0], penalties[0])
         if len(weights) * len(penalties) > 1:
-            dev = UtteranceDataset.from_exp(paths, cfg.dev_set, bundle.cmvn, bundle.tokenizer)
+            dev = UtteranceDataset.from_exp(paths, cfg.dev_set, cmvn, bundle.tokenizer)
             best, wers = tune_lm_weight(bundle, dev, make_search, weights, penalties)
             log.info("decode: %s_lm: LM weight %g, blank penalty %g chosen on %s (WER %s)", system, *best,
                      cfg.dev_set, ", ".join(f"{w:g}/{b:g}: {100 * e:.2f}%" for (w, b), e in wers.items()))
@@ -171,11 +195,11 @@ def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
     torch.set_num_threads(cfg.decode.threads)
     try:
         for test_set in cfg.test_sets:
-            dataset = UtteranceDataset.from_exp(paths, test_set, bundle.cmvn, bundle.tokenizer)
+            dataset = UtteranceDataset.from_exp(paths, test_set, cmvn, bundle.tokenizer)
             runs = {system: (decode_offline, (bundle, dataset))}
             if lm_search is not None:
                 runs[f"{system}_lm"] = (decode_offline, (bundle, dataset, lm_search))
-            if bundle.model.streaming and cfg.decode.streaming:
+            if bundle.streaming and cfg.decode.streaming:
                 args = (bundle, dataset, cfg.decode.piece_ms, cfg.decode.chunk_frames)
                 runs[f"{system}_streaming"] = (decode_streaming, args)
             for name, (decode, args) in runs.items():

@@ -38,16 +38,20 @@ from omegaconf import DictConfig, OmegaConf
 from asr_kd.config import check_types, instantiate, to_dict
 from asr_kd.data.dataset import parse_split
 from asr_kd.data.views import view_settings
-from asr_kd.distill.cache import teachers_cache_meta
+from asr_kd.distill.cache import teacher_cache_meta
 from asr_kd.distill.objectives import Objective
 from asr_kd.errors import ConfigError, MissingFileError
-from asr_kd.models.bundle import Bundle, load_bundle
+from asr_kd.features.store import FeatureStore
+from asr_kd.models.adapters import BundleTeacher, TeacherAdapter, is_pretrained, load_teacher
+from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.training.loop import TrainConfig
-from asr_kd.utils import file_hash, fingerprint, read_json
+from asr_kd.utils import file_hash, fingerprint, path_hash, read_json
 
 __all__ = ["System", "CacheSpec", "Plan", "SYSTEM_KEYS", "TEACHER_RULES", "model_name", "cache_teachers"]
 
+#: The tokenizer that adopts a pretrained teacher's labels (conf/tokenizer/teacher.yaml).
+TEACHER_TOKENIZER = "asr_kd.models.adapters.teacher_tokenizer"
 #: The keys a ``systems.<name>`` node may hold.
 SYSTEM_KEYS = ("objective", "student", "train", "splits", "cache")
 #: ``cache.teachers``: one teacher, cross-fitted fold teachers, or the ensemble of all of them.
@@ -148,14 +152,24 @@ def model_name(unit: str) -> str:
     return unit.replace("/", "_")
 
 
-def cache_teachers(paths: ExpPaths, spec: CacheSpec, split: str) -> tuple[dict[str, Bundle], dict]:
-    """The teachers of cache ``spec`` (unit -> loaded bundle) and the metadata (asr_kd.distill.cache)
-    its ``split`` must carry in experiment ``paths``: what the cache stage writes and students check."""
-    bundles = {unit: load_bundle(paths.checkpoint(model_name(unit))) for unit in spec.members}
+def cache_teachers(
+    teacher: DictConfig, paths: ExpPaths, spec: CacheSpec, split: str, subsampling: int
+) -> tuple[dict[str, TeacherAdapter], dict]:
+    """The teachers of cache ``spec`` (unit -> adapter: the run's ``teacher``, or the fold teachers of
+    a crossfit/ensemble cache) and the metadata (asr_kd.distill.cache) its ``split`` must carry in
+    experiment ``paths`` for students that subsample the features ``subsampling`` times: what the
+    cache stage writes and students check."""
+    if spec.teachers == "single":
+        teachers = {"teacher": load_teacher(teacher, paths)}
+    else:
+        teachers = {unit: BundleTeacher(load_bundle(paths.checkpoint(model_name(unit))))
+                    for unit in spec.members}
     views = read_json(paths.views).get(split, {}) if paths.views.exists() else {}
     folds_sha = None if spec.teachers == "single" else file_hash(paths.folds(spec.folds))
-    meta = teachers_cache_meta(bundles, file_hash(paths.cmvn), spec.k, views, spec.teachers, folds_sha)
-    return bundles, meta
+    frontend = FeatureStore(paths.features(split)).frontend
+    meta = teacher_cache_meta(teachers, frontend, file_hash(paths.cmvn), subsampling, spec.k, views,
+                              spec.teachers, folds_sha)
+    return teachers, meta
 
 
 class Plan:
@@ -168,6 +182,9 @@ class Plan:
         view_settings(to_dict(cfg.data))  # augmented views checked before any work
         self.caches: dict[str, CacheSpec] = {}
         self.systems: dict[str, System] = {}
+        if is_pretrained(cfg.teacher) and cfg.tokenizer.get("_target_") != TEACHER_TOKENIZER:
+            raise ConfigError("the pretrained teacher brings its own labels, which the student must share: "
+                              f"add tokenizer=teacher (this config has {cfg.tokenizer.get('_target_')})")
         if not cfg.get("systems"):
             raise ConfigError("no systems configured: `systems` must name at least one student")
         for name in cfg.systems:
@@ -200,6 +217,9 @@ class Plan:
         if values["teachers"] not in TEACHER_RULES:
             raise ConfigError(f"{where}.cache.teachers must be one of {', '.join(TEACHER_RULES)}, "
                               f"got {values['teachers']!r}")
+        if values["teachers"] != "single" and is_pretrained(self.cfg.teacher):
+            raise ConfigError(f"{where}.cache.teachers={values['teachers']} trains fold teachers here, which "
+                              "a pretrained teacher (teacher.adapter) cannot have; use cache.teachers=single")
         if values["teachers"] != "single" and values["folds"] < 2:
             raise ConfigError(f"{where}.cache.folds must be >= 2 for {values['teachers']} teachers, "
                               f"got {values['folds']}")
@@ -230,6 +250,9 @@ class Plan:
             return {"model": to_dict(cfg.teacher.model), "train": {**train, "seed": train["seed"] + fold},
                     "fold": fold, "folds": folds}
         if kind == "teacher":
+            if is_pretrained(cfg.teacher):  # the model is its architecture and its weights, wherever they lie
+                adapter = {k: v for k, v in to_dict(cfg.teacher.adapter).items() if k != "checkpoint"}
+                return {"adapter": adapter, "checkpoint_sha": self.teacher_checkpoint_sha}
             if cfg.teacher.checkpoint:
                 return {"checkpoint_sha": self.teacher_checkpoint_sha}
             return {"teacher": to_dict(cfg.teacher), "train": _learned(self.teacher_train)}
@@ -329,13 +352,24 @@ class Plan:
         units = {u for spec in self.caches.values() for u in spec.members if u != "teacher"}
         return {u: (int(m[1]), int(m[2])) for u in sorted(units) if (m := _FOLD_UNIT.fullmatch(u))}
 
+    def cache_subsampling(self, spec: CacheSpec, input_dim: int) -> int:
+        """The subsampling of the students that read cache ``spec`` (they must share one frame rate)."""
+        factors = {name: instantiate(s.student["model"], vocab_size=2, input_dim=input_dim).subsampling_factor
+                   for name, s in self.systems.items() if s.cache == spec.name}
+        if len(set(factors.values())) > 1:
+            raise ConfigError(f"cache {spec.name}: its students subsample by {factors}; systems that share a "
+                              "cache must share a frame rate")
+        return next(iter(factors.values()))
+
     def cache_units(self) -> list[str]:
         return [f"cache/{name}/{split}" for name, spec in self.caches.items() for split in spec.splits]
 
     @cached_property
     def teacher_checkpoint_sha(self) -> str:
-        path = str(self.cfg.teacher.checkpoint)
+        path = self.cfg.teacher.checkpoint
+        if not path:
+            raise ConfigError("teacher.checkpoint is not set: a pretrained teacher needs its local weights")
         try:
-            return file_hash(path)
+            return path_hash(path)
         except OSError as e:
             raise ConfigError(f"teacher.checkpoint={path}: cannot read it ({e.strerror})") from None

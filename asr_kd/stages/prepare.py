@@ -14,7 +14,9 @@ directories, manifests, Lhotse cuts: :mod:`asr_kd.data.importers.untranscribed`)
 same audio checks as the other splits and no text check; transcripts that come with it are ignored.
 
 Every utterance is validated (:mod:`asr_kd.data.validate`), and one whose transcript the vocabulary
-learned from train cannot spell (a character no train transcript holds) is rejected too. With
+learned from train cannot spell (a character no train transcript holds) is rejected too; with
+``tokenizer=teacher`` the vocabulary is a pretrained teacher's labels (asr_kd.models.adapters), and
+a transcript with a character the teacher cannot spell is rejected the same way. With
 ``data.on_error=raise`` (the default) the first bad utterance stops the stage with a message naming
 the source file and line, the utterance, its audio and the reason; with ``data.on_error=skip`` bad
 utterances are left out, listed with their reasons in ``data/rejects.jsonl``, and counted in the
@@ -129,7 +131,8 @@ def _spellable(
         try:
             tokenizer.encode(utt.text)
         except KeyError as e:
-            record = reject(utt, f"out of vocabulary: {e.args[0]} (learned from the train transcripts)")
+            record = reject(utt, f"out of vocabulary: {e.args[0]} (the tokenizer's: learned from the train "
+                                 "transcripts, or the pretrained teacher's labels with tokenizer=teacher)")
             if on_error == "raise":
                 raise DataError(describe(record)) from None
             bad.append(record)

@@ -2,7 +2,8 @@
 comparisons, plots, provenance: the report.
 
 Reads:  ``decode/<system>/<set>.jsonl``, ``data/<set>.jsonl`` (speakers), ``models/<system>/model.pt``
-        (sizes), ``models/<system>/train_log.jsonl`` (curves), ``stamps/`` (wall times).
+        (sizes), ``models/teacher/teacher.json`` (the report's ``teacher``),
+        ``models/<system>/train_log.jsonl`` (curves), ``stamps/`` (wall times).
 Writes: ``report.json`` (contract in asr_kd.scoring.report), ``report.md``, ``report.png`` (WER per
         system), ``report_pareto.png`` (WER against parameters, RTF, latency), ``report_curves.png``
         (training curves), ``decode/<system>/<set>.align.txt`` (each utterance's alignment, jiwer).
@@ -19,6 +20,7 @@ import logging
 from omegaconf import DictConfig
 
 from asr_kd.errors import MissingUpstreamError
+from asr_kd.models.adapters import is_pretrained
 from asr_kd.models.bundle import count_parameters, load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.scoring.plots import plot_pareto, plot_report, plot_training_curves
@@ -27,7 +29,7 @@ from asr_kd.scoring.report import VARIANTS, Decode, comparison_pairs, render_mar
 from asr_kd.scoring.wer import utterance_errors
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan
-from asr_kd.utils import atomic_path, read_jsonl, write_json
+from asr_kd.utils import atomic_path, read_json, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,17 @@ def run(cfg: DictConfig) -> None:
         return
     paths = stamp.paths
     sizes = {}
+    teacher = read_json(paths.teacher_info) if paths.teacher_info.exists() else None
     for system in systems:
-        model = load_bundle(paths.checkpoint(system)).model
-        params = count_parameters(model)
+        if system == "teacher" and is_pretrained(cfg.teacher):  # no bundle: its description says its size
+            params, streaming = teacher["params"], False
+        else:
+            model = load_bundle(paths.checkpoint(system)).model
+            params, streaming = count_parameters(model), model.streaming
         config = plan.systems[system].config if system in plan.systems else plan.settings("teacher")
         sizes[system] = {"params": params, "size_mb": 4 * params / 1e6,
-                         "kind": "streaming" if model.streaming else "offline", "config": config}
-    report = {"test_sets": {}, "systems": sizes, "comparisons": []}
+                         "kind": "streaming" if streaming else "offline", "config": config}
+    report = {"test_sets": {}, "systems": sizes, "comparisons": [], "teacher": teacher}
     blocked_by = {}
     for test_set in cfg.test_sets:
         decodes = load_decodes(paths, test_set, systems)

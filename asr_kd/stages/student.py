@@ -2,9 +2,9 @@
 
 Reads:  ``features/<split>`` of each system's ``splits`` and ``dev_set``, ``features/cmvn.json``,
         ``data/tokens.txt``; for systems whose objective reads the teacher, their cache
-        ``cache/<name>/<split>`` (checked against the teacher(s) that make it, now: ``models/teacher``
-        or the fold teachers of a crossfit/ensemble cache; the features, the split's views and the
-        student's frame rate).
+        ``cache/<name>/<split>`` (checked against the teacher(s) that make it, the features, the
+        split's views and the student's frame rate) and those teachers (``models/teacher``, a
+        pretrained one: asr_kd.models.adapters, or the fold teachers of a crossfit/ensemble cache).
 Writes: ``models/<system>/model.pt`` (bundle) for each system, ``train_log.jsonl``, ``tb/``.
 Run:    ``asr-kd stage=student [distill.temperature=2] [study=kd_demo] [student=NAME]``
 
@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from asr_kd.config import instantiate
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.vocabulary import load_tokenizer
-from asr_kd.distill.cache import PosteriorCache
+from asr_kd.distill.cache import PosteriorCache, check_meta
 from asr_kd.distill.loss import FrameRateMismatchError
 from asr_kd.distill.targets import CachedTargets
 from asr_kd.features.cmvn import GlobalCMVN
@@ -40,18 +40,21 @@ log = logging.getLogger(__name__)
 
 
 def open_cache(paths: ExpPaths, spec: CacheSpec, split: str, student_subsampling: int,
-               frame_shift_ms: float) -> PosteriorCache:
-    """Cache ``spec`` of ``split``, checked against the teacher(s) that make it (the teacher, or
-    the fold teachers and folds of a crossfit/ensemble cache), the features, the split's views and
-    the student's frame rate."""
-    _, expected = cache_teachers(paths, spec, split)
-    cache = PosteriorCache(paths.cache_dir(spec.name, split), expected=expected)
+               frame_shift_ms: float, teacher: DictConfig) -> PosteriorCache:
+    """Cache ``spec`` of ``split``, checked against the teacher(s) that make it (the run's ``teacher``,
+    or the fold teachers and folds of a crossfit/ensemble cache), the features, the split's views
+    and the student's frame rate (``student_subsampling`` x the features' ``frame_shift_ms``)."""
+    cache = PosteriorCache(paths.cache_dir(spec.name, split))
     student_shift = student_subsampling * frame_shift_ms
     if student_shift != cache.meta["frame_shift_ms"]:
         raise FrameRateMismatchError(
             f"the student emits a frame every {student_shift} ms, the teacher cache {spec.name} every "
-            f"{cache.meta['frame_shift_ms']} ms; give the student the teacher's subsampling"
+            f"{cache.meta['frame_shift_ms']} ms (teacher frames of "
+            f"{cache.meta.get('teacher_frame_shift_ms', cache.meta['frame_shift_ms']):g} ms, merged "
+            f"{cache.meta.get('merge', 1)} to 1); re-run `asr-kd stage=cache force=true` for this student"
         )
+    _, expected = cache_teachers(teacher, paths, spec, split, student_subsampling)
+    check_meta(cache.meta, expected, cache.folder)
     return cache
 
 
@@ -72,8 +75,8 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
     teacher = None
     if objective.needs_teacher:
         spec = plan.caches[system.cache]
-        caches = [open_cache(paths, spec, split, model.subsampling_factor, frontend["frame_shift_ms"])
-                  for split in system.sources]
+        caches = [open_cache(paths, spec, split, model.subsampling_factor, frontend["frame_shift_ms"],
+                             cfg.teacher) for split in system.sources]
         teacher = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
         if train_cfg.spec_augment and train_cfg.spec_augment.get("time_warp", 0) > 0:
             log.warning("%s: time warping moves frames away from their cached teacher targets; "

@@ -2,10 +2,14 @@
 cross-fitting fold teachers when a cache asks for them (``cache.teachers=crossfit|ensemble``).
 
 Reads:  ``features/{train,dev}``, ``features/cmvn.json``, ``data/tokens.txt``, ``data/train.jsonl``
-        (or ``teacher.checkpoint=PATH``: a bundle written by this stage in another run).
-Writes: ``models/teacher/model.pt`` (bundle), ``train_log.jsonl``, ``tb/``; for ``cache.folds=K``,
-        ``models/folds<K>.json`` (asr_kd.data.folds) and ``models/teacher_fold<i>of<K>/``.
+        (or ``teacher.checkpoint=PATH``: a bundle written by this stage in another run, or the
+        weights of a pretrained model: ``teacher=torchaudio_ctc|hf_ctc``, asr_kd.models.adapters).
+Writes: ``models/teacher/model.pt`` (bundle; not for a pretrained teacher, whose weights stay where
+        they are), ``train_log.jsonl``, ``tb/``, and ``teacher.json``: what the teacher is
+        (architecture, file hash, input, frame shift, vocabulary), for the report; for
+        ``cache.folds=K``, ``models/folds<K>.json`` (asr_kd.data.folds) and ``models/teacher_fold<i>of<K>/``.
 Run:    ``asr-kd stage=teacher [teacher=conformer_small|conformer_large] [train.teacher.steps=N]``
+        ``asr-kd stage=teacher teacher=torchaudio_ctc teacher.checkpoint=/path/model.pt``
 
 Fold teacher ``i`` is the teacher's model and recipe (``train.teacher``, seed + i) trained on train
 minus fold ``i`` (views of a clip follow it), normalised with the CMVN of all of train; each costs
@@ -29,6 +33,7 @@ from asr_kd.distill.objectives import CTCOnly
 from asr_kd.errors import UserError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
+from asr_kd.models.adapters import BundleTeacher, is_pretrained, load_teacher
 from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan, model_name
@@ -55,6 +60,23 @@ def adopt_checkpoint(path: str, paths, tokenizer: CharTokenizer, frontend: dict)
     return {"params": count_parameters(bundle.model), "adopted_from": str(path)}
 
 
+def adopt_pretrained(cfg: DictConfig, paths, tokenizer: CharTokenizer) -> dict:
+    """Check a pretrained teacher loads and spells this run's vocabulary (prepared with
+    ``tokenizer=teacher``); its description."""
+    teacher = load_teacher(cfg.teacher, paths)
+    if teacher.tokens != tokenizer.tokens:
+        raise UserError(f"teacher {teacher.architecture} has {len(teacher.tokens)} tokens "
+                        f"{_head(teacher.tokens)}, {paths.tokens} {len(tokenizer)} "
+                        f"{_head(tokenizer.tokens)}; "
+                        "prepare with tokenizer=teacher")
+    paths.checkpoint("teacher").unlink(missing_ok=True)  # an earlier run's Conformer teacher is not this one
+    return teacher.describe()
+
+
+def _head(tokens: list[str]) -> str:
+    return "(" + " ".join(repr(t) for t in tokens[:6]) + (" ...)" if len(tokens) > 6 else ")")
+
+
 def run(cfg: DictConfig) -> None:
     plan = Plan(cfg)
     _main_teacher(cfg, plan)
@@ -68,9 +90,17 @@ def _main_teacher(cfg: DictConfig, plan: Plan) -> None:
     if stamp.is_done():
         return
     paths = stamp.paths
+    tokenizer = load_tokenizer(paths.tokens)
+    frontend = FeatureStore(paths.features("train")).frontend
+    if is_pretrained(cfg.teacher):
+        info = adopt_pretrained(cfg, paths, tokenizer)
+        write_json(paths.teacher_info, info)
+        stamp.done(info)
+        return
     if ckpt:
-        frontend = FeatureStore(paths.features("train")).frontend
-        stamp.done(adopt_checkpoint(ckpt, paths, load_tokenizer(paths.tokens), frontend))
+        info = adopt_checkpoint(ckpt, paths, tokenizer, frontend)
+        write_json(paths.teacher_info, BundleTeacher(load_bundle(paths.checkpoint("teacher"))).describe())
+        stamp.done(info)
         return
     _train_teacher(cfg, stamp, "teacher", None)
 
@@ -111,5 +141,7 @@ def _train_teacher(cfg: DictConfig, stamp: StageStamp, name: str, utts: list | N
     if is_main_process():
         meta = {"dev": metrics}
         save_bundle(paths.checkpoint(name), model, model_config, tokenizer, frontend, cmvn, meta)
+        if name == "teacher":
+            write_json(paths.teacher_info, BundleTeacher(load_bundle(paths.checkpoint(name))).describe())
         stamp.done({"params": count_parameters(model), "dev": metrics})
     barrier()
