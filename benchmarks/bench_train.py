@@ -137,7 +137,7 @@ def systems(cfg, paths, names: list[str]):
     from asr_kd.distill.targets import CachedTargets
     from asr_kd.features.cmvn import GlobalCMVN
     from asr_kd.features.store import FeatureStore
-    from asr_kd.stages.plan import Plan
+    from asr_kd.stages.plan import Plan, load_cache_teachers
     from asr_kd.stages.student import open_cache
 
     plan = Plan(cfg)
@@ -165,8 +165,9 @@ def systems(cfg, paths, names: list[str]):
             if not all((folder / "meta.json").exists() for folder in folders):
                 print(f"# {name}: skipped, no cache in {folders[0]} (run stage=cache or bench_cache.py)")
                 continue
+            teachers = load_cache_teachers(cfg.teacher, paths, spec)
             caches = [open_cache(paths, spec, split, make_model().subsampling_factor,
-                                 frontend["frame_shift_ms"], cfg.teacher) for split in system.sources]
+                                 frontend["frame_shift_ms"], teachers) for split in system.sources]
             targets = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
             if train_cfg.spec_augment:  # as the student stage: no time warp with KD
                 train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}

@@ -28,7 +28,7 @@ from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import cache, features, prepare, teacher
 from asr_kd.stages.base import StageStamp
-from asr_kd.stages.plan import Plan
+from asr_kd.stages.plan import Plan, load_cache_teachers
 from asr_kd.stages.student import open_cache
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -146,11 +146,13 @@ def test_a_changed_fold_teacher_makes_the_crossfit_cache_stale(exp, tmp_path):
         shutil.copyfile(paths.checkpoint("teacher_fold2of2"), checkpoint)
         spec = Plan(cfg).caches["crossfit2_k16"]
         with pytest.raises(CacheMismatchError, match="teachers: cache has"):
-            open_cache(paths, spec, "train", student_subsampling=4, frame_shift_ms=10.0, teacher=cfg.teacher)
+            open_cache(paths, spec, "train", student_subsampling=4, frame_shift_ms=10.0,
+                       teachers=load_cache_teachers(cfg.teacher, paths, spec))
     finally:
         shutil.copyfile(tmp_path / "model.pt", checkpoint)
-    open_cache(paths, Plan(cfg).caches["crossfit2_k16"], "train", student_subsampling=4, frame_shift_ms=10.0,
-               teacher=cfg.teacher)
+    spec = Plan(cfg).caches["crossfit2_k16"]
+    open_cache(paths, spec, "train", student_subsampling=4, frame_shift_ms=10.0,
+               teachers=load_cache_teachers(cfg.teacher, paths, spec))
 
 
 def test_teachers_that_differ_are_refused_in_one_line(exp):

@@ -20,7 +20,7 @@ from asr_kd.distill.cache import CacheMismatchError
 from asr_kd.distill.loss import FrameRateMismatchError
 from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
-from asr_kd.stages.plan import CacheSpec
+from asr_kd.stages.plan import CacheSpec, load_cache_teachers
 from asr_kd.stages.student import open_cache
 
 STUDY = ("student_ctc", "student_kd", "student_kd_k4", "student_kd_T1")  # conf/study/smoke.yaml
@@ -234,7 +234,7 @@ def test_student_with_another_frame_rate_is_refused(smoke):
         FrameRateMismatchError, match="every 20.0 ms, the teacher cache teacher_k16 every 40.0 ms"
     ):
         open_cache(ExpPaths(smoke), single_k16(), "train", student_subsampling=2, frame_shift_ms=10.0,
-                   teacher=OWN_TEACHER)
+                   teachers=load_cache_teachers(OWN_TEACHER, ExpPaths(smoke), single_k16()))
 
 
 def test_cache_of_another_teacher_is_refused(smoke):
@@ -245,7 +245,7 @@ def test_cache_of_another_teacher_is_refused(smoke):
         meta_path.write_text(original.replace(json.loads(original)["teacher_sha"], "0" * 16))
         with pytest.raises(CacheMismatchError, match="teacher_sha: cache has '0000000000000000'"):
             open_cache(paths, single_k16(), "train", student_subsampling=4, frame_shift_ms=10.0,
-                       teacher=OWN_TEACHER)
+                       teachers=load_cache_teachers(OWN_TEACHER, paths, single_k16()))
     finally:
         meta_path.write_text(original)
 

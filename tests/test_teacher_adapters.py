@@ -25,7 +25,7 @@ from asr_kd.models.adapters import TeacherLabels, map_labels, teacher_tokenizer
 from asr_kd.models.torchaudio_ctc import TorchaudioCTC, bundle_labels
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import get_stage
-from asr_kd.stages.plan import Plan
+from asr_kd.stages.plan import Plan, load_cache_teachers
 from asr_kd.stages.student import open_cache
 from asr_kd.stages.teacher import adopt_pretrained
 
@@ -173,8 +173,9 @@ def test_mismatches_are_one_line_errors_naming_both_sides(torchaudio_exp):
         adopt_pretrained(cfg, paths, CharTokenizer.from_texts(["abc d"]))
     assert "has 29 tokens" in str(e.value) and "tokens.txt 6" in str(e.value) and "\n" not in str(e.value)
     spec = Plan(cfg).caches["teacher_k16"]
+    teachers = load_cache_teachers(cfg.teacher, paths, spec)
     with pytest.raises(FrameRateMismatchError, match="every 20.0 ms.*every 40.0 ms .teacher frames of") as e:
-        open_cache(paths, spec, "train", 2, 10.0, cfg.teacher)  # a student at the teacher's rate
+        open_cache(paths, spec, "train", 2, 10.0, teachers)  # a student at the teacher's rate
     assert "\n" not in str(e.value)
 
 

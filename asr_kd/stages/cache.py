@@ -45,7 +45,7 @@ from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 from asr_kd.models.adapters import TeacherAdapter
 from asr_kd.stages.base import StageStamp
-from asr_kd.stages.plan import CacheSpec, Plan, cache_teachers
+from asr_kd.stages.plan import CacheSpec, Plan, cache_meta_for, load_cache_teachers
 from asr_kd.training.distributed import barrier, init_distributed, resolve_device
 from asr_kd.utils import read_json, write_json
 
@@ -135,8 +135,9 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
     rank, world = init_distributed(device)
     frontend = FeatureStore(paths.features(split)).frontend
     subsampling = plan.cache_subsampling(spec, frontend["num_mel_bins"])
-    teachers, meta = cache_teachers(cfg.teacher, paths, spec, split, subsampling)
-    meta = {**meta, "layout": {"shard_utts": spec.shard_utts}}
+    teachers = load_cache_teachers(cfg.teacher, paths, spec)
+    meta = {**cache_meta_for(teachers, paths, spec, split, subsampling),
+            "layout": {"shard_utts": spec.shard_utts}}
     if rank == 0:
         _prepare_folder(folder, meta)
     barrier()

@@ -28,7 +28,6 @@ before it reads anything, whether what is on disk was made for the settings conf
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -48,7 +47,8 @@ from asr_kd.paths import ExpPaths
 from asr_kd.training.loop import TrainConfig
 from asr_kd.utils import file_hash, fingerprint, path_hash, read_json
 
-__all__ = ["System", "CacheSpec", "Plan", "SYSTEM_KEYS", "TEACHER_RULES", "model_name", "cache_teachers"]
+__all__ = ["System", "CacheSpec", "Plan", "SYSTEM_KEYS", "TEACHER_RULES", "model_name",
+           "load_cache_teachers", "cache_meta_for"]
 
 #: The tokenizer that adopts a pretrained teacher's labels (conf/tokenizer/teacher.yaml).
 TEACHER_TOKENIZER = "asr_kd.models.adapters.teacher_tokenizer"
@@ -56,7 +56,6 @@ TEACHER_TOKENIZER = "asr_kd.models.adapters.teacher_tokenizer"
 SYSTEM_KEYS = ("objective", "student", "train", "splits", "cache")
 #: ``cache.teachers``: one teacher, cross-fitted fold teachers, or the ensemble of all of them.
 TEACHER_RULES = ("single", "crossfit", "ensemble")
-_FOLD_UNIT = re.compile(r"teacher/fold(\d+)of(\d+)")
 
 
 @dataclass
@@ -113,7 +112,7 @@ class System:
     @property
     def sources(self) -> tuple[str, ...]:
         """The splits it reads (``unlabeled`` for ``unlabeled:1200``): what its cache must cover."""
-        return tuple(dict.fromkeys(parse_split(s)[0] for s in self.splits))
+        return _sources(self.splits)
 
     @property
     def config(self) -> dict:
@@ -143,6 +142,11 @@ def _learned(train: dict) -> dict:
     return {k: v for k, v in train.items() if k not in TrainConfig.RUNTIME_KEYS}
 
 
+def _sources(splits: tuple[str, ...]) -> tuple[str, ...]:
+    """The split names behind ``splits`` (``unlabeled:1200`` -> ``unlabeled``), each once."""
+    return tuple(dict.fromkeys(parse_split(s)[0] for s in splits))
+
+
 def _cache_name(k: int | None, teachers: str, folds: int) -> str:
     return f"{'teacher' if teachers == 'single' else f'{teachers}{folds}'}_{'full' if k is None else f'k{k}'}"
 
@@ -152,24 +156,24 @@ def model_name(unit: str) -> str:
     return unit.replace("/", "_")
 
 
-def cache_teachers(
-    teacher: DictConfig, paths: ExpPaths, spec: CacheSpec, split: str, subsampling: int
-) -> tuple[dict[str, TeacherAdapter], dict]:
-    """The teachers of cache ``spec`` (unit -> adapter: the run's ``teacher``, or the fold teachers of
-    a crossfit/ensemble cache) and the metadata (asr_kd.distill.cache) its ``split`` must carry in
-    experiment ``paths`` for students that subsample the features ``subsampling`` times: what the
-    cache stage writes and students check."""
+def load_cache_teachers(teacher: DictConfig, paths: ExpPaths, spec: CacheSpec) -> dict[str, TeacherAdapter]:
+    """The teachers of cache ``spec`` in experiment ``paths`` (unit -> adapter): the run's ``teacher``,
+    or the fold teachers (and the teacher) of a crossfit/ensemble cache."""
     if spec.teachers == "single":
-        teachers = {"teacher": load_teacher(teacher, paths)}
-    else:
-        teachers = {unit: BundleTeacher(load_bundle(paths.checkpoint(model_name(unit))))
-                    for unit in spec.members}
+        return {"teacher": load_teacher(teacher, paths)}
+    return {unit: BundleTeacher(load_bundle(paths.checkpoint(model_name(unit)))) for unit in spec.members}
+
+
+def cache_meta_for(teachers: dict[str, TeacherAdapter], paths: ExpPaths, spec: CacheSpec, split: str,
+                   subsampling: int) -> dict:
+    """The metadata (asr_kd.distill.cache) cache ``spec`` of ``split`` made by ``teachers`` must carry
+    for students that subsample the features ``subsampling`` times: what the cache stage writes and
+    students check."""
     views = read_json(paths.views).get(split, {}) if paths.views.exists() else {}
     folds_sha = None if spec.teachers == "single" else file_hash(paths.folds(spec.folds))
     frontend = FeatureStore(paths.features(split)).frontend
-    meta = teacher_cache_meta(teachers, frontend, file_hash(paths.cmvn), subsampling, spec.k, views,
+    return teacher_cache_meta(teachers, frontend, file_hash(paths.cmvn), subsampling, spec.k, views,
                               spec.teachers, folds_sha)
-    return teachers, meta
 
 
 class Plan:
@@ -205,10 +209,10 @@ class Plan:
         train = _typed_train(OmegaConf.merge(self.cfg.train.student, node.get("train") or {}),
                              f"{where}.train")
         splits = tuple(node.get("splits") or ("train",))
-        sources = tuple(dict.fromkeys(parse_split(s)[0] for s in splits))
         cache = None
         if built.needs_teacher:
-            cache = self._cache_for(OmegaConf.merge(self.cfg.cache, node.get("cache") or {}), sources, where)
+            settings = OmegaConf.merge(self.cfg.cache, node.get("cache") or {})
+            cache = self._cache_for(settings, _sources(splits), where)
         student = to_dict(node.student) if node.get("student") is not None else to_dict(self.cfg.student)
         return System(name, student, objective, train, splits, cache)
 
@@ -349,8 +353,9 @@ class Plan:
     @cached_property
     def fold_units(self) -> dict[str, tuple[int, int]]:
         """The cross-fitting teachers the caches need: unit -> (fold, folds)."""
-        units = {u for spec in self.caches.values() for u in spec.members if u != "teacher"}
-        return {u: (int(m[1]), int(m[2])) for u in sorted(units) if (m := _FOLD_UNIT.fullmatch(u))}
+        units = {unit: (i, spec.folds) for spec in self.caches.values()
+                 for i, unit in enumerate((u for u in spec.members if u != "teacher"), 1)}
+        return dict(sorted(units.items()))
 
     def cache_subsampling(self, spec: CacheSpec, input_dim: int) -> int:
         """The subsampling of the students that read cache ``spec`` (they must share one frame rate)."""

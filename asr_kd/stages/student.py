@@ -28,10 +28,11 @@ from asr_kd.distill.loss import FrameRateMismatchError
 from asr_kd.distill.targets import CachedTargets
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
+from asr_kd.models.adapters import TeacherAdapter
 from asr_kd.models.bundle import count_parameters, save_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages.base import StageStamp
-from asr_kd.stages.plan import CacheSpec, Plan, System, cache_teachers
+from asr_kd.stages.plan import CacheSpec, Plan, System, cache_meta_for, load_cache_teachers
 from asr_kd.training import seed_everything
 from asr_kd.training.distributed import barrier, is_main_process
 from asr_kd.training.loop import train
@@ -40,10 +41,11 @@ log = logging.getLogger(__name__)
 
 
 def open_cache(paths: ExpPaths, spec: CacheSpec, split: str, student_subsampling: int,
-               frame_shift_ms: float, teacher: DictConfig) -> PosteriorCache:
-    """Cache ``spec`` of ``split``, checked against the teacher(s) that make it (the run's ``teacher``,
-    or the fold teachers and folds of a crossfit/ensemble cache), the features, the split's views
-    and the student's frame rate (``student_subsampling`` x the features' ``frame_shift_ms``)."""
+               frame_shift_ms: float, teachers: dict[str, TeacherAdapter]) -> PosteriorCache:
+    """Cache ``spec`` of ``split``, checked against the ``teachers`` that make it (the run's teacher,
+    or the fold teachers and folds of a crossfit/ensemble cache: asr_kd.stages.plan.load_cache_teachers),
+    the features, the split's views and the student's frame rate (``student_subsampling`` x the
+    features' ``frame_shift_ms``)."""
     cache = PosteriorCache(paths.cache_dir(spec.name, split))
     student_shift = student_subsampling * frame_shift_ms
     if student_shift != cache.meta["frame_shift_ms"]:
@@ -53,8 +55,7 @@ def open_cache(paths: ExpPaths, spec: CacheSpec, split: str, student_subsampling
             f"{cache.meta.get('teacher_frame_shift_ms', cache.meta['frame_shift_ms']):g} ms, merged "
             f"{cache.meta.get('merge', 1)} to 1); re-run `asr-kd stage=cache force=true` for this student"
         )
-    _, expected = cache_teachers(teacher, paths, spec, split, student_subsampling)
-    check_meta(cache.meta, expected, cache.folder)
+    check_meta(cache.meta, cache_meta_for(teachers, paths, spec, split, student_subsampling), cache.folder)
     return cache
 
 
@@ -75,8 +76,9 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
     teacher = None
     if objective.needs_teacher:
         spec = plan.caches[system.cache]
+        teachers = load_cache_teachers(cfg.teacher, paths, spec)  # once for all its splits
         caches = [open_cache(paths, spec, split, model.subsampling_factor, frontend["frame_shift_ms"],
-                             cfg.teacher) for split in system.sources]
+                             teachers) for split in system.sources]
         teacher = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
         if train_cfg.spec_augment and train_cfg.spec_augment.get("time_warp", 0) > 0:
             log.warning("%s: time warping moves frames away from their cached teacher targets; "

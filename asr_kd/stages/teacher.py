@@ -73,6 +73,11 @@ def adopt_pretrained(cfg: DictConfig, paths, tokenizer: CharTokenizer) -> dict:
     return teacher.describe()
 
 
+def _record_bundle_teacher(paths) -> None:
+    """``models/teacher/teacher.json``: what the bundle at ``models/teacher/model.pt`` is, for the report."""
+    write_json(paths.teacher_info, BundleTeacher(load_bundle(paths.checkpoint("teacher"))).describe())
+
+
 def _head(tokens: list[str]) -> str:
     return "(" + " ".join(repr(t) for t in tokens[:6]) + (" ...)" if len(tokens) > 6 else ")")
 
@@ -99,7 +104,7 @@ def _main_teacher(cfg: DictConfig, plan: Plan) -> None:
         return
     if ckpt:
         info = adopt_checkpoint(ckpt, paths, tokenizer, frontend)
-        write_json(paths.teacher_info, BundleTeacher(load_bundle(paths.checkpoint("teacher"))).describe())
+        _record_bundle_teacher(paths)
         stamp.done(info)
         return
     _train_teacher(cfg, stamp, "teacher", None)
@@ -142,6 +147,6 @@ def _train_teacher(cfg: DictConfig, stamp: StageStamp, name: str, utts: list | N
         meta = {"dev": metrics}
         save_bundle(paths.checkpoint(name), model, model_config, tokenizer, frontend, cmvn, meta)
         if name == "teacher":
-            write_json(paths.teacher_info, BundleTeacher(load_bundle(paths.checkpoint(name))).describe())
+            _record_bundle_teacher(paths)
         stamp.done({"params": count_parameters(model), "dev": metrics})
     barrier()
