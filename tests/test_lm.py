@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
+from asr_kd.distill.cache import PosteriorCache, ShardWriter, cache_meta, write_meta
+from asr_kd.distill.objectives import FrameKD
+from asr_kd.distill.targets import CachedTargets, topk_log_probs
+from asr_kd.errors import ConfigError
 from asr_kd.models.ctc import ctc_greedy
 
 TEXTS = ["turn on the light", "turn off the light", "turn on the radio", "play the radio", "the light"]
@@ -149,3 +154,42 @@ def test_blank_penalty_lets_words_through_an_over_confident_blank(tmp_path):
     penalised = LexiconBeamSearch(tok, tmp_path / "lexicon.txt", tmp_path / "lm.arpa", lm_weight=0.0,
                                   blank_penalty=4.0)
     assert plain(logits) != "the light" and penalised(logits) == "the light"
+
+
+def test_pseudo_labels_decoded_with_the_lm_from_the_cache(tmp_path):
+    """kd_pseudo_lm's targets: the teacher's cached top-k posteriors, beam-searched with the word LM,
+    spell "the light" where the greedy 1-best of the same cache says "the lught"; transcribed
+    utterances keep their transcripts."""
+    tok = _lm_files(tmp_path)
+    spelled = [{"t": 0.9}, {"h": 0.9}, {"e": 0.9}, {" ": 0.9}, {"l": 0.9}, {"u": 0.6, "i": 0.35},
+               {"g": 0.9}, {"h": 0.9}, {"t": 0.9}]
+    logp = _logits(tok, [f for s in spelled for f in (s, {"<blk>": 0.9})]).log_softmax(-1).numpy()
+    k = 4
+    indices = np.argsort(-logp, axis=1)[:, :k]
+    cache_dir = tmp_path / "cache"
+    write_meta(cache_dir, cache_meta(teacher_sha="t", teacher_config={}, vocabulary=tok.tokens,
+                                     frontend={"frame_shift_ms": 10.0},
+                                     cmvn_sha="c", subsampling=4, k=k, views={}))
+    writer = ShardWriter(cache_dir, 0, len(tok), k)
+    for utt in ("heard", "read"):
+        writer.add(PosteriorCache.key(utt, "sha"), np.take_along_axis(logp, indices, 1), indices)
+    writer.close()
+    full = topk_log_probs(np.take_along_axis(logp, indices, 1), indices, len(tok))
+    assert torch.allclose(full.logsumexp(-1), torch.zeros(len(logp)), atol=1e-4)  # a distribution per frame
+
+    targets = CachedTargets([PosteriorCache(cache_dir)], pseudo_labels="unlabeled")
+    assert tok.decode(targets("heard", "sha", labelled=False)["tokens"].tolist()) == "the lught"  # greedy
+    search = LexiconBeamSearch(tok, tmp_path / "lexicon.txt", tmp_path / "lm.arpa", lm_weight=1.0)
+    utterances = [("heard", "sha", False), ("read", "sha", True)]
+    assert targets.decode_one_bests(utterances, search, tok.encode, len(tok)) == 1
+    item = targets("heard", "sha", labelled=False)
+    assert tok.decode(item["tokens"].tolist()) == "the light" and item["pseudo"]
+    assert "tokens" not in targets("read", "sha", labelled=True)
+
+
+def test_lm_pseudo_labels_need_teacher_1best_targets():
+    with pytest.raises(ConfigError, match="pseudo_lm_weight"):
+        FrameKD(hard_targets="transcripts", pseudo_lm_weight=1.0)
+    with pytest.raises(ConfigError, match="pseudo_lm_weight"):
+        FrameKD(hard_targets="unlabeled", pseudo_lm_weight=-1.0)
+    assert FrameKD(hard_targets="unlabeled", pseudo_lm_weight=1.0).pseudo_labels == "unlabeled"

@@ -274,6 +274,22 @@ def test_sequence_kd_trains_on_the_teachers_1best(smoke):
     assert paths.checkpoint("student_seq").exists()
 
 
+def test_lm_pseudo_labels_are_decoded_once_per_system(smoke):
+    run = asr_kd(
+        "stage=student",
+        "recipe=smoke",
+        f"exp_dir={smoke}",
+        "+distill@systems.student_plm.objective=kd_pseudo_lm",
+        "systems.student_plm.objective.hard_targets=teacher",
+    )
+    out = run.stdout + run.stderr
+    assert "teacher's 1-best from the cache (beam search, LM weight 1)" in out
+    assert "student_plm: 60 pseudo-labels decoded with the LM" in out
+    paths = ExpPaths(smoke)
+    assert (paths.model_dir("student_plm") / "pseudo_lm" / "lm.arpa").exists()
+    assert paths.checkpoint("student_plm").exists()
+
+
 def test_lm_decoding_uses_the_train_words(smoke):
     paths = ExpPaths(smoke)
     lexicon = (paths.lm_dir / "lexicon.txt").read_text().splitlines()

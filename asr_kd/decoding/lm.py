@@ -25,7 +25,7 @@ from asr_kd.data.tokenizer import BLANK, CharTokenizer
 from asr_kd.errors import ConfigError
 from asr_kd.utils import atomic_path
 
-__all__ = ["write_arpa", "write_lexicon", "oov_rate", "LexiconBeamSearch"]
+__all__ = ["write_arpa", "write_lexicon", "write_word_lm", "oov_rate", "LexiconBeamSearch"]
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 _LOG10_ZERO = -99.0  # ARPA's "never": the probability of predicting <s>
@@ -113,6 +113,20 @@ def write_lexicon(words: Iterable[str], tokenizer: CharTokenizer, path: str | os
     with atomic_path(path) as tmp:
         Path(tmp).write_text("".join(f"{w} {' '.join(w)} |\n" for w in kept), encoding="utf-8")
     return kept
+
+
+def write_word_lm(
+    texts: Sequence[str], tokenizer: CharTokenizer, folder: str | os.PathLike, order: int = 3,
+    discount: float = 0.7,
+) -> tuple[Path, Path, list[str]]:
+    """The word n-gram LM (``lm.arpa``) and lexicon (``lexicon.txt``) of ``texts`` in ``folder``;
+    returns their paths and the lexicon's words."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arpa, lexicon = folder / "lm.arpa", folder / "lexicon.txt"
+    write_arpa(texts, arpa, order=order, discount=discount)
+    words = write_lexicon({w for t in texts for w in t.split()}, tokenizer, lexicon)
+    return arpa, lexicon, words
 
 
 def oov_rate(texts: Iterable[str], lexicon: Iterable[str]) -> float:

@@ -34,6 +34,7 @@ class Objective:
 
     needs_teacher: bool = False
     pseudo_labels: str = "none"
+    pseudo_lm_weight: float | None = None
 
     def __call__(
         self, logits: torch.Tensor, lengths: torch.Tensor, batch: Batch, progress: float
@@ -58,13 +59,17 @@ class Distillation(Objective):
     utterances get none); ``unlabeled``: the teacher's greedy 1-best for untranscribed utterances
     (hard pseudo-labels, noisy-student style), transcripts elsewhere; ``teacher``: the 1-best
     everywhere (sequence-level KD; Kim & Rush 2016). ``min_confidence`` drops 1-best targets whose
-    teacher confidence (asr_kd.distill.targets.teacher_confidence) is lower.
+    teacher confidence (asr_kd.distill.targets.teacher_confidence) is lower. ``pseudo_lm_weight``: the
+    1-best is the teacher's posteriors decoded by beam search with the train transcripts' word LM
+    at this weight (the stage student decodes them once), not greedy: the LM's knowledge goes into
+    the targets, as in noisy-student training (Park et al. 2020).
     """
 
     alpha: float = 0.5
     alpha_final: float | None = None
     hard_targets: str = "transcripts"
     min_confidence: float = 0.0
+    pseudo_lm_weight: float | None = None
     needs_teacher = True
 
     #: ``hard_targets`` -> which utterances' CTC targets come from the teacher (``pseudo_labels``).
@@ -79,6 +84,10 @@ class Distillation(Objective):
             raise ConfigError(f"hard_targets must be one of {sorted(self.HARD_TARGETS)}, "
                               f"not {self.hard_targets!r}")
         self.pseudo_labels = self.HARD_TARGETS[self.hard_targets]
+        weight = self.pseudo_lm_weight
+        if weight is not None and (weight < 0 or self.pseudo_labels == "none"):
+            raise ConfigError(f"pseudo_lm_weight ({weight}) must be >= 0 and needs hard_targets that use "
+                              f"the teacher's 1-best (unlabeled or teacher), not {self.hard_targets!r}")
 
     def alpha_at(self, progress: float) -> float:
         """The weight of ``D`` after ``progress`` (0..1) of training."""

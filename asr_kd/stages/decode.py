@@ -36,7 +36,7 @@ from tqdm import tqdm
 from asr_kd.data.audio import load_audio
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.manifest import read_manifest
-from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
+from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_word_lm
 from asr_kd.decoding.streaming import StreamingRecognizer, algorithmic_latency_ms
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.models.adapters import TeacherAdapter, is_pretrained, load_teacher
@@ -129,10 +129,7 @@ def build_lm(paths, tokenizer, lm_cfg: DictConfig, test_sets) -> Callable[[float
     """The lexicon and n-gram LM of the train transcripts (``decode/lm/``); returns a maker of beam
     searches on them, by LM weight and blank penalty."""
     texts = [u.text for u in read_manifest(paths.manifest("train"))]
-    paths.lm_dir.mkdir(parents=True, exist_ok=True)
-    arpa, lexicon = paths.lm_dir / "lm.arpa", paths.lm_dir / "lexicon.txt"
-    write_arpa(texts, arpa, order=lm_cfg.order, discount=lm_cfg.discount)
-    words = write_lexicon({w for t in texts for w in t.split()}, tokenizer, lexicon)
+    arpa, lexicon, words = write_word_lm(texts, tokenizer, paths.lm_dir, lm_cfg.order, lm_cfg.discount)
     for test_set in test_sets:
         refs = [u.text for u in read_manifest(paths.manifest(test_set))]
         log.info("decode: LM lexicon of %d words; %.1f%% of %s's words are outside it", len(words),

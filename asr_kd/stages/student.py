@@ -5,7 +5,9 @@ Reads:  ``features/<split>`` of each system's ``splits`` and ``dev_set``, ``feat
         ``cache/<name>/<split>`` (checked against the teacher(s) that make it, the features, the
         split's views and the student's frame rate) and those teachers (``models/teacher``, a
         pretrained one: asr_kd.models.adapters, or the fold teachers of a crossfit/ensemble cache).
-Writes: ``models/<system>/model.pt`` (bundle) for each system, ``train_log.jsonl``, ``tb/``.
+Writes: ``models/<system>/model.pt`` (bundle) for each system, ``train_log.jsonl``, ``tb/``; for an
+        objective with ``pseudo_lm_weight``, ``models/<system>/pseudo_lm/`` (the word LM and lexicon
+        of the train transcripts its pseudo-labels are decoded with, settings of ``decode.lm``).
 Run:    ``asr-kd stage=student [distill.temperature=2] [study=kd_demo] [student=NAME]``
 
 A system is a config (asr_kd.stages.plan): its objective (``conf/distill/*``: ``ctc_only``, ``kd``,
@@ -22,10 +24,14 @@ from omegaconf import DictConfig
 
 from asr_kd.config import instantiate
 from asr_kd.data.dataset import UtteranceDataset
+from asr_kd.data.manifest import read_manifest
+from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.vocabulary import load_tokenizer
+from asr_kd.decoding.lm import LexiconBeamSearch, write_word_lm
 from asr_kd.distill.cache import PosteriorCache, check_meta
 from asr_kd.distill.loss import FrameRateMismatchError
 from asr_kd.distill.targets import CachedTargets
+from asr_kd.errors import ConfigError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 from asr_kd.models.adapters import TeacherAdapter
@@ -84,13 +90,18 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
             log.warning("%s: time warping moves frames away from their cached teacher targets; "
                         "it is off for this distilled system (masks stay on)", system.name)
             train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}
+    train_set = UtteranceDataset.from_exp(paths, system.splits, cmvn, tokenizer, teacher)
+    lm_weight = objective.pseudo_lm_weight
     if objective.pseudo_labels != "none":
-        log.info("%s: CTC targets of %s utterances are the teacher's 1-best from the cache",
-                 system.name, "all" if objective.pseudo_labels == "all" else "untranscribed")
+        log.info("%s: CTC targets of %s utterances are the teacher's 1-best from the cache (%s)", system.name,
+                 "all" if objective.pseudo_labels == "all" else "untranscribed",
+                 "greedy" if lm_weight is None else f"beam search, LM weight {lm_weight:g}")
+        if lm_weight is not None:
+            decode_pseudo_labels(cfg, paths, system, teacher, train_set, tokenizer, lm_weight)
     metrics = train(
         model,
         objective,
-        UtteranceDataset.from_exp(paths, system.splits, cmvn, tokenizer, teacher),
+        train_set,
         UtteranceDataset.from_exp(paths, cfg.dev_set, cmvn, tokenizer),
         train_cfg,
         paths.model_dir(system.name),
@@ -102,6 +113,25 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
         save_bundle(paths.checkpoint(system.name), model, model_config, tokenizer, frontend, cmvn, meta)
         stamp.done({"params": count_parameters(model), "dev": metrics})
     barrier()
+
+
+def decode_pseudo_labels(cfg: DictConfig, paths: ExpPaths, system: System, teacher: CachedTargets,
+                         train_set: UtteranceDataset, tokenizer: CharTokenizer, lm_weight: float) -> None:
+    """The teacher's 1-bests of ``train_set``'s pseudo-labelled utterances by CTC beam search on its
+    cached posteriors with the word LM of the train transcripts (``decode.lm``'s order, discount,
+    beam; written to ``models/<system>/pseudo_lm/``), instead of greedy."""
+    lm_cfg = cfg.decode.get("lm")
+    if lm_cfg is None:
+        raise ConfigError(f"{system.name}: pseudo_lm_weight decodes pseudo-labels with the word LM of "
+                          f"decode.lm, which this config lacks (decode=beam_lm has it)")
+    texts = [u.text for u in read_manifest(paths.manifest("train")) if u.text]
+    arpa, lexicon, _ = write_word_lm(texts, tokenizer, paths.model_dir(system.name) / "pseudo_lm",
+                                     lm_cfg.order, lm_cfg.discount)
+    search = LexiconBeamSearch(tokenizer, lexicon, arpa, beam_size=lm_cfg.beam_size, lm_weight=lm_weight,
+                               word_score=lm_cfg.word_score)
+    utterances = [(u.id, train_set.audio_sha(i), u.text is not None) for i, u in enumerate(train_set.utts)]
+    count = teacher.decode_one_bests(utterances, search, tokenizer.encode, len(tokenizer))
+    log.info("%s: %d pseudo-labels decoded with the LM", system.name, count)
 
 
 def run(cfg: DictConfig) -> None:
