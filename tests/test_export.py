@@ -4,6 +4,7 @@ gives the model's forward for any length; int8 stays close; the metadata describ
 stage writes exp_dir/export/<system>/ and skips when done."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +150,13 @@ def test_metadata_describes_the_graph(exported):
     assert read_tokens(folder / "tokens.txt") == bundle.tokenizer.tokens
 
 
-def test_keep_fp32_leaves_named_modules_float(exported, tmp_path):
+def test_keep_fp32_leaves_named_modules_float(exported, tmp_path, caplog):
     _, folder, _ = exported
-    kept = quantize_int8(folder / "model.onnx", tmp_path / "model.int8.onnx", keep_fp32=["model.head"])
+    with caplog.at_level(logging.INFO):
+        kept = quantize_int8(folder / "model.onnx", tmp_path / "model.int8.onnx", keep_fp32=["model.head"])
+        assert logging.getLogger().level == logging.INFO  # the root level is given back
+    chatter = [r for r in caplog.records if r.name == "root" and r.levelno < logging.WARNING]
+    assert not chatter  # the quantizer's per-tensor INFO lines
     graph = onnx.load(tmp_path / "model.int8.onnx")
     assert 1 <= len(kept) <= 2  # the head: one Gemm, or a MatMul and its bias Add
     float_matmuls = {n.name for n in graph.graph.node if n.op_type in ("Gemm", "MatMul")}

@@ -141,8 +141,14 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: list[str] = ()) -> list[str]:
     excluded = [n.name for n in proto.graph.node if any(k in _module_path(n) for k in keep_fp32)]
     with atomic_path(dst) as tmp:
         # the quantizer first splits each Gemm into <name>_MatMul + <name>_Add: exclude those names too
-        quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                         nodes_to_exclude=[*excluded, *(f"{n}_MatMul" for n in excluded)])
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(max(level, logging.WARNING))  # the quantizer logs each tensor it leaves at INFO on root
+        try:
+            quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                             nodes_to_exclude=[*excluded, *(f"{n}_MatMul" for n in excluded)])
+        finally:
+            root.setLevel(level)
         quantized = onnx.load(tmp)
         # shape annotations of intermediate values: onnxruntime infers them again when it loads the
         # graph; 4% of the int8 file of the demo's Conformer student
