@@ -97,6 +97,12 @@ def test_smoke_study_has_four_systems_and_two_caches():
     assert len(plan.systems) >= 4 and set(plan.caches) == {"teacher_k16", "teacher_k4"}
 
 
+@pytest.mark.parametrize("name", ["student_kd_lm", "student_ctc_streaming", "teacher_int8"])
+def test_a_system_named_like_another_models_decode_is_refused(name):
+    with pytest.raises(ConfigError, match=f"systems.{name}: the name of the _"):
+        Plan(_compose(f"+distill@systems.{name}.objective=ctc_only"))
+
+
 def test_a_system_states_only_its_differences():
     plan = Plan(_compose("study=kd_demo", "distill.temperature=2"))
     assert plan.systems["student_kd"].objective["temperature"] == 2.0  # the top-level distill node

@@ -44,6 +44,7 @@ from asr_kd.features.store import FeatureStore
 from asr_kd.models.adapters import BundleTeacher, TeacherAdapter, is_pretrained, load_teacher
 from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
+from asr_kd.scoring.report import VARIANTS
 from asr_kd.training.loop import TrainConfig
 from asr_kd.utils import file_hash, fingerprint, path_hash, read_json
 
@@ -176,6 +177,18 @@ def cache_meta_for(teachers: dict[str, TeacherAdapter], paths: ExpPaths, spec: C
                               spec.teachers, folds_sha)
 
 
+def _check_decode_names(systems: list[str]) -> None:
+    """Refuse a system named like another model's decode (``a_lm`` beside ``a``): both would write and
+    score the same decode, and the report would mix their numbers."""
+    owners = {f"{model}{suffix}": (model, suffix)
+              for model in ["teacher", *systems] for suffix in VARIANTS if suffix}
+    for name in systems:
+        model, suffix = owners.get(name, (name, ""))
+        if model != name:
+            raise ConfigError(f"systems.{name}: the name of the {suffix} decode of {model}; the report "
+                              f"would mix the two: rename the system (e.g. without the {suffix} ending)")
+
+
 class Plan:
     """The systems, caches and unit fingerprints of one config (see module docstring)."""
 
@@ -191,6 +204,7 @@ class Plan:
                               f"add tokenizer=teacher (this config has {cfg.tokenizer.get('_target_')})")
         if not cfg.get("systems"):
             raise ConfigError("no systems configured: `systems` must name at least one student")
+        _check_decode_names(list(cfg.systems))
         for name in cfg.systems:
             self.systems[name] = self._resolve(name, cfg.systems[name])
 
