@@ -180,13 +180,12 @@ def cache_meta_for(teachers: dict[str, TeacherAdapter], paths: ExpPaths, spec: C
 def _check_decode_names(systems: list[str]) -> None:
     """Refuse a system named like another model's decode (``a_lm`` beside ``a``): both would write and
     score the same decode, and the report would mix their numbers."""
-    owners = {f"{model}{suffix}": (model, suffix)
-              for model in ["teacher", *systems] for suffix in VARIANTS if suffix}
-    for name in systems:
-        model, suffix = owners.get(name, (name, ""))
-        if model != name:
-            raise ConfigError(f"systems.{name}: the name of the {suffix} decode of {model}; the report "
-                              f"would mix the two: rename the system (e.g. without the {suffix} ending)")
+    for model in ["teacher", *systems]:
+        for suffix in filter(None, VARIANTS):
+            name = model + suffix
+            if name in systems:
+                raise ConfigError(f"systems.{name}: the name of the {suffix} decode of {model}; the report "
+                                  f"would mix the two: rename the system (e.g. without the {suffix} ending)")
 
 
 class Plan:
