@@ -4,7 +4,10 @@
 recordings of one speaker with short random pauses of faint noise, resampled to ``sample_rate``; its
 text spells the digits ("four two seven"). ``test`` uses only ``held_out_speaker``; ``train`` and
 ``dev`` use the other speakers, ``dev`` their takes below ``dev_takes`` and ``train`` the rest, so no
-recording heard in dev or test is trained on. Everything is a function of ``seed``: utterance ``i`` of a
+recording heard in dev or test is trained on. ``num_unlabeled`` > 0 adds ``unlabeled``: untranscribed
+strings of the held-out speaker's takes below ``unlabeled_takes`` (audio of the voice the model will
+serve, as a deployed recognizer collects it, its texts never written), whose takes ``test`` then
+leaves out. Everything is a function of ``seed``: utterance ``i`` of a
 split does not depend on how many are asked for. WAVs go to ``work_dir/audio/fsdd/<split>/``, named
 with a hash of how they were made, and an existing file is reused.
 """
@@ -31,7 +34,7 @@ __all__ = ["import_fsdd", "DIGIT_WORDS"]
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "dev", "test", "unlabeled")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ def import_fsdd(
     num_train: int = 2400,
     num_dev: int = 300,
     num_test: int = 300,
+    num_unlabeled: int = 0,
+    unlabeled_takes: int = 0,
     min_digits: int = 2,
     max_digits: int = 7,
     seed: int = 0,
@@ -71,13 +76,13 @@ def import_fsdd(
     max_pause: float = 0.25,
     noise_dbfs: float = -60.0,
 ) -> dict[str, list[Utterance]]:
-    """Splits ``train``/``dev``/``test`` of synthetic connected-digit utterances (see module docstring)."""
+    """Splits ``train``/``dev``/``test`` (and ``unlabeled``) of connected-digit utterances (module docstring)."""
     if not 1 <= min_digits <= max_digits:
         raise ConfigError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
     if not 0 <= min_pause <= max_pause:
         raise ConfigError(f"need 0 <= min_pause <= max_pause, got {min_pause}, {max_pause}")
-    pools = _pools(_scan(Path(root) / "recordings"), held_out_speaker, dev_takes)
-    counts = dict(zip(SPLITS, (num_train, num_dev, num_test), strict=True))
+    pools = _pools(_scan(Path(root) / "recordings"), held_out_speaker, dev_takes, unlabeled_takes)
+    counts = dict(zip(SPLITS, (num_train, num_dev, num_test, num_unlabeled), strict=True))
     cache: dict[Path, np.ndarray] = {}
 
     def load(path: Path) -> np.ndarray:
@@ -95,19 +100,21 @@ def import_fsdd(
             wav = _synthesise(plan, load, sample_rate, 10 ** (noise_dbfs / 20))
             save_audio(path, wav, sample_rate)
             duration = len(wav) / sample_rate
-        text = " ".join(DIGIT_WORDS[t.digit] for t in plan.takes)
+        text = None if split == "unlabeled" else " ".join(DIGIT_WORDS[t.digit] for t in plan.takes)
         return make_utterance(plan.utt_id, path, text, speaker=plan.speaker, duration=duration)
 
     out = {}
     with ThreadPoolExecutor(max_workers=8) as pool:
         for split, n in counts.items():
             if n > 0 and not pools[split]:
-                raise DataError(f"{root}: no recordings left for the {split} split")
+                hint = " (data.unlabeled_takes is 0)" if split == "unlabeled" else ""
+                raise DataError(f"{root}: no recordings left for the {split} split{hint}")
             plans = [
                 _plan(split, i, pools[split], seed, (min_digits, max_digits), (min_pause, max_pause))
                 for i in range(n)
             ]
-            out[split] = list(pool.map(build, plans, [split] * n))
+            if n > 0 or split != "unlabeled":
+                out[split] = list(pool.map(build, plans, [split] * n))
     return out
 
 
@@ -126,14 +133,20 @@ def _scan(folder: Path) -> list[Take]:
     return takes
 
 
-def _pools(takes: list[Take], held_out_speaker: str, dev_takes: int) -> dict[str, dict[str, list[Take]]]:
-    """Recordings each split may use, by speaker: the held-out speaker for test, low takes for dev."""
+def _pools(
+    takes: list[Take], held_out_speaker: str, dev_takes: int, unlabeled_takes: int
+) -> dict[str, dict[str, list[Take]]]:
+    """Recordings each split may use, by speaker: the held-out speaker's for test (its low takes for
+    unlabeled), the others' low takes for dev and the rest for train."""
     speakers = sorted({t.speaker for t in takes})
     if held_out_speaker not in speakers:
         raise ConfigError(f"held_out_speaker {held_out_speaker!r} is not among the FSDD speakers {speakers}")
     pools: dict[str, dict[str, list[Take]]] = {split: {} for split in SPLITS}
     for t in takes:
-        split = "test" if t.speaker == held_out_speaker else "dev" if t.take < dev_takes else "train"
+        if t.speaker == held_out_speaker:
+            split = "unlabeled" if t.take < unlabeled_takes else "test"
+        else:
+            split = "dev" if t.take < dev_takes else "train"
         pools[split].setdefault(t.speaker, []).append(t)
     return pools
 
