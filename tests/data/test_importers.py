@@ -21,6 +21,7 @@ from asr_kd.data.importers.ljspeech import import_ljspeech
 from asr_kd.data.importers.manifest import import_manifest
 from asr_kd.data.manifest import Utterance
 from asr_kd.data.validate import validate_utterances
+from asr_kd.errors import DataError
 from asr_kd.scoring.text import cardinal
 
 SR = 16000
@@ -406,7 +407,7 @@ def test_fsdd_connected_digits(tmp_path):
     assert {k: len(v) for k, v in splits.items()} == {"train": 6, "dev": 3, "test": 3}
     assert {u.speaker for u in splits["test"]} == {"george"}
     assert "george" not in {u.speaker for u in splits["train"] + splits["dev"]}
-    pools = fsdd._pools(fsdd._scan(FSDD / "recordings"), "george", dev_takes=5)
+    pools = fsdd._pools(fsdd._scan(FSDD / "recordings"), "george", dev_takes=5, unlabeled_takes=0)
     used = {}
     for split, utts in splits.items():
         for i, u in enumerate(utts):
@@ -425,6 +426,24 @@ def test_fsdd_connected_digits(tmp_path):
     assert fsdd.import_fsdd(tmp_path, FSDD, **settings) == splits  # deterministic, files reused
     assert mtimes == {a: os.stat(a).st_mtime_ns for a in mtimes}
     assert rejected([u for v in splits.values() for u in v]) == []
+
+
+@pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=f"FSDD not found at {FSDD}")
+def test_fsdd_unlabeled_split_is_the_held_out_speakers_other_takes(tmp_path):
+    from asr_kd.data.importers import fsdd
+
+    settings = dict(held_out_speaker="theo", num_train=2, num_dev=1, num_test=8, min_digits=3, max_digits=5)
+    splits = fsdd.import_fsdd(tmp_path, FSDD, num_unlabeled=8, unlabeled_takes=25, **settings)
+    unlabeled, test = splits["unlabeled"], splits["test"]
+    assert len(unlabeled) == 8 and all(u.text is None and u.speaker == "theo" for u in unlabeled)
+    assert all(len(u.text.split()) >= 3 for u in test)
+    pools = fsdd._pools(fsdd._scan(FSDD / "recordings"), "theo", dev_takes=5, unlabeled_takes=25)
+    takes = {split: {t.take for ts in pools[split].values() for t in ts} for split in ("unlabeled", "test")}
+    assert takes == {"unlabeled": set(range(25)), "test": set(range(25, 50))}  # no test recording is heard
+    assert {Path(u.audio).parent.name for u in unlabeled} == {"unlabeled"}
+    assert "unlabeled" not in fsdd.import_fsdd(tmp_path, FSDD, **settings)  # none unless asked for
+    with pytest.raises(DataError, match="no recordings left for the unlabeled split"):
+        fsdd.import_fsdd(tmp_path, FSDD, num_unlabeled=2, **settings)
 
 
 # --- shipped configs -------------------------------------------------------------------------------

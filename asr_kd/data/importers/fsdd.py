@@ -76,7 +76,7 @@ def import_fsdd(
     max_pause: float = 0.25,
     noise_dbfs: float = -60.0,
 ) -> dict[str, list[Utterance]]:
-    """Splits ``train``/``dev``/``test`` (and ``unlabeled``) of connected-digit utterances (module docstring)."""
+    """Splits train, dev, test (and unlabeled) of connected digit strings (see the module docstring)."""
     if not 1 <= min_digits <= max_digits:
         raise ConfigError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}")
     if not 0 <= min_pause <= max_pause:
