@@ -81,7 +81,7 @@ def main(root: Path) -> None:
     cells = [mean_sd([f[c] for f in folds.values() if c in f]) for c in columns]
     print(f"| mean ± sd ({len(folds)} folds) | " + " | ".join(cells) + " |\n")
     print("| student - student_ctc (points) | per fold (paired bootstrap p) | mean ± sd | lower in "
-          "| six-fold mean [95% CI], p |")
+          "| mean over folds [95% CI], p |")
     print("|---|---|---:|---:|---:|")
     for system in SYSTEMS[SYSTEMS.index(BASELINE) + 1:]:
         for variant in VARIANTS:
