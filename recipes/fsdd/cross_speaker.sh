@@ -4,7 +4,10 @@
 # speaker_adapt, gives student_kd the held-out speaker's untranscribed audio (conf/study/speaker_adapt.yaml);
 # STUDY=kd_plain EXP_ROOT=exp/fsdd_xval is the earlier run: plain frame KD beside the delayed-target default.
 #
-#   [SPEAKERS="george jackson"] [STUDY=speaker_adapt] [EXP_ROOT=exp/fsdd_$STUDY] bash recipes/fsdd/cross_speaker.sh
+#   [SPEAKERS="george jackson"] [STUDY=speaker_adapt] [EXP_ROOT=exp/fsdd_$STUDY] bash recipes/fsdd/cross_speaker.sh [overrides...]
+#
+# Overrides go to every fold, e.g. another training seed for teacher and students:
+#   EXP_ROOT=exp/fsdd_speaker_adapt_seed1 bash recipes/fsdd/cross_speaker.sh train.teacher.seed=1 train.student.seed=1
 #
 # Folds are independent experiment directories ($EXP_ROOT/<speaker>); re-running skips finished work.
 set -euo pipefail
@@ -16,6 +19,6 @@ root=${EXP_ROOT:-exp/fsdd_${study}}
 
 for spk in $speakers; do
   echo "=== fold $spk ($(date +%H:%M:%S))"
-  EXP_DIR="$root/$spk" bash recipes/fsdd/run.sh data.held_out_speaker="$spk" study="$study" > /dev/null
+  EXP_DIR="$root/$spk" bash recipes/fsdd/run.sh data.held_out_speaker="$spk" study="$study" "$@" > /dev/null
 done
 python recipes/fsdd/summarize_folds.py "$root"

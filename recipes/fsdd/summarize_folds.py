@@ -25,7 +25,8 @@ from asr_kd.scoring.significance import Bootstrap
 from asr_kd.scoring.wer import utterance_errors
 
 BASELINE = "student_ctc"  # the recipe's CTC-only system (conf/config.yaml, systems)
-SYSTEMS = ("teacher", BASELINE, "student_kd", "student_kd_plain")
+# student_kd_plain, student_kd_soft: the systems studies kd_plain and speaker_adapt_soft add
+SYSTEMS = ("teacher", BASELINE, "student_kd", "student_kd_plain", "student_kd_soft")
 VARIANTS = ("", "_streaming", "_lm")
 TEST_SET = "test"
 RESAMPLES = 2000
