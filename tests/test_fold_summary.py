@@ -30,7 +30,9 @@ def _fold(root: Path, name: str, hyps: dict[str, list[str]], refs: list[str]) ->
         errors = sum(r != h for r, h in zip(refs, lines, strict=True))  # one-word utterances
         wers[system] = {"wer": errors / len(refs)}
     comparisons = [{"test_set": "test", "a": "student_kd", "b": "student_ctc", "p": 0.5}]
-    (fold / "report.json").write_text(json.dumps({"test_sets": {"test": wers}, "comparisons": comparisons}))
+    trained = {system: {} for system in hyps}  # report.json "systems": the trained models
+    report = {"test_sets": {"test": wers}, "systems": trained, "comparisons": comparisons}
+    (fold / "report.json").write_text(json.dumps(report))
 
 
 def test_pooled_test_finds_a_consistent_gain_and_not_a_tie(tmp_path, capsys):
