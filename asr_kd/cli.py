@@ -7,6 +7,7 @@ broken installation print one line and exit non-zero; ``HYDRA_FULL_ERROR=1`` sho
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, open_dict
 from asr_kd.environment import diagnose
 from asr_kd.errors import UserError
 from asr_kd.paths import ExpPaths
-from asr_kd.stages import PIPELINE, STAGES, get_stage
+from asr_kd.stages import PIPELINE, STAGES, get_stage, run_all
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -78,13 +79,25 @@ def _main(cfg: DictConfig) -> None:
         sys.exit(3)
 
 
+def stages_help() -> str:
+    """Usage and one line per stage (the opening sentence of its module docstring)."""
+    lines = ["usage: asr-kd stage=NAME [recipe=NAME] [study=NAME] [exp_dir=PATH] [--multirun] "
+             "[group=option ...] [key=value ...]", "", "Stages (stage=all runs the pipeline in order):"]
+    for name in STAGES:
+        doc = run_all.__doc__ if name == "all" else importlib.import_module(f"asr_kd.stages.{name}").__doc__
+        summary = " ".join((doc or "").split("\n\n")[0].split())
+        summary = summary.split(": ", 1)[-1] if summary.startswith("Stage ") else summary
+        summary = summary.split(". ")[0].rstrip(".").replace("``", "")
+        lines.append(f"  {name:<11}{summary[0].lower()}{summary[1:]}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Console-script entry point."""
     args = sys.argv[1:]
     if args in (["-h"], ["--help"]):
-        print(f"usage: asr-kd stage={{{','.join(STAGES)}}} [recipe=NAME] [study=NAME] [exp_dir=PATH] "
-              "[--multirun] [key=value ...]")
-        return
+        print(stages_help() + "\n")
+        args = ["--help"]  # then Hydra's help: every config group and its options (conf/config.yaml)
     # Hydra's parser takes its flags only before the overrides; README lines put --multirun after.
     flags = [a for a in args if a in _BARE_FLAGS]
     sys.argv = [sys.argv[0], *flags, *[a for a in args if a not in _BARE_FLAGS]]

@@ -145,3 +145,23 @@ def test_wrong_settings_fail_at_start_naming_the_key(override, message):
 def test_instantiate_refuses_targets_outside_the_package():
     with pytest.raises(ConfigError, match="outside the allowed modules"):
         instantiate({"_target_": "os.system", "command": "true"})
+
+
+def test_help_lists_every_stage_group_and_option():
+    """`asr-kd --help` names every stage with what it does, and every config group with all its options."""
+    import subprocess
+    import sys
+
+    from asr_kd.stages import STAGES
+
+    proc = subprocess.run([sys.executable, "-c", "from asr_kd.cli import main; main()", "--help"],
+                          capture_output=True, text=True, check=True)
+    lines = proc.stdout.splitlines()
+    for stage in STAGES:
+        assert any(re.match(rf"  {stage} +\w", line) for line in lines), stage
+    for group in GROUPS:
+        if group == "hydra":
+            continue
+        listed = next(line for line in lines if line.startswith(f"{group}: "))
+        options = {y.stem for y in (CONF / group).glob("*.yaml")}
+        assert set(listed.split(": ", 1)[1].split(", ")) == options, group
