@@ -14,7 +14,7 @@ from torch import nn
 
 from asr_kd.paths import ExpPaths
 from asr_kd.scoring.aggregate import aggregate_reports
-from asr_kd.scoring.plots import pareto_front, plot_pareto, plot_training_curves
+from asr_kd.scoring.plots import curve_panels, pareto_front, plot_pareto, plot_training_curves
 from asr_kd.scoring.provenance import git_state, stage_wall_times
 from asr_kd.scoring.report import comparison_pairs, render_markdown, speaker_blocks, verdict
 from asr_kd.scoring.wer import utterance_errors
@@ -314,6 +314,9 @@ def test_pareto_front_and_plots(tmp_path):
     ] == PNG
     with pytest.raises(ValueError, match="no metrics to plot"):
         plot_training_curves({"s": [{"step": 1, "lr": 0.1}]}, tmp_path / "none.png")
+    logs = {s: [{"step": i, "loss": 1 / (i + 1), "kd": i, "alpha": 0.5, "ctc_utts": 8} for i in range(3)]
+            for s in ("a", "b")}
+    assert list(curve_panels(logs)) == ["loss", "kd"]  # constant terms (alpha, ctc_utts) get no panel
 
 
 def test_provenance_helpers(tmp_path):

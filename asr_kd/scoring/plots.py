@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from asr_kd.utils import atomic_path
 
-__all__ = ["plot_report", "plot_pareto", "plot_training_curves", "pareto_front"]
+__all__ = ["plot_report", "plot_pareto", "plot_training_curves", "curve_panels", "pareto_front"]
 
 #: train_log.jsonl keys that are not loss terms.
 _NOT_LOSSES = {"step", "lr", "grad_norm", "x_realtime"}
@@ -63,50 +63,76 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def plot_pareto(report: dict, path: str | os.PathLike) -> None:
-    """WER against parameters, RTF and (streamed decodes) latency; one colour per test set, each
-    point labelled with its system, the Pareto front of each test set drawn as a step line."""
+    """WER against parameters, RTF and (streamed decodes) latency; one colour per test set, the Pareto
+    front of each test set drawn as a step line. Points carry a system's number, not its name (long
+    names overlap where systems crowd), and the key below the panels names each number."""
     plt = _pyplot()
+    from matplotlib import ticker
+
     costs = [("params", "parameters", "log"), ("rtf", "RTF (CPU s / audio s)", "log"),
              ("latency_ms", "algorithmic latency ms", "linear")]
-    fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 3.8))
+    systems = sorted({name for rows in report["test_sets"].values() for name in rows})
+    number = {name: i + 1 for i, name in enumerate(systems)}
+    columns = 4
+    key_rows = -(-len(systems) // columns)
+    fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 3.8 + 0.18 * key_rows))
     for ax, (key, label, scale) in zip(axes, costs, strict=True):
-        for colour, (test_set, systems) in zip(plt.cm.tab10.colors, report["test_sets"].items(),
-                                               strict=False):
-            points = [(r[key], 100 * r["wer"], name) for name, r in systems.items() if r.get(key) is not None]
+        for colour, (test_set, rows) in zip(plt.cm.tab10.colors, report["test_sets"].items(), strict=False):
+            points = [(r[key], 100 * r["wer"], name) for name, r in rows.items() if r.get(key) is not None]
             if not points:
                 continue
             ax.scatter([p[0] for p in points], [p[1] for p in points], color=colour, label=test_set, s=18)
-            for x, y, name in points:
-                ax.annotate(name, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            for x, y, name in points:  # alternate sides, so neighbours at one cost do not collide
+                right = number[name] % 2
+                ax.annotate(str(number[name]), (x, y), fontsize=7, xytext=(4 if right else -4, 0),
+                            textcoords="offset points", ha="left" if right else "right", va="center")
             front = pareto_front([(x, y) for x, y, _ in points])
             ax.step([p[0] for p in front], [p[1] for p in front], where="post", color=colour, alpha=0.5)
         ax.set_xscale(scale)
+        if scale == "log":  # a few readable ticks, not every minor one in scientific notation
+            ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("WER %")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
-    fig.tight_layout()
+    key = [f"{number[name]:>2}  {name}" for name in systems]
+    for c in range(columns):
+        fig.text(0.02 + c / columns, 0.01, "\n".join(key[c * key_rows:(c + 1) * key_rows]),
+                 fontsize=7, family="monospace", va="bottom")
+    fig.tight_layout(rect=(0, (0.18 * key_rows + 0.15) / (3.8 + 0.18 * key_rows), 1, 1))
     _save(fig, path)
 
 
-def plot_training_curves(logs: dict[str, list[dict]], path: str | os.PathLike) -> None:
-    """Dev WER and each loss term against step, one line per system, from ``train_log.jsonl`` rows
-    (``{"step", "loss", "ctc", "kd", "lr", ...}`` and ``{"step", "dev_wer", ...}``; a resumed run's
-    repeated steps keep their last value)."""
-    plt = _pyplot()
-    series: dict[str, dict[str, dict[int, float]]] = {}  # metric -> system -> step -> value
+def curve_panels(logs: dict[str, list[dict]]) -> dict[str, dict[str, dict[int, float]]]:
+    """metric -> system -> step -> value of the panels to draw: dev WER, the loss, then every other
+    term that varies (a term constant in every system, like a fixed ``alpha``, tells nothing)."""
+    series: dict[str, dict[str, dict[int, float]]] = {}
     for system, rows in logs.items():
         for row in rows:
             for key, value in row.items():
                 if key not in _NOT_LOSSES and isinstance(value, (int, float)):
                     series.setdefault(key, {}).setdefault(system, {})[row["step"]] = value
+    varying = {m for m, by_system in series.items()
+               if len({v for points in by_system.values() for v in points.values()}) > 1}
     metrics = [m for m in ("dev_wer", "loss") if m in series]
-    metrics += sorted(m for m in series if m not in metrics and not m.startswith("dev_"))
+    metrics += sorted(m for m in varying if m not in metrics and not m.startswith("dev_"))
+    return {m: series[m] for m in metrics}
+
+
+def plot_training_curves(logs: dict[str, list[dict]], path: str | os.PathLike) -> None:
+    """Dev WER and each loss term against step, one line per system, from ``train_log.jsonl`` rows
+    (``{"step", "loss", "ctc", "kd", "lr", ...}`` and ``{"step", "dev_wer", ...}``; a resumed run's
+    repeated steps keep their last value); the panels are :func:`curve_panels`'s."""
+    plt = _pyplot()
+    panels = curve_panels(logs)
+    metrics = list(panels)
     if not metrics:
         raise ValueError("no metrics to plot in the training logs of " + ", ".join(logs))
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for system, points in series[metric].items():
+        for system, points in panels[metric].items():
             steps = sorted(points)
             scale = 100 if metric == "dev_wer" else 1
             ax.plot(steps, [scale * points[s] for s in steps], marker=".", label=system)
