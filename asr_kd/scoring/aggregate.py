@@ -5,12 +5,16 @@
     {"runs": [RUN, ...],
      "test_sets": {SET: {SYSTEM: {METRIC: {"mean", "sd", "n", "runs": {RUN: value}}}}},
      "comparisons": [{"test_set", "a", "b", "delta": {"mean", "sd", "n", "runs": {RUN: value}},
-                      "significant": {"better": n, "worse": n, "none": n}}]}
+                      "p": {RUN: p}, "significant": {"better": n, "worse": n, "none": n},
+                      ["pooled": {"delta", "ci95", "p", "p_improve", "p_wilcoxon"}]}]}
 
 METRIC is ``wer``, ``cer`` and ``rtf`` (report.json's meaning: fractions, CPU seconds per audio second);
 ``sd`` is the sample standard deviation (``null`` for one run); a system or comparison missing from
 a run is left out of that run's values (``n`` counts the runs that have it). ``significant`` counts
-the runs whose own paired test (report.json ``comparisons``) found ``a`` better, worse, or neither.
+the runs whose own paired test (report.json ``comparisons``) found ``a`` better, worse, or neither;
+``p`` is each run's own p. ``pooled`` (``stage=compare folds=true``: the runs are folds with disjoint
+test sets) tests the mean difference over the runs that have both decodes with a stratified paired
+bootstrap (asr_kd.scoring.significance.pooled_compare), in report.json's units.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def aggregate_reports(reports: dict[str, dict]) -> dict:
         comparisons.append({
             "test_set": test_set, "a": a, "b": b,
             "delta": _summary({run: c["delta"] for run, c in runs.items()}),
+            "p": {run: c["p"] for run, c in runs.items()},
             "significant": {k: verdicts.count(k) for k in ("better", "worse", "none")},
         })
     return {
@@ -77,12 +82,21 @@ def render_compare_markdown(agg: dict) -> str:
             lines.append(f"| {system} | {_pm(wer)} | {wer['n']} | " + " | ".join(per_run) + " |")
         lines.append("")
     if agg["comparisons"]:
+        pooled = any("pooled" in c for c in agg["comparisons"])
         lines += ["## Paired comparisons (WER(a) - WER(b), points)", "",
-                  "| test set | a | b | delta mean ± sd | n | a better / worse / no difference |",
-                  "|---|---|---|---:|---:|---|"]
+                  "| test set | a | b | per run (paired p) | delta mean ± sd | lower in | "
+                  "a better / worse / no difference |" + (" pooled mean [95% CI], p |" if pooled else ""),
+                  "|---|---|---|---|---:|---:|---|" + ("---:|" if pooled else "")]
         for c in agg["comparisons"]:
-            s = c["significant"]
-            lines.append(f"| {c['test_set']} | {c['a']} | {c['b']} | {_pm(c['delta'])} | {c['delta']['n']} "
-                         f"| {s['better']} / {s['worse']} / {s['none']} |")
+            s, runs = c["significant"], c["delta"]["runs"]
+            per_run = ", ".join(f"{r} {100 * d:+.2f} ({c['p'][r]:.3f})" for r, d in runs.items())
+            lower = f"{sum(d < 0 for d in runs.values())} of {len(runs)}"
+            row = (f"| {c['test_set']} | {c['a']} | {c['b']} | {per_run} | {_pm(c['delta'])} | {lower} | "
+                   f"{s['better']} / {s['worse']} / {s['none']} |")
+            if pooled:
+                q = c.get("pooled")
+                row += (f" {100 * q['delta']:+.2f} [{100 * q['ci95'][0]:+.2f}, {100 * q['ci95'][1]:+.2f}], "
+                        f"p = {q['p']:.3f} |" if q else " |")
+            lines.append(row)
         lines.append("")
     return "\n".join(lines)

@@ -59,16 +59,18 @@ Keys, once:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from asr_kd.scoring.significance import Bootstrap, Comparison
-from asr_kd.scoring.wer import UtteranceErrors
+from asr_kd.scoring.wer import UtteranceErrors, utterance_errors
+from asr_kd.utils import read_jsonl
 
-__all__ = ["VARIANTS", "Decode", "comparison_pairs", "speaker_blocks", "score_test_set", "verdict",
-           "render_markdown"]
+__all__ = ["VARIANTS", "Decode", "read_decode", "comparison_pairs", "speaker_blocks", "score_test_set",
+           "verdict", "render_markdown"]
 
 #: Suffixes of the decodes of one system (greedy offline, streamed, beam search with the LM, and
 #: streamed by its exported fp32 and int8 ONNX graphs).
@@ -82,6 +84,14 @@ class Decode:
     errors: UtteranceErrors
     summary: dict
     system: str
+
+
+def read_decode(path: str | os.PathLike, system: str) -> Decode:
+    """A decode file (``decode/<name>/<set>.jsonl``: one row per utterance, then a summary row), scored."""
+    rows = read_jsonl(path)
+    utts = rows[:-1]
+    errors = utterance_errors([r["id"] for r in utts], [r["ref"] for r in utts], [r["hyp"] for r in utts])
+    return Decode(errors, rows[-1]["summary"], system)
 
 
 def comparison_pairs(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Bootstrap", "Comparison", "resample_counts"]
+__all__ = ["Bootstrap", "Comparison", "resample_counts", "pooled_compare"]
 
 
 def resample_counts(blocks: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,17 +106,33 @@ class Bootstrap:
 
     def compare(self, a: str, b: str, level: float = 0.95) -> Comparison:
         """Paired comparison of ``a`` against ``b`` on the shared resamples (see :class:`Comparison`)."""
-        deltas = self._column(a) - self._column(b)
-        low, high = np.quantile(deltas, [(1 - level) / 2, (1 + level) / 2])
-        tail = min((deltas <= 0).sum(), (deltas >= 0).sum())
-        p = min(1.0, 2 * (tail + 1) / (self.resamples + 1))
         k_a, k_b = self.systems.index(a), self.systems.index(b)
         diffs = (self.block_errors[:, k_a] - self.block_errors[:, k_b]) / self.block_words
-        p_wilcoxon = float(stats.wilcoxon(diffs).pvalue) if np.any(diffs) else 1.0
-        return Comparison(
-            delta=float(self.wer[a] - self.wer[b]),
-            ci95=(float(low), float(high)),
-            p=float(p),
-            p_improve=float((deltas < 0).mean()),
-            p_wilcoxon=p_wilcoxon,
-        )
+        return _comparison(self._column(a) - self._column(b), self.wer[a] - self.wer[b], diffs, level)
+
+
+def _comparison(deltas: np.ndarray, delta: float, diffs: np.ndarray, level: float) -> Comparison:
+    """A :class:`Comparison` from the resampled differences ``deltas`` ``(R,)``, the observed one and
+    the per-block differences ``diffs`` that the Wilcoxon test ranks."""
+    low, high = np.quantile(deltas, [(1 - level) / 2, (1 + level) / 2])
+    tail = min((deltas <= 0).sum(), (deltas >= 0).sum())
+    return Comparison(
+        delta=float(delta),
+        ci95=(float(low), float(high)),
+        p=float(min(1.0, 2 * (tail + 1) / (len(deltas) + 1))),
+        p_improve=float((deltas < 0).mean()),
+        p_wilcoxon=float(stats.wilcoxon(diffs).pvalue) if np.any(diffs) else 1.0,
+    )
+
+
+def pooled_compare(strata: Sequence[Bootstrap], a: str, b: str, level: float = 0.95) -> Comparison:
+    """``a`` against ``b`` averaged over independent test sets (cross-validation folds): a stratified
+    paired bootstrap, each resample drawing every stratum's blocks anew and averaging the strata's WER
+    differences, as the mean over folds does. The strata stay fixed: it says whether the mean
+    difference on these test sets is beyond the noise of their utterances, not how it would vary over
+    other folds. ``p_wilcoxon`` is the signed-rank test of the per-stratum differences."""
+    if not strata or len({boot.resamples for boot in strata}) != 1:
+        raise ValueError("pooled_compare needs at least one bootstrap, all with the same number of resamples")
+    deltas = np.mean([boot._column(a) - boot._column(b) for boot in strata], axis=0)  # (R,)
+    per_stratum = np.array([boot.wer[a] - boot.wer[b] for boot in strata])
+    return _comparison(deltas, per_stratum.mean(), per_stratum, level)

@@ -25,8 +25,14 @@ from asr_kd.models.bundle import count_parameters, load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.scoring.plots import plot_pareto, plot_report, plot_training_curves
 from asr_kd.scoring.provenance import provenance
-from asr_kd.scoring.report import VARIANTS, Decode, comparison_pairs, render_markdown, score_test_set
-from asr_kd.scoring.wer import utterance_errors
+from asr_kd.scoring.report import (
+    VARIANTS,
+    Decode,
+    comparison_pairs,
+    read_decode,
+    render_markdown,
+    score_test_set,
+)
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan
 from asr_kd.utils import atomic_path, read_json, read_jsonl, write_json
@@ -41,13 +47,9 @@ def load_decodes(paths: ExpPaths, test_set: str, systems: list[str]) -> dict[str
         for name in (f"{system}{v}" for v in VARIANTS):
             path = paths.decode(name, test_set)
             if path.exists():
-                rows = read_jsonl(path)
-                utts = rows[:-1]
-                errors = utterance_errors([r["id"] for r in utts], [r["ref"] for r in utts],
-                                          [r["hyp"] for r in utts])
+                decodes[name] = read_decode(path, system)
                 with atomic_path(path.with_suffix(".align.txt")) as tmp:
-                    tmp.write_text(errors.alignment, encoding="utf-8")
-                decodes[name] = Decode(errors, rows[-1]["summary"], system)
+                    tmp.write_text(decodes[name].errors.alignment, encoding="utf-8")
     return decodes
 
 

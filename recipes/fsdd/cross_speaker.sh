@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Leave-one-speaker-out on FSDD: the recipe once per held-out speaker (~13 min each on 2 CPU cores)
-# with a study overlay, then one table over the folds (mean and spread). The default study,
+# with a study overlay, then one table over the folds (mean and spread; `stage=compare folds=true`:
+# each comparison fold by fold and its six-fold mean tested by a stratified paired bootstrap). The default study,
 # speaker_adapt, gives student_kd the held-out speaker's untranscribed audio (conf/study/speaker_adapt.yaml);
 # STUDY=kd_plain EXP_ROOT=exp/fsdd_xval is the earlier run: plain frame KD beside the delayed-target default.
 #
@@ -21,4 +22,6 @@ for spk in $speakers; do
   echo "=== fold $spk ($(date +%H:%M:%S))"
   EXP_DIR="$root/$spk" bash recipes/fsdd/run.sh data.held_out_speaker="$spk" study="$study" "$@" > /dev/null
 done
-python recipes/fsdd/summarize_folds.py "$root"
+runs=$(printf "$root/%s," $speakers)
+asr-kd stage=compare "runs=[${runs%,}]" folds=true score.resamples=2000 exp_dir="$root"
+cat "$root/compare.md"
