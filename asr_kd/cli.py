@@ -18,12 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from asr_kd.config import CONF_DIR
 from asr_kd.environment import diagnose
 from asr_kd.errors import UserError
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import PIPELINE, STAGES, get_stage, run_all
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 #: Hydra flags that take no value: they may come after the overrides on our command line.
 _BARE_FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve", "--hydra-help", "--version")
@@ -54,7 +53,7 @@ def _sweep_job_dir(cfg: DictConfig) -> None:
     log.info("sweep job %d: exp_dir=%s", hydra_cfg.job.num, job)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     try:
         stage = get_stage(cfg.stage)

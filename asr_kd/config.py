@@ -4,17 +4,22 @@ the type check of config nodes against the dataclasses that describe them."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+from pathlib import Path
 from typing import Any
 
 import hydra.utils
-from hydra.errors import InstantiationException
+from hydra.errors import InstantiationException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from asr_kd.errors import ConfigError, UserError
 
-__all__ = ["instantiate", "to_dict", "check_types"]
+__all__ = ["CONF_DIR", "instantiate", "to_dict", "check_types", "compose_option"]
+
+#: The config groups (conf/): ``asr-kd`` composes them, :func:`compose_option` reads one option.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 #: Modules whose callables configs may name in ``_target_`` (Hydra 1.4 will ask for such a list).
 ALLOWED_PREFIXES = ("asr_kd.",)
@@ -36,6 +41,29 @@ def check_types(schema: type, node: Any, where: str) -> DictConfig:
         message = str(e).splitlines()[0]
         raise ConfigError(f"{where}{'.' + key if key else ''}: {message}") from None
     return typed
+
+
+@functools.cache
+def _composed_option(group: str, option: str) -> dict:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside asr-kd (or a test's Compose API context)
+        return to_dict(compose(config_name=f"{group}/{option}")[group])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return to_dict(compose(config_name=f"{group}/{option}")[group])
+
+
+def compose_option(group: str, option: str, where: str) -> DictConfig:
+    """Option ``option`` of config group ``group`` as Hydra composes it (``conf/<group>/<option>.yaml``
+    with its own defaults list), for configs that name an option by its name (a system's
+    ``student: conformer_full_small``). An unknown name lists the group's options."""
+    try:
+        return OmegaConf.create(_composed_option(group, option))
+    except MissingConfigException:
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        raise ConfigError(f"{where}: {group} has no option {option!r}; "
+                          f"options: {', '.join(options)}") from None
 
 
 def _locate(target: str, where: str) -> Any:

@@ -114,7 +114,50 @@ def test_a_system_states_only_its_differences():
     before = Plan(_compose("study=kd_demo"))
     changed = {n for n in plan.systems
                if plan.fingerprint(f"student/{n}") != before.fingerprint(f"student/{n}")}
-    assert changed == {"student_kd"}
+    assert changed == {"student_kd", "student_kd_seed1", "student_kd_seed2"}  # its seed repeats follow it
+
+
+def test_a_recipe_setting_reaches_a_system_that_names_its_own_student():
+    plan = Plan(_compose("recipe=demo", "study=frontier"))  # demo: student_overrides {model: {dropout: 0.0}}
+    emformer = plan.systems["emf_160_kd"].student["model"]
+    assert emformer["_target_"].endswith("EmformerCTC")
+    assert emformer["dropout"] == 0.0 and emformer["chunk_frames"] == 4  # the recipe's and its own change
+    assert plan.systems["student_ctc"].student["model"]["dropout"] == 0.0
+    plan = Plan(_compose("recipe=demo", "study=frontier", "student_overrides.model.dropout=0.2"))
+    assert {s.student["model"]["dropout"] for s in plan.systems.values()} == {0.2}
+
+
+def test_a_system_names_an_option_changes_one_or_changes_the_runs():
+    plan = Plan(_compose("recipe=smoke", "+systems.a={objective: kd_spikes}",
+                         "+systems.b={objective: {from: kd, temperature: 1.5}}",
+                         "+systems.c={objective: {temperature: 3.0}, student: emformer_small}"))
+    assert plan.systems["a"].objective["blank_weight"] == 0.0  # distill/kd_spikes as composed by Hydra
+    assert plan.systems["b"].objective["temperature"] == 1.5
+    assert plan.systems["c"].objective == {**plan.systems["student_kd"].objective, "temperature": 3.0}
+    assert "mformer" in plan.systems["c"].student["model"]["_target_"]
+    with pytest.raises(ConfigError, match="systems.d.student: student has no option 'nope'; options: "):
+        Plan(_compose("+systems.d={student: nope}"))
+
+
+def test_seeds_expand_into_named_repeats():
+    plan = Plan(_compose("recipe=smoke", "+systems.student_ctc.seeds=[3,4]"))
+    names = list(plan.systems)
+    assert names[names.index("student_ctc"):][:3] == ["student_ctc", "student_ctc_seed3", "student_ctc_seed4"]
+    assert plan.systems["student_ctc_seed4"].train["seed"] == 4
+    assert {**plan.systems["student_ctc_seed4"].config, "train": None} == {
+        **plan.systems["student_ctc"].config, "train": None}
+    with pytest.raises(ConfigError, match="student_ctc_seed1 is already a system"):
+        Plan(_compose("+systems.student_ctc.seeds=[1]", "+systems.student_ctc_seed1={}"))
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_study_states_each_system_once(study):
+    """No system named twice (a defaults-list line and a systems entry), no seed repeat spelt out,
+    no recipe setting repeated per system: those are the plan's and the recipe's."""
+    text = (CONF / "study" / f"{study}.yaml").read_text()
+    node = OmegaConf.load(CONF / "study" / f"{study}.yaml")
+    assert "@systems." not in text and "dropout: 0.0" not in text
+    assert not [name for name in node.get("systems", {}) if re.search(r"_seed\d+$", name)]
 
 
 def test_train_blocks_share_one_source():

@@ -9,12 +9,18 @@ Units of work (a stamp each, ``stamps/<unit>.json``)::
     test sets; of a name that is no system of the plan, whatever models/<name>/model.pt holds (a
     model copied in: its file hash is the input, and the report does not cover it)
 
-A **system** is a student trained one way: ``systems.<name>`` in the config holds its ``objective``
-(a ``distill/`` option: a ``_target_`` that builds the loss; ``ctc_only`` is one like any other)
-and, optionally, ``student`` (a ``student/`` option; default: the top-level ``student``),
-``train`` (overrides of ``train.student``: steps, seed...), ``splits`` (what it trains on;
-default ``[train]``; ``unlabeled`` is the untranscribed audio, ``unlabeled:1200`` its first 1,200
-utterances) and ``cache`` (overrides of the top-level ``cache``: ``k``, ``teachers``...).
+A **system** is a student trained one way. ``systems.<name>`` in the config holds, each optional:
+``objective`` (a ``distill/`` option: a ``_target_`` that builds the loss; ``ctc_only`` is one like
+any other; default: the top-level ``distill``), ``student`` (a ``student/`` option; default: the
+top-level ``student``), ``train`` (overrides of ``train.student``: steps, seed...), ``splits`` (what
+it trains on; default ``[train]``; ``unlabeled`` is the untranscribed audio, ``unlabeled:1200`` its
+first 1,200 utterances), ``cache`` (overrides of the top-level ``cache``: ``k``, ``teachers``...) and
+``seeds`` (``[1, 2]``: repeats of the system named ``<name>_seed1``, ``<name>_seed2``, each with
+that ``train.seed``). One rule: every part is the run's setting with the system's own on top.
+``objective`` and ``student`` name an option (``student: conformer_full_small``), or an option with
+changes (``student: {from: conformer_stream_small, model: {chunk_frames: 4}}``), or hold a composed
+node (``objective: ${distill}``); ``student_overrides`` (a recipe's ``{model: {dropout: 0.0}}``) is
+merged into every system's student, below the system's own changes.
 An objective that reads teacher posteriors gets the cache of its settings, ``cache/teacher_k<k>/``
 (or ``teacher_full``); systems that need the same cache share it, so k=4, k=16 and full posteriors
 coexist. ``cache.teachers=crossfit`` names ``crossfit<K>_k<k>`` (each train clip's posteriors from
@@ -34,7 +40,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from asr_kd.config import check_types, instantiate, to_dict
+from asr_kd.config import check_types, compose_option, instantiate, to_dict
 from asr_kd.data.dataset import parse_split
 from asr_kd.data.views import view_settings
 from asr_kd.distill.cache import teacher_cache_meta
@@ -54,7 +60,7 @@ __all__ = ["System", "CacheSpec", "Plan", "SYSTEM_KEYS", "TEACHER_RULES", "model
 #: The tokenizer that adopts a pretrained teacher's labels (conf/tokenizer/teacher.yaml).
 TEACHER_TOKENIZER = "asr_kd.models.adapters.teacher_tokenizer"
 #: The keys a ``systems.<name>`` node may hold.
-SYSTEM_KEYS = ("objective", "student", "train", "splits", "cache")
+SYSTEM_KEYS = ("objective", "student", "train", "splits", "cache", "seeds")
 #: ``cache.teachers``: one teacher, cross-fitted fold teachers, or the ensemble of all of them.
 TEACHER_RULES = ("single", "crossfit", "ensemble")
 
@@ -177,6 +183,49 @@ def cache_meta_for(teachers: dict[str, TeacherAdapter], paths: ExpPaths, spec: C
                               spec.teachers, folds_sha)
 
 
+def _option(group: str, value, default: DictConfig, where: str) -> tuple[DictConfig, DictConfig]:
+    """A system's ``objective`` or ``student`` as (the option it starts from, its changes): an option's
+    name; ``{from: OPTION, ...changes}``; changes to the run's ``default`` (a mapping that names no
+    ``_target_``); a composed node as it is (one that does, e.g. ``${distill}``); or None (``default``)."""
+    none = OmegaConf.create({})
+    if value is None:
+        return default, none
+    if isinstance(value, str):
+        return compose_option(group, value, where), none
+    if not isinstance(value, DictConfig):
+        raise ConfigError(f"{where}: name a {group}/ option (or {{from: OPTION, ...}}), not {value!r}")
+    if "from" in value:
+        return compose_option(group, value["from"], where), OmegaConf.masked_copy(
+            value, [k for k in value if k != "from"])
+    names_target = "_target_" in value or any(isinstance(v, DictConfig) and "_target_" in v
+                                              for v in value.values())
+    return (value, none) if names_target else (default, value)
+
+
+def _expand_seeds(systems: DictConfig) -> dict[str, DictConfig]:
+    """``systems`` with each system's ``seeds`` expanded into repeats named ``<name>_seed<s>`` (placed
+    after it, ``train.seed`` set), every node checked to be a mapping of :data:`SYSTEM_KEYS`."""
+    nodes: dict[str, DictConfig] = {}
+    for name, node in systems.items():
+        where = f"systems.{name}"
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{where}: a system is a mapping of {', '.join(SYSTEM_KEYS)}, not {node!r}")
+        unknown = sorted(set(node) - set(SYSTEM_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; a system holds {', '.join(SYSTEM_KEYS)}")
+        seeds = node.get("seeds") or []
+        base = OmegaConf.masked_copy(node, [k for k in node if k != "seeds"])
+        nodes[name] = base
+        for seed in seeds:
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                raise ConfigError(f"{where}.seeds: training seeds are integers, got {seed!r}")
+            repeat = f"{name}_seed{seed}"
+            if repeat in systems or repeat in nodes:
+                raise ConfigError(f"{where}.seeds: {repeat} is already a system; drop it or the seed")
+            nodes[repeat] = OmegaConf.merge(base, {"train": {"seed": seed}})
+    return nodes
+
+
 def _check_decode_names(systems: list[str]) -> None:
     """Refuse a system named like another model's decode (``a_lm`` beside ``a``): both would write and
     score the same decode, and the report would mix their numbers."""
@@ -203,22 +252,17 @@ class Plan:
                               f"add tokenizer=teacher (this config has {cfg.tokenizer.get('_target_')})")
         if not cfg.get("systems"):
             raise ConfigError("no systems configured: `systems` must name at least one student")
-        _check_decode_names(list(cfg.systems))
-        for name in cfg.systems:
-            self.systems[name] = self._resolve(name, cfg.systems[name])
+        nodes = _expand_seeds(cfg.systems)
+        _check_decode_names(list(nodes))
+        for name, node in nodes.items():
+            self.systems[name] = self._resolve(name, node)
 
     def _resolve(self, name: str, node: DictConfig) -> System:
         where = f"systems.{name}"
-        if not isinstance(node, DictConfig):
-            raise ConfigError(f"{where}: a system is a mapping of {', '.join(SYSTEM_KEYS)}, not {node!r}")
-        unknown = sorted(set(node) - set(SYSTEM_KEYS))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; a system holds {', '.join(SYSTEM_KEYS)}")
-        if node.get("objective") is None:
-            raise ConfigError(f"{where}.objective is missing: name a distill/ option, e.g. "
-                              f"'+distill@{where}.objective=ctc_only'")
-        built = instantiate(node.objective, _where_=f"{where}.objective")
-        objective = {"_target_": node.objective._target_, **dataclasses.asdict(built)}  # typed, complete
+        objective_node = OmegaConf.merge(*_option("distill", node.get("objective"), self.cfg.distill,
+                                                  f"{where}.objective"))
+        built = instantiate(objective_node, _where_=f"{where}.objective")
+        objective = {"_target_": objective_node._target_, **dataclasses.asdict(built)}  # typed, complete
         train = _typed_train(OmegaConf.merge(self.cfg.train.student, node.get("train") or {}),
                              f"{where}.train")
         splits = tuple(node.get("splits") or ("train",))
@@ -226,7 +270,8 @@ class Plan:
         if built.needs_teacher:
             settings = OmegaConf.merge(self.cfg.cache, node.get("cache") or {})
             cache = self._cache_for(settings, _sources(splits), where)
-        student = to_dict(node.student) if node.get("student") is not None else to_dict(self.cfg.student)
+        option, changes = _option("student", node.get("student"), self.cfg.student, f"{where}.student")
+        student = to_dict(OmegaConf.merge(option, self.cfg.get("student_overrides") or {}, changes))
         return System(name, student, objective, train, splits, cache)
 
     def _cache_for(self, node: DictConfig, splits: tuple[str, ...], where: str) -> str:
