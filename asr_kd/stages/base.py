@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from asr_kd.errors import MissingUpstreamError, StaleUpstreamError
 from asr_kd.paths import ExpPaths
+from asr_kd.stages import PIPELINE
 from asr_kd.stages.plan import Plan
 from asr_kd.utils import read_json, write_json
 
@@ -143,7 +144,7 @@ def share_upstream(source: ExpPaths, job: ExpPaths) -> None:
     stamps = source.root / "stamps"
     for stamp in stamps.rglob("*.json") if stamps.is_dir() else []:
         unit = stamp.relative_to(stamps).with_suffix("").as_posix()
-        if unit.split("/")[0] in ("prepare", "features", "teacher", "cache"):
+        if unit.split("/")[0] in PIPELINE[:PIPELINE.index("student")]:  # what SHARED_UPSTREAM holds
             (job.root / "stamps" / stamp.relative_to(stamps)).parent.mkdir(parents=True, exist_ok=True)
             os.link(stamp, job.root / "stamps" / stamp.relative_to(stamps))
     log.info("%s: a sweep job; data, features, teacher and caches shared (hard links) from %s",
