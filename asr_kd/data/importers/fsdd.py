@@ -48,7 +48,7 @@ class Take:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DigitString:
     """How one utterance is made: its recordings, the pauses around them (s), the noise seed."""
 
     utt_id: str
@@ -90,7 +90,7 @@ def import_fsdd(
             cache[path] = load_audio(path, sample_rate)
         return cache[path]
 
-    def build(plan: Plan, split: str) -> Utterance:
+    def build(plan: DigitString, split: str) -> Utterance:
         style = {"sample_rate": sample_rate, "noise_dbfs": noise_dbfs}
         recipe = [[t.path.name for t in plan.takes], plan.pauses, plan.noise_seed, style]
         path = Path(work_dir) / "audio" / "fsdd" / split / f"{plan.utt_id}_{fingerprint(recipe)[:8]}.wav"
@@ -158,16 +158,16 @@ def _plan(
     seed: int,
     digits: tuple[int, int],
     pause: tuple[float, float],
-) -> Plan:
+) -> DigitString:
     """The random choices for utterance ``index`` of ``split``, drawn from a generator seeded by both."""
     rng = random.Random(f"fsdd:{seed}:{split}:{index}")
     speaker = rng.choice(sorted(pool))
     takes = tuple(rng.choice(pool[speaker]) for _ in range(rng.randint(*digits)))
     pauses = tuple(round(rng.uniform(*pause), 3) for _ in range(len(takes) + 1))
-    return Plan(f"{speaker}-{split}-{index:05d}", speaker, takes, pauses, rng.getrandbits(32))
+    return DigitString(f"{speaker}-{split}-{index:05d}", speaker, takes, pauses, rng.getrandbits(32))
 
 
-def _synthesise(plan: Plan, load, sample_rate: int, noise_std: float) -> np.ndarray:
+def _synthesise(plan: DigitString, load, sample_rate: int, noise_std: float) -> np.ndarray:
     """Pause, digit, pause, digit, ..., pause: the recordings joined by stretches of faint Gaussian noise."""
     rng = np.random.default_rng(plan.noise_seed)
     pieces = []
