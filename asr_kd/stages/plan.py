@@ -51,6 +51,7 @@ from asr_kd.models.adapters import BundleTeacher, TeacherAdapter, is_pretrained,
 from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.scoring.report import VARIANTS
+from asr_kd.stages import PIPELINE
 from asr_kd.training.loop import TrainConfig
 from asr_kd.utils import file_hash, fingerprint, path_hash, read_json
 
@@ -300,68 +301,76 @@ class Plan:
 
     def settings(self, unit: str) -> dict:
         """The config values unit ``unit`` depends on (plain, resolved)."""
-        cfg = self.cfg
-        kind, _, rest = unit.partition("/")
-        if kind == "prepare":
-            return {"data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "rate": cfg.sample_rate}
-        if kind == "features":
-            return {"features": to_dict(cfg.features)}
-        if unit in self.fold_units:  # a cross-fitting teacher: the teacher's recipe, its own seed
-            fold, folds = self.fold_units[unit]
-            train = _learned(self.teacher_train)
-            return {"model": to_dict(cfg.teacher.model), "train": {**train, "seed": train["seed"] + fold},
-                    "fold": fold, "folds": folds}
-        if kind == "teacher":
-            if is_pretrained(cfg.teacher):  # the model is its architecture and its weights, wherever they lie
-                adapter = {k: v for k, v in to_dict(cfg.teacher.adapter).items() if k != "checkpoint"}
-                return {"adapter": adapter, "checkpoint_sha": self.teacher_checkpoint_sha}
-            if cfg.teacher.checkpoint:
-                return {"checkpoint_sha": self.teacher_checkpoint_sha}
-            return {"teacher": to_dict(cfg.teacher), "train": _learned(self.teacher_train)}
-        if kind == "cache":
-            name, split = rest.split("/")
-            return {**self.caches[name].content, "split": split}
-        if kind == "student":
-            return {**self.systems[rest].config, "train": _learned(self.systems[rest].train)}
-        if kind == "decode":
-            return {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set}
-        if kind == "score":
-            return {"test_sets": list(cfg.test_sets), "score": to_dict(cfg.get("score"))}
-        if kind == "export":
-            settings = {**{k: v for k, v in to_dict(cfg.export).items() if k != "systems"},
-                        "test_sets": list(cfg.test_sets)}
-            if rest in self.systems:  # trained here: student/<system> stands for the weights
-                return settings
-            checkpoint = ExpPaths(Path(cfg.exp_dir).absolute()).checkpoint(rest)  # copied in
-            if not checkpoint.exists():
-                raise MissingFileError(f"{checkpoint}: no model {rest!r} to export; train it first (`asr-kd "
-                                       f"stage=student exp_dir={cfg.exp_dir}`) or set export.systems")
-            return {**settings, "model_sha": file_hash(checkpoint)}
-        raise KeyError(f"unknown unit {unit!r}")
+        return self._describe(unit)[0]
 
     def upstream(self, unit: str) -> tuple[str, ...]:
         """The units whose outputs ``unit`` reads."""
-        kind, _, rest = unit.partition("/")
-        if kind == "prepare":
-            return ()
-        if kind == "features":
-            return ("prepare",)
-        if kind == "teacher":
-            return ("features",)
-        if kind == "cache":
-            return (*self.caches[rest.split("/")[0]].members, "features")
-        if kind == "student":
-            system = self.systems[rest]
-            caches = [f"cache/{system.cache}/{split}" for split in system.sources] if system.cache else []
-            return ("features", *caches)
-        if kind == "decode":
-            return ("teacher" if rest == "teacher" else f"student/{rest}", "features")
-        if kind == "score":
-            return (*(f"decode/{name}" for name in self.decoded),
-                    *(f"export/{name}" for name in self.exported))
-        if kind == "export":
-            return (f"student/{rest}", "prepare") if rest in self.systems else ()
-        raise KeyError(f"unknown unit {unit!r}")
+        return self._describe(unit)[1]
+
+    def _describe(self, unit: str) -> tuple[dict, tuple[str, ...]]:
+        """``(settings, upstream)`` of ``unit``, from the method of its kind (``_<stage>_unit``: one per
+        stage of the pipeline, so a new kind of unit is one method here; memoised)."""
+        memo = self.__dict__.setdefault("_descriptions", {})
+        if unit not in memo:
+            kind, _, rest = unit.partition("/")
+            if kind not in PIPELINE:
+                raise KeyError(f"unknown unit {unit!r}")
+            memo[unit] = getattr(self, f"_{kind}_unit")(rest)
+        return memo[unit]
+
+    def _prepare_unit(self, _: str) -> tuple[dict, tuple[str, ...]]:
+        cfg = self.cfg
+        return {"data": to_dict(cfg.data), "tokenizer": to_dict(cfg.tokenizer), "rate": cfg.sample_rate}, ()
+
+    def _features_unit(self, _: str) -> tuple[dict, tuple[str, ...]]:
+        return {"features": to_dict(self.cfg.features)}, ("prepare",)
+
+    def _teacher_unit(self, fold: str) -> tuple[dict, tuple[str, ...]]:
+        cfg = self.cfg
+        if fold:  # a cross-fitting teacher (teacher/fold<i>of<K>): the teacher's recipe, its own seed
+            index, folds = self.fold_units[f"teacher/{fold}"]
+            train = _learned(self.teacher_train)
+            settings = {"model": to_dict(cfg.teacher.model), "fold": index, "folds": folds,
+                        "train": {**train, "seed": train["seed"] + index}}
+        elif is_pretrained(cfg.teacher):  # the model is its architecture and its weights, wherever they lie
+            adapter = {k: v for k, v in to_dict(cfg.teacher.adapter).items() if k != "checkpoint"}
+            settings = {"adapter": adapter, "checkpoint_sha": self.teacher_checkpoint_sha}
+        elif cfg.teacher.checkpoint:
+            settings = {"checkpoint_sha": self.teacher_checkpoint_sha}
+        else:
+            settings = {"teacher": to_dict(cfg.teacher), "train": _learned(self.teacher_train)}
+        return settings, ("features",)
+
+    def _cache_unit(self, rest: str) -> tuple[dict, tuple[str, ...]]:
+        name, split = rest.split("/")
+        return {**self.caches[name].content, "split": split}, (*self.caches[name].members, "features")
+
+    def _student_unit(self, name: str) -> tuple[dict, tuple[str, ...]]:
+        system = self.systems[name]
+        caches = [f"cache/{system.cache}/{split}" for split in system.sources] if system.cache else []
+        return {**system.config, "train": _learned(system.train)}, ("features", *caches)
+
+    def _decode_unit(self, name: str) -> tuple[dict, tuple[str, ...]]:
+        cfg = self.cfg
+        settings = {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set}
+        return settings, ("teacher" if name == "teacher" else f"student/{name}", "features")
+
+    def _export_unit(self, name: str) -> tuple[dict, tuple[str, ...]]:
+        cfg = self.cfg
+        settings = {**{k: v for k, v in to_dict(cfg.export).items() if k != "systems"},
+                    "test_sets": list(cfg.test_sets)}
+        if name in self.systems:  # trained here: student/<system> stands for the weights
+            return settings, (f"student/{name}", "prepare")
+        checkpoint = ExpPaths(Path(cfg.exp_dir).absolute()).checkpoint(name)  # copied in
+        if not checkpoint.exists():
+            raise MissingFileError(f"{checkpoint}: no model {name!r} to export; train it first (`asr-kd "
+                                   f"stage=student exp_dir={cfg.exp_dir}`) or set export.systems")
+        return {**settings, "model_sha": file_hash(checkpoint)}, ()
+
+    def _score_unit(self, _: str) -> tuple[dict, tuple[str, ...]]:
+        settings = {"test_sets": list(self.cfg.test_sets), "score": to_dict(self.cfg.get("score"))}
+        return settings, (*(f"decode/{name}" for name in self.decoded),
+                          *(f"export/{name}" for name in self.exported))
 
     def fingerprint(self, unit: str) -> str:
         """Hash of the unit's settings and its upstream units' fingerprints (memoised)."""
