@@ -113,6 +113,8 @@ def scored(tmp_path_factory):
     plan = Plan(cfg)
     for unit in plan.upstream("score"):  # the decodes, stamped as made for these settings
         write_json(paths.stamp(unit), {"fingerprint": plan.fingerprint(unit), "wall_s": 12.5})
+    write_json(paths.stamp("prepare"), {"fingerprint": plan.fingerprint("prepare"), "wall_s": 12.5,
+                                        "info": {"corpus_sha": "0123456789abcdef"}})
     score_stage.run(cfg)
     patch.undo()
     return paths, json.loads(paths.report_json.read_text())
@@ -239,14 +241,18 @@ def test_alignments_plots_and_provenance_are_written(scored):
         "gpu",
         "threads",
         "stage_wall_s",
+        "corpus_sha",
     } == set(p)
-    assert p["stage_wall_s"] == {  # the units the fixture stamped: every input of score
+    assert p["stage_wall_s"] == {  # the units the fixture stamped: every input of score, and prepare
+        "prepare": 12.5,
         "decode/teacher": 12.5,
         "decode/student_ctc": 12.5,
         "decode/student_kd": 12.5,
         "export/student_kd": 12.5,
     }
     assert p["config"]["score"]["resamples"] == 500 and p["threads"] >= 1
+    assert p["corpus_sha"] == "0123456789abcdef"  # stage prepare's hash of the corpus, shown in report.md
+    assert "- corpus 0123456789abcdef " in paths.report_md.read_text()
 
 
 def test_comparison_pairs_and_named_pairs():

@@ -1,5 +1,6 @@
 """The embedded espeak-ng corpus: deterministic, disjoint splits, unseen voices, resumable, and an
-untranscribed split of new sentences that leaves the labelled ones as they were."""
+untranscribed split of new sentences that leaves the labelled ones as they were; stage prepare
+records one corpus hash whatever the number of workers that render it."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ import soundfile as sf
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from asr_kd.data.manifest import corpus_hash, read_manifest
 from asr_kd.data.synthetic import _sentences, _unlabeled_sentences, make_synthetic_corpus
 from asr_kd.data.synthetic.grammar import command_vocabulary, number_words
 from asr_kd.data.synthetic.open_english import open_english_sentences
+from asr_kd.paths import ExpPaths
 from asr_kd.scoring.text import normalize_text
+from asr_kd.stages import prepare
 from asr_kd.stages.prepare import PREPARE_KEYS
+from asr_kd.utils import read_json
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -133,3 +138,22 @@ def test_open_english_has_a_large_vocabulary():
 def test_unknown_domain_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown synthetic domain 'poetry'"):
         make_synthetic_corpus(tmp_path, seed=0, **{**SMALL, "domain": "poetry"})
+
+
+def test_prepare_records_the_same_corpus_hash_whatever_the_workers_and_a_changed_clip_changes_it(tmp_path):
+    hashes = []
+    for workers in (1, 2):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            prepare.run(compose("config", overrides=["recipe=smoke", f"exp_dir={tmp_path / str(workers)}",
+                                                     f"data.num_workers={workers}"]))
+        hashes.append(read_json(ExpPaths(tmp_path / str(workers)).stamp("prepare"))["info"]["corpus_sha"])
+    assert hashes[0] == hashes[1]  # caleb and Reed voices included: 5 of 124 clips differed before
+    paths = ExpPaths(tmp_path / "2")
+    splits = {split: read_manifest(paths.manifest(split)) for split in ("train", "dev", "test_seen",
+                                                                         "test_unseen", "unlabeled")}
+    assert corpus_hash(splits) == hashes[0]
+    clip = Path(splits["test_unseen"][0].audio)
+    audio = bytearray(clip.read_bytes())
+    audio[-2] ^= 1  # one sample's lowest bit
+    clip.write_bytes(bytes(audio))
+    assert corpus_hash(splits) != hashes[0]

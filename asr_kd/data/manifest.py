@@ -17,15 +17,16 @@ point there; it takes no part in comparing utterances.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from asr_kd.errors import DataError
-from asr_kd.utils import read_jsonl, write_jsonl
+from asr_kd.utils import file_hash, fingerprint, read_jsonl, write_jsonl
 
-__all__ = ["Utterance", "read_manifest", "write_manifest", "UNLABELED"]
+__all__ = ["Utterance", "read_manifest", "write_manifest", "corpus_hash", "UNLABELED"]
 
 #: The split of untranscribed audio (``data/unlabeled.jsonl``): the one split whose texts are ``None``.
 UNLABELED = "unlabeled"
@@ -75,3 +76,14 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
 def write_manifest(path: str | os.PathLike, utts: Iterable[Utterance]) -> None:
     """Write utterances as JSON lines, atomically."""
     write_jsonl(path, (u.to_dict() for u in utts))
+
+
+def corpus_hash(splits: Mapping[str, Sequence[Utterance]]) -> str:
+    """A hash of every split's utterances (sorted by id) and their audio files' bytes, not their
+    paths: the same corpus in any folder gives the same hash, a changed clip or transcript another."""
+    audio_hash = functools.cache(file_hash)  # segments of one recording share its file
+    rows = {
+        split: [[u.id, u.text, u.speaker, u.duration, u.start, u.end, audio_hash(u.audio)] for u in utts]
+        for split, utts in splits.items()
+    }
+    return fingerprint({split: sorted(r, key=lambda row: row[0]) for split, r in rows.items()})

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from asr_kd.config import to_dict
 from asr_kd.utils import read_json
 
-__all__ = ["git_state", "cpu_model", "stage_wall_times", "provenance"]
+__all__ = ["git_state", "cpu_model", "stage_wall_times", "corpus_sha", "provenance"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -61,6 +61,12 @@ def stage_wall_times(stamps_dir: Path) -> dict[str, float | None]:
     }
 
 
+def corpus_sha(stamps_dir: Path) -> str | None:
+    """The corpus hash that stage prepare recorded (``stamps/prepare.json``); ``None`` if none."""
+    stamp = stamps_dir / "prepare.json"
+    return read_json(stamp).get("info", {}).get("corpus_sha") if stamp.exists() else None
+
+
 def provenance(cfg: DictConfig, stamps_dir: Path) -> dict:
     """The ``provenance`` block of report.json. ``cfg.overrides`` is set by the command line (asr_kd.cli)."""
     commit, dirty = git_state()
@@ -76,4 +82,5 @@ def provenance(cfg: DictConfig, stamps_dir: Path) -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(),
         "stage_wall_s": stage_wall_times(stamps_dir),
+        "corpus_sha": corpus_sha(stamps_dir),
     }

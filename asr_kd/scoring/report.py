@@ -14,7 +14,7 @@ systems, size, speed and provenance, as JSON and Markdown (plots: asr_kd.scoring
      "teacher": {"architecture", "sha", "input", "sample_rate", "frame_shift_ms", "vocabulary",
                  "params", "config"},
      "provenance": {"commit", "dirty", "overrides", "config", "torch", "torchaudio", "python", "cpu",
-                    "gpu", "threads", "stage_wall_s"}}
+                    "gpu", "threads", "stage_wall_s", "corpus_sha"}}
 
 Keys, once:
 
@@ -54,7 +54,9 @@ Keys, once:
 - ``provenance``: ``commit`` and ``dirty`` (tracked files modified) of the package's git checkout
   (``null`` outside one), ``overrides`` (the command line's), ``config`` (the resolved config),
   ``torch``, ``torchaudio``, ``python`` versions, ``cpu`` and ``gpu`` models, torch ``threads``,
-  ``stage_wall_s`` (wall seconds of each finished stage, from ``stamps/``; ``null`` if not recorded).
+  ``stage_wall_s`` (wall seconds of each finished stage, from ``stamps/``; ``null`` if not recorded),
+  ``corpus_sha`` (the hash of the prepared manifests and audio that stage prepare recorded:
+  asr_kd.data.manifest.corpus_hash; ``null`` if not recorded).
 """
 
 from __future__ import annotations
@@ -256,6 +258,7 @@ def _provenance_markdown(p: dict) -> list[str]:
     return [
         "## Provenance", "",
         f"- commit {commit}; overrides: {' '.join(p['overrides']) or 'none'}",
+        f"- corpus {p['corpus_sha'] or 'unknown'} (hash of the prepared manifests and audio)",
         f"- torch {p['torch']}, torchaudio {p['torchaudio']}, Python {p['python']}; CPU {p['cpu']}, "
         f"GPU {p['gpu'] or 'none'}, {p['threads']} torch threads",
         *([f"- stage wall times: {walls}"] if walls else []),

@@ -36,6 +36,9 @@ the training splits (``train``, ``unlabeled``; id ``<id>_sp0.9``), and ``data.no
 copies are made after the checks, so they never count as leakage. Every system trains on them.
 A manifest of a split that the corpus no longer has (an ``unlabeled.jsonl`` of an earlier run) is
 removed.
+
+The stamp (``stamps/prepare.json``) records ``corpus_sha``, a hash of every split's manifest and
+audio bytes (:func:`asr_kd.data.manifest.corpus_hash`), which the report's provenance shows.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from omegaconf import DictConfig
 
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.importers.untranscribed import read_untranscribed
-from asr_kd.data.manifest import UNLABELED, Utterance, write_manifest
+from asr_kd.data.manifest import UNLABELED, Utterance, corpus_hash, write_manifest
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.validate import describe, reject, summarize_rejects, validate_corpus, write_rejects
 from asr_kd.data.views import VIEW_SPLITS, make_views, view_settings
@@ -110,9 +113,12 @@ def run(cfg: DictConfig) -> None:
         n = sum(r["split"] == split for r in rejects)
         log.info("prepare: %s: %d utterances, %.2f h, %d rejected", split, c["utterances"], c["hours"], n)
     log.info("prepare: %s token vocabulary of %d", type(tokenizer).__name__, len(tokenizer))
+    corpus = corpus_hash(kept)
+    log.info("prepare: corpus hash %s", corpus)
     if rejects:
         log.warning("prepare: %s (listed in %s)", summarize_rejects(rejects), paths.rejects)
-    stamp.done({"splits": counts, "rejected": len(rejects), "vocab_size": len(tokenizer)})
+    stamp.done({"splits": counts, "rejected": len(rejects), "vocab_size": len(tokenizer),
+                "corpus_sha": corpus})
 
 
 def _check_not_empty(kept: dict[str, list[Utterance]], rejects: list[dict]) -> None:

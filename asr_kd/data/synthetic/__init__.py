@@ -45,7 +45,7 @@ __all__ = ["make_synthetic_corpus", "DOMAINS"]
 log = logging.getLogger(__name__)
 
 DOMAINS = ("commands", "open_english")
-_FORMAT_VERSION = 1  # bump when rendering changes, so old wavs are not re-used
+_FORMAT_VERSION = 2  # bump when rendering changes, so old wavs are not re-used
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ espeak-ng keeps one global synthesiser per process whose output depends on what 
 (pitch flutter position, noise generator): the same call gives different samples later in a run.
 For a corpus that is byte-identical for a seed, whatever the order or the worker that renders it,
 :func:`synthesize` reloads the library (1-2 ms) and seeds its noise generator for every utterance.
+The ``klatt 6`` variants (speechPlayer) draw their breath and frication noise from the C library's
+``rand()``, which neither reload nor espeak-ng's seed resets, so it is seeded (``srand``) too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _NATURAL_VARIANTS = (
 ).split()
 _AUDIO_OUTPUT_SYNCHRONOUS, _POS_CHARACTER, _CHARS_UTF8 = 2, 1, 1
 _RATE, _PITCH, _RANGE, _WORDGAP = 1, 3, 4, 7
+_LIBC = ctypes.CDLL(None)  # the process's C library, whose rand() speechPlayer's noise draws from
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
@@ -95,6 +98,7 @@ class _Espeak:
                              (_WORDGAP, voice.word_gap)):
             self.lib.espeak_SetParameter(param, value, 0)
         self.lib.espeak_ng_SetRandSeed(seed)
+        _LIBC.srand(ctypes.c_uint(seed))
         self.chunks = []
         data = text.encode()
         err = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
