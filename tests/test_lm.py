@@ -111,7 +111,7 @@ def test_lm_weight_is_tuned_per_system_on_dev():
     """The weight whose decodes score best on the dev set wins; the first of equals on ties."""
     from types import SimpleNamespace
 
-    from asr_kd.stages.decode import tune_lm_weight
+    from asr_kd.decoding.lm import tune_lm_weight
 
     class Dev:
         utts = [SimpleNamespace(text=t) for t in TEXTS]

@@ -13,19 +13,27 @@ as back-off weight, so an unseen ``w`` gets ``lambda(h) P(w | h')``, as in SRILM
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.tokenizer import BLANK, CharTokenizer
+from asr_kd.decoding.offline import emissions
 from asr_kd.errors import ConfigError
+from asr_kd.models.adapters import TeacherAdapter
+from asr_kd.models.bundle import Bundle
+from asr_kd.scoring.wer import error_rates
 from asr_kd.utils import atomic_path
 
-__all__ = ["write_arpa", "write_lexicon", "write_word_lm", "oov_rate", "LexiconBeamSearch"]
+__all__ = ["write_arpa", "write_lexicon", "write_word_lm", "oov_rate", "LexiconBeamSearch", "lm_searches",
+           "tune_lm_weight"]
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 _LOG10_ZERO = -99.0  # ARPA's "never": the probability of predicting <s>
@@ -177,3 +185,36 @@ class LexiconBeamSearch:
         emissions = emissions.unsqueeze(0).contiguous()
         hyps = self.decoder(emissions, torch.tensor([logits.shape[0]], dtype=torch.int32))
         return " ".join(hyps[0][0].words) if hyps[0] else ""
+
+
+def lm_searches(
+    train_texts: Sequence[str], tokenizer: CharTokenizer, lm_cfg, lm_dir: str | os.PathLike
+) -> tuple[Callable[[float, float], LexiconBeamSearch], list[str]]:
+    """The lexicon and n-gram LM of ``train_texts`` written to ``lm_dir`` (``decode.lm``: ``order``,
+    ``discount``, ``beam_size``, ``word_score``); a maker of beam searches on them by LM weight and
+    blank penalty, and the lexicon's words."""
+    arpa, lexicon, words = write_word_lm(train_texts, tokenizer, lm_dir, lm_cfg.order, lm_cfg.discount)
+    return lambda lm_weight, blank_penalty: LexiconBeamSearch(
+        tokenizer, lexicon, arpa, beam_size=lm_cfg.beam_size, lm_weight=lm_weight,
+        word_score=lm_cfg.word_score, blank_penalty=blank_penalty), words
+
+
+def tune_lm_weight(
+    bundle: Bundle | TeacherAdapter,
+    dataset: UtteranceDataset,
+    make_search: Callable[[float, float], Callable[[torch.Tensor], str]],
+    weights: list[float],
+    penalties: list[float],
+) -> tuple[tuple[float, float], dict[tuple[float, float], float]]:
+    """The (LM weight, blank penalty) pair of ``weights`` x ``penalties`` with the lowest WER on
+    ``dataset`` (the first on ties), and every pair's WER. Each system gets its own: how much the LM
+    should count depends on how sharp the acoustic model's posteriors are, which distillation changes."""
+    with torch.inference_mode():
+        scores = [emissions(bundle, dataset, i)
+                  for i in tqdm(range(len(dataset)), desc="tune LM weight", dynamic_ncols=True, leave=False)]
+    refs = [u.text for u in dataset.utts]
+    wers = {}
+    for pair in itertools.product(weights, penalties):
+        search = make_search(*pair)
+        wers[pair] = error_rates(refs, [search(e) for e in scores])["wer"]
+    return min(wers, key=wers.__getitem__), wers
