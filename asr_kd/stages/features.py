@@ -13,7 +13,6 @@ so a killed run resumes at the split it was on.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import numpy as np
@@ -30,18 +29,14 @@ from asr_kd.features.cmvn import CMVNAccumulator
 from asr_kd.features.frontend import LogMelFrontend
 from asr_kd.features.store import FeatureWriter
 from asr_kd.stages.base import StageStamp
-from asr_kd.utils import read_json
+from asr_kd.utils import file_hash, read_json
 
 log = logging.getLogger(__name__)
 
 
 def audio_sha(utt: Utterance) -> str:
     """Content hash of an utterance's audio (file bytes plus the span), the cache's key."""
-    h = hashlib.sha256(f"{utt.start}:{utt.end}:".encode())
-    with open(utt.audio, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return file_hash(utt.audio, prefix=f"{utt.start}:{utt.end}:".encode())
 
 
 class _FeatureJobs(Dataset):
