@@ -20,7 +20,7 @@ from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.distill.bridge import fit_frames, merge_factor, merge_frames
 from asr_kd.distill.cache import PosteriorCache
 from asr_kd.distill.loss import FrameRateMismatchError
-from asr_kd.errors import ConfigError, UserError
+from asr_kd.errors import ConfigError, UnsafeFileError, UserError
 from asr_kd.models.adapters import TeacherLabels, map_labels, teacher_tokenizer
 from asr_kd.models.torchaudio_ctc import TorchaudioCTC, bundle_labels
 from asr_kd.paths import ExpPaths
@@ -226,6 +226,25 @@ def test_hf_directory_without_a_model_is_one_line(tmp_path):
         model_labels(str(tmp_path))
     with pytest.raises(ConfigError, match="teacher.checkpoint is not set"):
         model_labels(None)
+
+
+def test_pretrained_teacher_files_never_run_code(hf_model, tiny_bundle, tmp_path, code_payload):
+    import shutil
+
+    from asr_kd.models.hf_ctc import HFCTC
+
+    payload, marker = code_payload
+    pickled = tmp_path / "hf_bin"
+    shutil.copytree(hf_model, pickled)
+    for weights in pickled.glob("*.safetensors"):
+        weights.unlink()
+    torch.save({"weights": payload}, pickled / "pytorch_model.bin")  # transformers would unpickle it
+    with pytest.raises(UnsafeFileError, match="no model.safetensors; refusing to load pickled weights"):
+        HFCTC(str(pickled))
+    torch.save({"state_dict": payload}, tmp_path / "w2v.pt")
+    with pytest.raises(UnsafeFileError, match="w2v.pt: refusing to load"):
+        TorchaudioCTC("TINY_W2V_ASR", str(tmp_path / "w2v.pt"))
+    assert not marker.exists()
 
 
 def test_posteriors_do_not_depend_on_the_batch(tiny_bundle):
