@@ -166,6 +166,18 @@ def test_torchaudio_teacher_caches_teaches_and_is_reported(torchaudio_exp, tiny_
     assert report["systems"]["teacher"]["config"]["adapter"]["bundle"] == "TINY_W2V_ASR"
 
 
+def test_force_rewrites_the_cache(torchaudio_exp):
+    exp, cfg = torchaudio_exp
+    shard = ExpPaths(exp).cache_dir("teacher_k16", "train") / "shard-00000.val"
+    before = shard.stat().st_ino
+    get_stage("cache")(cfg)  # up to date: kept
+    assert shard.stat().st_ino == before
+    forced = cfg.copy()
+    forced.force = True
+    get_stage("cache")(forced)
+    assert shard.stat().st_ino != before  # written anew, not kept as finished
+
+
 def test_mismatches_are_one_line_errors_naming_both_sides(torchaudio_exp):
     exp, cfg = torchaudio_exp
     paths = ExpPaths(exp)
