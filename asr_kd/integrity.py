@@ -1,12 +1,14 @@
 """Trust in files on disk: recorded checksums, and torch files loaded without running code.
 
-**Checksums.** Every artefact a later stage or a user loads (bundles ``model.pt``, resume
-checkpoints ``ckpt-<step>.pt``, feature stores' ``feats.f16`` and ``index.json``) is written with a
-sidecar ``<file>.sha256`` in ``sha256sum`` format (``sha256sum -c model.pt.sha256`` checks it too)
-and verified against it before use: a mismatch is a one-line error naming the file and what to
-re-run. A file without a sidecar (written by an older version, or shared without it) is used as it
-is. Each file is hashed once per process while its size and mtime stay the same (SHA-256 reads
-about 1 GB/s here: a demo-size feature store costs well under a second per stage).
+**Checksums.** Every artefact a later stage or a user loads (the files are listed in
+asr_kd.paths) is written with a sidecar ``<file>.sha256`` in ``sha256sum`` format
+(``sha256sum -c model.pt.sha256`` checks it too) and verified against it before use: a mismatch is
+a one-line error naming the file and what to re-run. A file without a sidecar (written by an older
+version, or shared without it) is used as it is. Each file is hashed once per process while its
+size and mtime stay the same (SHA-256 reads about 1 GB/s here: a demo-size feature store costs
+well under a second per stage). Where: asr_kd.stages.base checks the bundles of the units a stage
+finds up to date or reads, :class:`asr_kd.features.store.FeatureStore` its files when opened,
+:func:`load_torch` every checkpoint.
 
 **No code in checkpoints.** :func:`load_torch` reads with ``torch.load(weights_only=True)``: tensors,
 numbers, strings, lists, tuples and dicts only. A file whose pickle names any other Python object
