@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -15,7 +17,7 @@ from omegaconf import OmegaConf
 from asr_kd.data.dataset import DurationBatchSampler
 from asr_kd.errors import ChecksumError, ConfigError, DataError, UnsafeFileError
 from asr_kd.training import seed_everything
-from asr_kd.training.loop import SpecAugment, TrainConfig, _time_warp, train
+from asr_kd.training.loop import SpecAugment, TrainConfig, _rng_state, _set_rng_state, _time_warp, train
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 DEFAULTS = OmegaConf.to_container(OmegaConf.load(CONF / "train" / "default.yaml").teacher)
@@ -128,6 +130,18 @@ def test_killed_run_resumes_only_under_the_same_key(tmp_path):
     assert _run(tmp_path, "settings-b", kill_at=2) == 2  # other settings: the stale ones are not used...
     assert _names(tmp_path) == []  # ...and removed, so they can never be taken for this run's
     assert _run(tmp_path, "settings-b") == 6
+
+
+def test_random_states_survive_a_weights_only_round_trip(tmp_path):
+    cpu = torch.device("cpu")
+    seed_everything(3)
+    np.random.standard_normal()  # a cached Gaussian is part of numpy's state
+    torch.save(_rng_state(cpu), tmp_path / "rng.pt")
+    expected = (random.random(), np.random.standard_normal(), torch.rand(2))
+    seed_everything(4)
+    _set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), cpu)
+    drawn = (random.random(), np.random.standard_normal(), torch.rand(2))
+    assert drawn[:2] == expected[:2] and torch.equal(drawn[2], expected[2])
 
 
 def test_a_planted_checkpoint_never_runs_code(tmp_path, code_payload):

@@ -310,7 +310,7 @@ def _load_checkpoint(folder: Path, resume_key: str, name: str) -> dict | None:
         except (OSError, UnreadableFileError) as e:
             log.warning("%s: cannot read %s (%s); trying the one before", name, path, e)
             continue
-        if state.get("resume_key") != resume_key:
+        if not isinstance(state, dict) or state.get("resume_key") != resume_key:
             log.warning("%s: %s was saved for other settings or inputs; starting afresh", name, path)
             return None
         log.info("%s: resuming from step %d (%s)", name, state["step"], path)
