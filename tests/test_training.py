@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,21 @@ def test_checkpoint_settings_are_checked():
         config(keep_checkpoints=0)
     with pytest.raises(ValueError, match="checkpoint_every"):
         config(checkpoint_every=-1)
+
+
+@pytest.mark.parametrize("override,where", [
+    ("train.student.steps=0", "train.student"),
+    ("+systems.student_ctc.train.steps=-5", "systems.student_ctc.train"),
+])
+def test_steps_below_one_are_refused_at_start_naming_the_node(override, where):
+    from hydra import compose, initialize_config_dir
+
+    from asr_kd.stages.plan import Plan
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[override])
+    with pytest.raises(ConfigError, match=rf"^{re.escape(where)}: train steps must be >= 1, not -?\d+$"):
+        Plan(cfg)
 
 
 def test_sampler_starts_an_epoch_at_a_batch_offset_without_loading_the_skipped_batches():
