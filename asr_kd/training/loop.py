@@ -7,7 +7,11 @@ Runs on the CPU or a GPU (``device``, optionally bf16 autocast), in one process 
 Seeded and resumable: ``train`` seeds every random stream from ``cfg.seed``
 (:func:`asr_kd.training.seed_everything`), and its checkpoints (every ``checkpoint_every`` steps
 and/or ``checkpoint_minutes``) hold the step, the position in the epoch's batch order and every
-random state, so a killed run resumes to the weights an uninterrupted one would have reached.
+random state, so a killed run resumes to the weights an uninterrupted one would have reached. They
+are plain data with a checksum, read back with ``weights_only=True`` (asr_kd.integrity).
+
+A batch whose gradient is not finite is skipped; once more than :data:`MAX_SKIPPED` of ``steps``
+were, training fails (non-finite features or labels, most likely) instead of publishing a model.
 """
 
 from __future__ import annotations
