@@ -31,8 +31,9 @@ def to_dict(cfg: Any) -> Any:
 
 
 def check_types(schema: type, node: Any, where: str) -> DictConfig:
-    """``node`` merged onto the dataclass ``schema``: a wrong type, an unknown key or a missing value
-    raises :class:`ConfigError` naming the key (``train.student.steps: 'abc' is not an int``)."""
+    """``node`` merged onto the dataclass ``schema``: a wrong type, an unknown key, a missing value or
+    one its ``__post_init__`` refuses raises :class:`ConfigError` naming the key or node
+    (``train.student.steps: 'abc' is not an int``, ``train.student: train steps must be >= 1``)."""
     try:
         typed = OmegaConf.merge(OmegaConf.structured(schema), node)
         OmegaConf.to_object(typed)  # raises on values still missing
@@ -40,6 +41,8 @@ def check_types(schema: type, node: Any, where: str) -> DictConfig:
         key = getattr(e, "full_key", "") or ""
         message = str(e).splitlines()[0]
         raise ConfigError(f"{where}{'.' + key if key else ''}: {message}") from None
+    except ConfigError as e:  # a value the schema's __post_init__ refuses
+        raise ConfigError(f"{where}: {e}") from None
     return typed
 
 

@@ -6,7 +6,7 @@ shows the traceback of these too.
 from __future__ import annotations
 
 __all__ = ["UserError", "ConfigError", "DataError", "MissingFileError", "MissingUpstreamError",
-           "StaleUpstreamError"]
+           "StaleUpstreamError", "ChecksumError", "UnreadableFileError", "UnsafeFileError"]
 
 
 class UserError(Exception):
@@ -31,3 +31,15 @@ class DataError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file a stage or tool needs does not exist."""
+
+
+class ChecksumError(DataError):
+    """A file's bytes differ from the checksum recorded when it was written (asr_kd.integrity)."""
+
+
+class UnreadableFileError(DataError):
+    """A file is truncated or is not in the format expected (a checkpoint that torch cannot read)."""
+
+
+class UnsafeFileError(DataError):
+    """A checkpoint holds Python objects that loading it would call: refused, never unpickled."""

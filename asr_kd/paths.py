@@ -32,6 +32,9 @@ Stages talk to each other only through these files::
       compare.json, compare.md      aggregate of several runs' reports (asr_kd.scoring.aggregate)
       stamps/<unit>.json            fingerprint and settings of each finished unit of work
                                     (asr_kd.stages.base; units in asr_kd.stages.plan)
+      <file>.sha256                 beside every models/<system>/model.pt, ckpt-<step>.pt and
+                                    features/<split>/{feats.f16,index.json}: the file's SHA-256 in
+                                    sha256sum format, checked before the file is used (asr_kd.integrity)
 """
 
 from __future__ import annotations

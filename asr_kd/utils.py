@@ -90,13 +90,14 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (first 16 hex digits)."""
-    h = hashlib.sha256()
+def file_hash(path: str | os.PathLike, digits: int = 16, prefix: bytes = b"") -> str:
+    """SHA-256 of ``prefix`` then a file's bytes, streamed; its first ``digits`` hex digits (64: all).
+    The one file hash of the project (fingerprints, audio keys, cache shards, checksums)."""
+    h = hashlib.sha256(prefix)
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        while block := f.read(1 << 22):
             h.update(block)
-    return h.hexdigest()[:16]
+    return h.hexdigest()[:digits]
 
 
 def path_hash(path: str | os.PathLike) -> str:

@@ -23,6 +23,7 @@ from asr_kd.data.vocabulary import tokenizer_from_tokens
 from asr_kd.distill.cache import CacheMismatchError, PosteriorCache, teacher_cache_meta
 from asr_kd.distill.targets import CachedTargets
 from asr_kd.errors import StaleUpstreamError
+from asr_kd.integrity import checksum_path
 from asr_kd.models.adapters import BundleTeacher
 from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
@@ -142,14 +143,17 @@ def test_a_changed_fold_teacher_makes_the_crossfit_cache_stale(exp, tmp_path):
         stamp.write_text(original)
     checkpoint = paths.checkpoint("teacher_fold1of2")
     shutil.copyfile(checkpoint, tmp_path / "model.pt")
-    try:  # other weights under the same name: the cache's teachers no longer match
+    shutil.copyfile(checksum_path(checkpoint), tmp_path / "model.pt.sha256")
+    try:  # other weights (with their checksum) under the same name: the cache's teachers no longer match
         shutil.copyfile(paths.checkpoint("teacher_fold2of2"), checkpoint)
+        shutil.copyfile(checksum_path(paths.checkpoint("teacher_fold2of2")), checksum_path(checkpoint))
         spec = Plan(cfg).caches["crossfit2_k16"]
         with pytest.raises(CacheMismatchError, match="teachers: cache has"):
             open_cache(paths, spec, "train", student_subsampling=4, frame_shift_ms=10.0,
                        teachers=load_cache_teachers(cfg.teacher, paths, spec))
     finally:
         shutil.copyfile(tmp_path / "model.pt", checkpoint)
+        shutil.copyfile(tmp_path / "model.pt.sha256", checksum_path(checkpoint))
     spec = Plan(cfg).caches["crossfit2_k16"]
     open_cache(paths, spec, "train", student_subsampling=4, frame_shift_ms=10.0,
                teachers=load_cache_teachers(cfg.teacher, paths, spec))

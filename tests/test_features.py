@@ -1,12 +1,24 @@
-"""Front ends and feature store: Kaldi framing for every backend, store round trip, CMVN."""
+"""Front ends and feature store: Kaldi framing for every backend, store round trip, checksums,
+CMVN; the features stage refuses non-finite features and redoes every split under force=true."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
+from hydra import compose, initialize_config_dir
 
+from asr_kd.data.manifest import Utterance, write_manifest
+from asr_kd.errors import ChecksumError, DataError
 from asr_kd.features.cmvn import CMVNAccumulator
 from asr_kd.features.frontend import KaldiFbank, LibrosaLogMel
 from asr_kd.features.store import FeatureStore, FeatureWriter
+from asr_kd.paths import ExpPaths
+from asr_kd.stages import features
+from asr_kd.stages.base import StageStamp
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @pytest.mark.parametrize("frontend", [KaldiFbank(), LibrosaLogMel()])
@@ -39,6 +51,54 @@ def test_store_round_trip_and_size_check(tmp_path):
     (tmp_path / "feats.f16").write_bytes(b"\0" * 10)
     with pytest.raises(ValueError, match="feats.f16: 10 bytes, index expects"):
         FeatureStore(tmp_path)
+
+
+def test_store_with_flipped_bytes_is_refused_by_its_checksum(tmp_path):
+    writer = FeatureWriter(tmp_path, 4, {})
+    writer.add("u", np.ones((300, 4), np.float32), "sha")
+    writer.close()
+    FeatureStore(tmp_path)
+    data = bytearray((tmp_path / "feats.f16").read_bytes())
+    data[800:1200] = bytes(400)  # same size: only the checksum can tell
+    (tmp_path / "feats.f16").write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"feats.f16: checksum mismatch .*stage=features force=true"):
+        FeatureStore(tmp_path)
+
+
+def _features_exp(root: Path, wavs: dict[str, np.ndarray], *overrides: str):
+    """An exp_dir whose prepare stage is done, with a train split of ``wavs`` (float WAVs at 16 kHz)."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[f"exp_dir={root}", "features.num_workers=0", *overrides])
+    utts = []
+    for name, wav in wavs.items():
+        sf.write(root / f"{name}.wav", wav, 16000, subtype="FLOAT")
+        utts.append(Utterance(name, str(root / f"{name}.wav"), len(wav) / 16000, "a"))
+    write_manifest(ExpPaths(root).manifest("train"), utts)
+    StageStamp(cfg, "prepare").done()
+    return cfg
+
+
+def test_non_finite_features_are_refused_and_nothing_is_written(tmp_path):
+    bad = np.full(8000, 0.1, np.float32)
+    bad[4000] = np.nan
+    cfg = _features_exp(tmp_path, {"good": np.full(8000, 0.1, np.float32), "bad": bad})
+    with pytest.raises(DataError, match=r"^bad \(.*bad.wav\): non-finite features"):
+        features.run(cfg)
+    assert not (tmp_path / "features/train/index.json").exists()
+
+
+def test_force_re_extracts_every_split(tmp_path):
+    cfg = _features_exp(tmp_path, {"a": 0.1 * np.sin(np.arange(8000, dtype=np.float32))})
+    features.run(cfg)
+    feats = tmp_path / "features/train/feats.f16"
+    good = feats.read_bytes()
+    feats.write_bytes(bytes(len(good)))  # damaged, its checksum gone with it
+    Path(f"{feats}.sha256").unlink()
+    features.run(cfg)  # up to date: nothing redone
+    assert feats.read_bytes() != good
+    cfg.force = True
+    features.run(cfg)
+    assert feats.read_bytes() == good
 
 
 def test_aborted_writer_leaves_no_store(tmp_path):

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asr_kd"
 
 #: Layer of each part of the package; a module may import its own layer and the ones below.
 LAYERS = {
-    "asr_kd": 0, "asr_kd.errors": 0, "asr_kd.utils": 0, "asr_kd.paths": 0,
+    "asr_kd": 0, "asr_kd.errors": 0, "asr_kd.utils": 0, "asr_kd.paths": 0, "asr_kd.integrity": 0,
     "asr_kd.config": 1, "asr_kd.environment": 1,
     "asr_kd.data": 2, "asr_kd.features": 2, "asr_kd.scoring": 2,
     "asr_kd.models": 3,

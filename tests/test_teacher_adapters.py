@@ -20,7 +20,7 @@ from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.distill.bridge import fit_frames, merge_factor, merge_frames
 from asr_kd.distill.cache import PosteriorCache
 from asr_kd.distill.loss import FrameRateMismatchError
-from asr_kd.errors import ConfigError, UserError
+from asr_kd.errors import ConfigError, UnsafeFileError, UserError
 from asr_kd.models.adapters import TeacherLabels, map_labels, teacher_tokenizer
 from asr_kd.models.torchaudio_ctc import TorchaudioCTC, bundle_labels
 from asr_kd.paths import ExpPaths
@@ -166,6 +166,18 @@ def test_torchaudio_teacher_caches_teaches_and_is_reported(torchaudio_exp, tiny_
     assert report["systems"]["teacher"]["config"]["adapter"]["bundle"] == "TINY_W2V_ASR"
 
 
+def test_force_rewrites_the_cache(torchaudio_exp):
+    exp, cfg = torchaudio_exp
+    shard = ExpPaths(exp).cache_dir("teacher_k16", "train") / "shard-00000.val"
+    before = shard.stat().st_ino
+    get_stage("cache")(cfg)  # up to date: kept
+    assert shard.stat().st_ino == before
+    forced = cfg.copy()
+    forced.force = True
+    get_stage("cache")(forced)
+    assert shard.stat().st_ino != before  # written anew, not kept as finished
+
+
 def test_mismatches_are_one_line_errors_naming_both_sides(torchaudio_exp):
     exp, cfg = torchaudio_exp
     paths = ExpPaths(exp)
@@ -226,6 +238,25 @@ def test_hf_directory_without_a_model_is_one_line(tmp_path):
         model_labels(str(tmp_path))
     with pytest.raises(ConfigError, match="teacher.checkpoint is not set"):
         model_labels(None)
+
+
+def test_pretrained_teacher_files_never_run_code(hf_model, tiny_bundle, tmp_path, code_payload):
+    import shutil
+
+    from asr_kd.models.hf_ctc import HFCTC
+
+    payload, marker = code_payload
+    pickled = tmp_path / "hf_bin"
+    shutil.copytree(hf_model, pickled)
+    for weights in pickled.glob("*.safetensors"):
+        weights.unlink()
+    torch.save({"weights": payload}, pickled / "pytorch_model.bin")  # transformers would unpickle it
+    with pytest.raises(UnsafeFileError, match="no model.safetensors; refusing to load pickled weights"):
+        HFCTC(str(pickled))
+    torch.save({"state_dict": payload}, tmp_path / "w2v.pt")
+    with pytest.raises(UnsafeFileError, match="w2v.pt: refusing to load"):
+        TorchaudioCTC("TINY_W2V_ASR", str(tmp_path / "w2v.pt"))
+    assert not marker.exists()
 
 
 def test_posteriors_do_not_depend_on_the_batch(tiny_bundle):

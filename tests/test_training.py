@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from asr_kd.data.dataset import DurationBatchSampler
-from asr_kd.errors import ConfigError
+from asr_kd.errors import ChecksumError, ConfigError, DataError, UnsafeFileError
 from asr_kd.training import seed_everything
-from asr_kd.training.loop import SpecAugment, TrainConfig, _time_warp, train
+from asr_kd.training.loop import SpecAugment, TrainConfig, _rng_state, _set_rng_state, _time_warp, train
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 DEFAULTS = OmegaConf.to_container(OmegaConf.load(CONF / "train" / "default.yaml").teacher)
@@ -130,11 +133,75 @@ def test_killed_run_resumes_only_under_the_same_key(tmp_path):
     assert _run(tmp_path, "settings-b") == 6
 
 
+def test_random_states_survive_a_weights_only_round_trip(tmp_path):
+    cpu = torch.device("cpu")
+    seed_everything(3)
+    np.random.standard_normal()  # a cached Gaussian is part of numpy's state
+    torch.save(_rng_state(cpu), tmp_path / "rng.pt")
+    expected = (random.random(), np.random.standard_normal(), torch.rand(2))
+    seed_everything(4)
+    _set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), cpu)
+    drawn = (random.random(), np.random.standard_normal(), torch.rand(2))
+    assert drawn[:2] == expected[:2] and torch.equal(drawn[2], expected[2])
+
+
+def test_a_planted_checkpoint_never_runs_code(tmp_path, code_payload):
+    payload, marker = code_payload
+    torch.save({"step": 2, "resume_key": "settings-a", "rng": payload}, tmp_path / "ckpt-00000002.pt")
+    with pytest.raises(UnsafeFileError) as e:
+        _run(tmp_path, "settings-a")
+    assert not marker.exists()
+    assert "ckpt-00000002.pt: refusing to load" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_corrupted_checkpoint_is_named_not_resumed(tmp_path):
+    _run(tmp_path, "settings-a", kill_at=4)
+    ckpt = tmp_path / "ckpt-00000002.pt"
+    data = bytearray(ckpt.read_bytes())
+    data[-200] ^= 0xFF  # bit rot inside the zip: torch may still read it
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"ckpt-00000002.pt: checksum mismatch"):
+        _run(tmp_path, "settings-a")
+
+
+def test_training_that_skips_most_steps_fails(tmp_path):
+    calls = []
+
+    def nan_mostly(logits, lengths, batch, progress):
+        calls.append(1)
+        loss, parts = _ctc_objective(logits, lengths, batch)
+        return (loss * float("nan") if len(calls) % 3 else loss), parts  # as NaN features would
+
+    cfg = config(steps=30, max_frames=24, warmup_steps=1, eval_every=100, checkpoint_every=0,
+                 checkpoint_minutes=0, num_workers=0, spec_augment=None)
+    with pytest.raises(DataError, match=r"7 batches skipped .* non-finite features or labels") as e:
+        train(_Linear(), nan_mostly, _TinySet(), None, cfg, tmp_path)
+    assert "\n" not in str(e.value)
+
+
 def test_checkpoint_settings_are_checked():
+    for steps in (0, -5):
+        with pytest.raises(ConfigError, match="steps must be >= 1"):
+            config(steps=steps)
     with pytest.raises(ValueError, match="keep_checkpoints"):
         config(keep_checkpoints=0)
     with pytest.raises(ValueError, match="checkpoint_every"):
         config(checkpoint_every=-1)
+
+
+@pytest.mark.parametrize("override,where", [
+    ("train.student.steps=0", "train.student"),
+    ("+systems.student_ctc.train.steps=-5", "systems.student_ctc.train"),
+])
+def test_steps_below_one_are_refused_at_start_naming_the_node(override, where):
+    from hydra import compose, initialize_config_dir
+
+    from asr_kd.stages.plan import Plan
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[override])
+    with pytest.raises(ConfigError, match=rf"^{re.escape(where)}: train steps must be >= 1, not -?\d+$"):
+        Plan(cfg)
 
 
 def test_sampler_starts_an_epoch_at_a_batch_offset_without_loading_the_skipped_batches():
@@ -221,7 +288,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     # Checkpoints at steps 7, 14, 21 (two kept); killed in step 27, after step 25 was logged.
     _seeded_run(out, kill_at=27, checkpoint_every=7, keep_checkpoints=2)
     assert _names(out) == ["ckpt-00000014.pt", "ckpt-00000021.pt"]
-    state = torch.load(out / "ckpt-00000021.pt", weights_only=False)
+    state = torch.load(out / "ckpt-00000021.pt", weights_only=True)  # plain data, RNG states included
     epoch = DurationBatchSampler(_LENGTHS, max_frames=30)
     epoch.set_epoch(state["epoch"])
     assert state["step"] == 21 and 0 < state["position"] < len(epoch)  # saved inside an epoch

@@ -1,6 +1,7 @@
 """stage=transcribe: prints partial results then the streaming recognizer's text; offline models work;
 it is a stage of its own, not part of stage=all."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,14 @@ from asr_kd.data.audio import load_audio, save_audio
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.decoding.offline import OfflineRecognizer
 from asr_kd.decoding.streaming import StreamingRecognizer
+from asr_kd.errors import ChecksumError, UnsafeFileError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.frontend import KaldiFbank
+from asr_kd.integrity import checksum_path
 from asr_kd.models.bundle import load_bundle, save_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import PIPELINE, STAGES, get_stage
+from asr_kd.stages.teacher import adopt_checkpoint
 from asr_kd.stages.transcribe import run
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
@@ -88,6 +92,39 @@ def test_missing_inputs_are_explained(exp):
         cfg = compose("config", overrides=[f"exp_dir={exp}"])
     with pytest.raises(ValueError, match="needs audio=FILE"):
         run(cfg)
+
+
+def _one_line_naming(error: Exception, path: Path) -> bool:
+    return str(error).startswith(f"{path}: ") and "\n" not in str(error)
+
+
+def test_a_model_that_would_run_code_is_refused(exp, tmp_path, code_payload):
+    payload, marker = code_payload
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"state_dict": payload}, hostile)
+    genuine = torch.load(ExpPaths(exp).checkpoint("student_kd"), weights_only=True)
+    hidden = tmp_path / "model.pt"  # a bundle that works, with the payload in its meta
+    torch.save({**genuine, "meta": {"note": payload}}, hidden)
+    for path in (hostile, hidden):
+        with pytest.raises(UnsafeFileError, match="refusing to load: it holds Python objects") as e:
+            run(config(exp, f"model={path}"))
+        assert _one_line_naming(e.value, path)
+    with pytest.raises(UnsafeFileError):  # teacher.checkpoint=FILE: nothing is copied in
+        adopt_checkpoint(str(hidden), ExpPaths(tmp_path / "exp"), CharTokenizer.from_texts(["abc de"]), {})
+    assert not marker.exists() and not ExpPaths(tmp_path / "exp").checkpoint("teacher").exists()
+
+
+def test_a_corrupted_model_is_refused_by_its_checksum(exp, tmp_path):
+    source = ExpPaths(exp).checkpoint("student_kd")
+    path = tmp_path / "model.pt"
+    shutil.copy(source, path)
+    shutil.copy(checksum_path(source), checksum_path(path))  # the sidecar travels with the file
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 256] = bytes(256)  # 256 bytes of bit rot in the weights
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="checksum mismatch with model.pt.sha256") as e:
+        run(config(exp, f"model={path}"))
+    assert _one_line_naming(e.value, path)
 
 
 def test_transcribe_is_a_stage_but_not_in_the_pipeline():

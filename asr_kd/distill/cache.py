@@ -27,7 +27,6 @@ adds ``teachers`` (the rule, each teacher's checkpoint hash, the folds file's ha
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 from asr_kd.distill.bridge import merge_factor
 from asr_kd.errors import MissingFileError, UserError
 from asr_kd.models.adapters import TeacherAdapter
-from asr_kd.utils import atomic_path, fingerprint, read_json, write_json
+from asr_kd.utils import atomic_path, file_hash, fingerprint, read_json, write_json
 
 __all__ = ["FORMAT_VERSION", "cache_meta", "teacher_cache_meta", "ShardWriter", "PosteriorCache",
            "CacheMismatchError", "write_meta", "check_meta", "shard_name"]
@@ -148,14 +147,6 @@ def _index_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint8 if vocab_size <= 256 else np.uint16)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}"
 
@@ -189,7 +180,7 @@ class ShardWriter:
                 with open(tmp, "wb") as f:
                     for a in arrays:
                         f.write(np.ascontiguousarray(a).tobytes())
-                sha[path.name] = _sha256(tmp)
+                sha[path.name] = file_hash(tmp, digits=64)
         info = {"utts": self.utts, "frames": self.frames, "sha256": sha}
         write_json(self.folder / f"{self.name}.json", info)
 
@@ -243,7 +234,7 @@ class PosteriorCache:
                     f"{path}: {size} bytes, expected {expected_size} (truncated or missing shard);"
                     " delete it and re-run `asr-kd stage=cache`"
                 )
-            if verify and _sha256(path) != info["sha256"][path.name]:
+            if verify and file_hash(path, digits=64) != info["sha256"][path.name]:
                 raise CacheMismatchError(
                     f"{path}: checksum mismatch (corrupted shard); delete it and re-run `asr-kd stage=cache`"
                 )

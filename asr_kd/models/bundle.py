@@ -2,7 +2,9 @@
 
 ``model.pt`` holds ``{"model_config": {_target_...}, "state_dict", "tokens": [...],
 "frontend": {...}, "cmvn": {...}, "meta": {...}}``, so ``teacher.checkpoint=PATH`` (or a phone
-app) needs nothing else: the config travels with the weights, as in WeNet.
+app) needs nothing else: the config travels with the weights, as in WeNet. It is plain data
+(tensors, numbers, strings, lists, dicts), loaded with ``weights_only=True`` and checked against
+its ``model.pt.sha256`` (asr_kd.integrity): a file that would run code on loading is refused.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from torch import nn
 from asr_kd.config import instantiate
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.vocabulary import tokenizer_from_tokens
-from asr_kd.errors import MissingFileError
 from asr_kd.features.cmvn import GlobalCMVN
-from asr_kd.utils import atomic_path, file_hash
+from asr_kd.integrity import checksummed, load_torch
+from asr_kd.utils import file_hash
 
 __all__ = ["Bundle", "save_bundle", "load_bundle", "count_parameters"]
 
@@ -63,15 +65,15 @@ def save_bundle(
         "cmvn": cmvn.to_dict(),
         "meta": meta or {},
     }
-    with atomic_path(path) as tmp:
+    with checksummed(path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_bundle(path: str | os.PathLike, map_location: str = "cpu") -> Bundle:
-    """Rebuild the model from the config stored beside its weights; eval mode."""
-    if not os.path.exists(path):
-        raise MissingFileError(f"{path}: no such checkpoint")
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+def load_bundle(path: str | os.PathLike, map_location: str = "cpu",
+                rerun: str = "re-run the stage that wrote it with force=true") -> Bundle:
+    """Rebuild the model from the config stored beside its weights; eval mode. ``rerun``: what the
+    error of a corrupt file tells the user to do."""
+    payload = load_torch(path, rerun, map_location)
     tokenizer = tokenizer_from_tokens(payload["tokens"])
     model = instantiate(payload["model_config"], vocab_size=len(tokenizer))
     model.load_state_dict(payload["state_dict"])

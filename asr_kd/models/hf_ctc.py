@@ -7,7 +7,8 @@ tokenizer's ``word_delimiter_token`` (``|``). The input is normalised per uttera
 directory's ``preprocessor_config.json`` says ``do_normalize`` (its default), at its
 ``sampling_rate`` (16 kHz by default). ``transformers`` is an optional dependency
 (``pip install 'asr-kd[hf]'``), imported only when this teacher is built; it never reaches the
-network (``local_files_only``).
+network (``local_files_only``). Weights are read from safetensors only: a directory holding just a
+pickled ``pytorch_model.bin`` (which could run code when loaded) is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from asr_kd.errors import ConfigError, MissingFileError
+from asr_kd.errors import ConfigError, MissingFileError, UnsafeFileError
 from asr_kd.models.adapters import TeacherLabels, WaveformTeacher
 from asr_kd.utils import path_hash
 
@@ -69,7 +70,11 @@ class HFCTC(WaveformTeacher):
         except ImportError:
             raise ConfigError("teacher=hf_ctc needs the optional dependency transformers: "
                               "pip install 'asr-kd[hf]'") from None
-        self.model = AutoModelForCTC.from_pretrained(os.fspath(checkpoint), local_files_only=True).eval()
+        if not list(Path(checkpoint).glob("*.safetensors")):  # a pickled pytorch_model.bin could run code
+            raise UnsafeFileError(f"teacher.checkpoint={checkpoint}: no model.safetensors; refusing to load "
+                                  "pickled weights (.bin), which could run code: convert them to safetensors")
+        self.model = AutoModelForCTC.from_pretrained(os.fspath(checkpoint), local_files_only=True,
+                                                     use_safetensors=True).eval()
         head = self.model.config.vocab_size
         if head != len(labels.labels):
             raise ConfigError(f"teacher.checkpoint={checkpoint}: its CTC head has {head} outputs, its "

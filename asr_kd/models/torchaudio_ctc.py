@@ -17,6 +17,7 @@ import torchaudio
 from torchaudio.models import wav2vec2_model, wavlm_model
 
 from asr_kd.errors import ConfigError, MissingFileError, UserError
+from asr_kd.integrity import load_torch
 from asr_kd.models.adapters import TeacherLabels, WaveformTeacher
 from asr_kd.utils import path_hash
 
@@ -50,7 +51,7 @@ def _state_dict(path: str) -> dict:
     prefix torchaudio's input-normalising wrapper adds."""
     if not os.path.isfile(path):
         raise MissingFileError(f"teacher.checkpoint={path}: no such file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path, "check teacher.checkpoint")
     state = state.get("state_dict", state)
     if state and all(k.startswith("model.") for k in state):
         state = {k[len("model."):]: v for k, v in state.items()}

@@ -6,6 +6,11 @@ input's stamp with what the config says it should be: a missing input names the 
 input made for other settings (a teacher trained with another seed, a cache of another teacher)
 is refused with the setting that changed and the stage to re-run. ``force=true`` redoes a stage but
 never makes it use stale inputs. ``stage=all`` runs the stages in order, so it redoes what changed.
+
+Files are checked too: a unit's bundle (``models/<name>/model.pt`` of a teacher or student) must
+match its recorded checksum (asr_kd.integrity) whenever the unit is found up to date or read as an
+input, so a changed or corrupted model is refused, never skipped over or read. Fingerprints stay
+config-only (existing experiments keep theirs); file content is checked, not fingerprinted.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asr_kd.errors import MissingUpstreamError, StaleUpstreamError
+from asr_kd.integrity import verify_checksum
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import PIPELINE
-from asr_kd.stages.plan import Plan
+from asr_kd.stages.plan import Plan, model_name
 from asr_kd.utils import read_json, write_json
 
 __all__ = ["exp_paths", "StageStamp", "MissingUpstreamError", "StaleUpstreamError", "share_upstream"]
@@ -69,6 +75,16 @@ class StageStamp:
                 f"({culprit}: {why}); re-run `asr-kd stage={culprit.split('/')[0]}` and the stages after "
                 "it with these settings, or `asr-kd stage=all`"
             )
+        self._verify_files(up)
+
+    def _verify_files(self, unit: str) -> None:
+        """Check the bundle ``unit`` wrote (a teacher's or a student's ``model.pt``) against its checksum."""
+        kind, _, rest = unit.partition("/")
+        if kind not in ("teacher", "student"):
+            return
+        path = self.paths.checkpoint(rest if kind == "student" else model_name(unit))
+        if path.exists():  # a pretrained teacher has none
+            verify_checksum(path, f"re-run `asr-kd stage={kind} force=true exp_dir={self.paths.root}`")
 
     def _explain(self, unit: str) -> tuple[str, str]:
         """The unit nearest the start of the pipeline whose stamp disagrees with the config, and how."""
@@ -89,6 +105,7 @@ class StageStamp:
         if stamp["fingerprint"] != self.fingerprint:
             log.info("%s: settings or inputs changed since the last run; redoing it", self.name)
             return False
+        self._verify_files(self.name)
         log.info(
             "%s: up to date (fingerprint %s), skipped; force=true redoes it", self.name, self.fingerprint
         )

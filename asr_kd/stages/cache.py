@@ -13,7 +13,8 @@ Run:    ``asr-kd stage=cache [cache.k=16|null] [cache.device=auto|cpu|cuda]``; u
 
 Posteriors are stored at the students' frame rate: a teacher with shorter frames (wav2vec 2.0's
 20 ms) has them merged (asr_kd.distill.bridge), and the cache metadata records both rates.
-Shards are finished one by one, so a killed run resumes at the first missing shard. A cache
+Shards are finished one by one, so a killed run resumes at the first missing shard (``force=true``
+starts afresh). A cache
 made with other metadata (teachers, features, vocabulary, k, views) or another layout
 (``shard_utts``) is cleared before writing, never mixed.
 
@@ -52,11 +53,12 @@ from asr_kd.utils import read_json, write_json
 log = logging.getLogger(__name__)
 
 
-def _prepare_folder(folder, meta: dict) -> None:
-    """Keep finished shards only if they were made with the same metadata and layout."""
+def _prepare_folder(folder, meta: dict, force: bool) -> None:
+    """Keep finished shards only if they were made with the same metadata and layout (never under
+    ``force``)."""
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "meta.json"
-    if meta_path.exists():
+    if meta_path.exists() and not force:
         old = {k: v for k, v in read_json(meta_path).items() if k != "created"}
         if old == meta:
             return
@@ -139,7 +141,7 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
     meta = {**cache_meta_for(teachers, paths, spec, split, subsampling),
             "layout": {"shard_utts": spec.shard_utts}}
     if rank == 0:
-        _prepare_folder(folder, meta)
+        _prepare_folder(folder, meta, stamp.force)
     barrier()
     teachers = [teacher.to(device) for teacher in teachers.values()]
     members = _members(spec, read_json(paths.folds(spec.folds)) if spec.teachers == "crossfit" else None)

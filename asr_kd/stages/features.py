@@ -8,12 +8,12 @@ Run:    ``asr-kd stage=features [features=fbank|librosa]``
 
 Audio decoding and feature computation run in ``features.num_workers`` loader processes; the
 main process only writes. A split whose index carries the current fingerprint is not redone,
-so a killed run resumes at the split it was on.
+so a killed run resumes at the split it was on (``force=true`` redoes every split). An utterance
+whose features are not finite (NaN or inf audio) stops the stage with its id: nothing is written.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import numpy as np
@@ -30,18 +30,14 @@ from asr_kd.features.cmvn import CMVNAccumulator
 from asr_kd.features.frontend import LogMelFrontend
 from asr_kd.features.store import FeatureWriter
 from asr_kd.stages.base import StageStamp
-from asr_kd.utils import read_json
+from asr_kd.utils import file_hash, read_json
 
 log = logging.getLogger(__name__)
 
 
 def audio_sha(utt: Utterance) -> str:
     """Content hash of an utterance's audio (file bytes plus the span), the cache's key."""
-    h = hashlib.sha256(f"{utt.start}:{utt.end}:".encode())
-    with open(utt.audio, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return file_hash(utt.audio, prefix=f"{utt.start}:{utt.end}:".encode())
 
 
 class _FeatureJobs(Dataset):
@@ -83,10 +79,14 @@ def extract_split(
         worker_init_fn=_worker_init,
         prefetch_factor=16 if num_workers else None,
     )
+    audio = {u.id: u.audio for u in utts}
     try:
         for utt_id, feats, sha, _ in tqdm(loader, total=len(utts), desc=desc, dynamic_ncols=True):
             if len(feats) == 0:
                 raise DataError(f"{utt_id}: audio shorter than one analysis window")
+            if not np.isfinite(feats).all():
+                raise DataError(f"{utt_id} ({audio[utt_id]}): non-finite features (NaN or inf samples in its "
+                                "audio?); fix or drop it from the manifest, then re-run stage=features")
             writer.add(utt_id, feats, sha)
             stats.update(feats)
     except BaseException:
@@ -108,7 +108,7 @@ def run(cfg: DictConfig) -> None:
         folder = paths.features(split)
         index = folder / "index.json"
         done = index.exists() and read_json(index)["frontend"].get("fingerprint") == stamp.fingerprint
-        if done and (split != "train" or paths.cmvn.exists()):
+        if done and not stamp.force and (split != "train" or paths.cmvn.exists()):
             log.info("features: %s already extracted", split)
             continue
         utts = read_manifest(paths.manifest(split))

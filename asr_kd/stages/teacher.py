@@ -33,6 +33,7 @@ from asr_kd.distill.objectives import CTCOnly
 from asr_kd.errors import UserError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
+from asr_kd.integrity import checksummed, discard
 from asr_kd.models.adapters import BundleTeacher, is_pretrained, load_teacher
 from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
 from asr_kd.stages.base import StageStamp
@@ -40,7 +41,7 @@ from asr_kd.stages.plan import Plan, model_name
 from asr_kd.training import seed_everything
 from asr_kd.training.distributed import barrier, is_main_process
 from asr_kd.training.loop import TrainConfig, train
-from asr_kd.utils import atomic_path, write_json
+from asr_kd.utils import write_json
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def adopt_checkpoint(path: str, paths, tokenizer: CharTokenizer, frontend: dict)
     ours = {k: v for k, v in frontend.items() if k != "fingerprint"}
     if theirs != ours:
         raise UserError(f"teacher.checkpoint={path}: it expects features {theirs}, this run extracted {ours}")
-    with atomic_path(paths.checkpoint("teacher")) as tmp:
+    with checksummed(paths.checkpoint("teacher")) as tmp:
         shutil.copyfile(path, tmp)
     return {"params": count_parameters(bundle.model), "adopted_from": str(path)}
 
@@ -69,7 +70,7 @@ def adopt_pretrained(cfg: DictConfig, paths, tokenizer: CharTokenizer) -> dict:
                         f"{_head(teacher.tokens)}, {paths.tokens} {len(tokenizer)} "
                         f"{_head(tokenizer.tokens)}; "
                         "prepare with tokenizer=teacher")
-    paths.checkpoint("teacher").unlink(missing_ok=True)  # an earlier run's Conformer teacher is not this one
+    discard(paths.checkpoint("teacher"))  # an earlier run's Conformer teacher is not this one
     return teacher.describe()
 
 

@@ -7,7 +7,11 @@ Runs on the CPU or a GPU (``device``, optionally bf16 autocast), in one process 
 Seeded and resumable: ``train`` seeds every random stream from ``cfg.seed``
 (:func:`asr_kd.training.seed_everything`), and its checkpoints (every ``checkpoint_every`` steps
 and/or ``checkpoint_minutes``) hold the step, the position in the epoch's batch order and every
-random state, so a killed run resumes to the weights an uninterrupted one would have reached.
+random state, so a killed run resumes to the weights an uninterrupted one would have reached. They
+are plain data with a checksum, read back with ``weights_only=True`` (asr_kd.integrity).
+
+A batch whose gradient is not finite is skipped; once more than :data:`MAX_SKIPPED` of ``steps``
+were, training fails (non-finite features or labels, most likely) instead of publishing a model.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import random
 import time
 from collections.abc import Callable
@@ -33,12 +36,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr_kd.data.dataset import Batch, DurationBatchSampler, UtteranceDataset, collate
-from asr_kd.errors import ConfigError
+from asr_kd.errors import ConfigError, DataError, UnreadableFileError
+from asr_kd.integrity import checksummed, discard, load_torch
 from asr_kd.models.ctc import ctc_greedy
 from asr_kd.scoring.wer import error_rates
 from asr_kd.training import seed_everything
 from asr_kd.training.distributed import barrier, init_distributed, resolve_device
-from asr_kd.utils import atomic_path, write_jsonl
+from asr_kd.utils import write_jsonl
 
 __all__ = ["TrainConfig", "SpecAugment", "train", "train_step", "evaluate_wer", "LossFn", "seed_everything"]
 
@@ -46,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: ``loss_fn(logits (B, T, V), out_lengths (B,), batch, progress) -> (loss, {name: value})``;
 #: ``progress`` is the fraction of training done, ``step / steps`` in [0, 1), for scheduled losses.
+#: The share of ``steps`` that may be skipped for a non-finite gradient before training fails.
+MAX_SKIPPED = 0.2
+
 LossFn = Callable[[torch.Tensor, torch.Tensor, Batch, float], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -125,6 +132,8 @@ class TrainConfig:
     RUNTIME_KEYS = ("checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "num_workers", "threads")
 
     def __post_init__(self):
+        if self.steps < 1:
+            raise ConfigError(f"train steps must be >= 1, not {self.steps}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"train precision must be fp32 or bf16, not {self.precision!r}")
         for key in ("checkpoint_every", "checkpoint_minutes"):
@@ -254,8 +263,11 @@ def train_step(
 
 
 def _rng_state(device: torch.device) -> dict:
-    """Every random stream a training step draws from (dropout, SpecAugment, time warping)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every random stream a training step draws from (dropout, SpecAugment, time warping), as plain
+    data (tensors, ints, lists) that ``torch.load(weights_only=True)`` reads back."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [kind, key.tolist(), pos, has_gauss, gauss],
+             "torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -263,7 +275,8 @@ def _rng_state(device: torch.device) -> dict:
 
 def _set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(key, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -293,14 +306,15 @@ def _checkpoints(folder: Path) -> list[Path]:
 
 
 def _load_checkpoint(folder: Path, resume_key: str, name: str) -> dict | None:
-    """The newest readable checkpoint in ``folder`` if it was saved under ``resume_key``, else None."""
+    """The newest readable checkpoint in ``folder`` if it was saved under ``resume_key``, else None.
+    One that fails its checksum or would run code is refused (asr_kd.integrity)."""
     for path in reversed(_checkpoints(folder)):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)  # our own file (RNG states)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+            state = load_torch(path, f"delete it (and {path.name}.sha256) to resume from the one before")
+        except (OSError, UnreadableFileError) as e:
             log.warning("%s: cannot read %s (%s); trying the one before", name, path, e)
             continue
-        if state.get("resume_key") != resume_key:
+        if not isinstance(state, dict) or state.get("resume_key") != resume_key:
             log.warning("%s: %s was saved for other settings or inputs; starting afresh", name, path)
             return None
         log.info("%s: resuming from step %d (%s)", name, state["step"], path)
@@ -363,7 +377,7 @@ def train(
     if rank == 0:  # what the resumed run would not use: other settings, unreadable, or newer than it
         for path in _checkpoints(out_dir):
             if state is None or int(path.stem.split("-")[1]) > step:
-                path.unlink()
+                discard(path)
         for path in out_dir.glob(".ckpt-*.tmp"):  # a save cut short by kill -9
             path.unlink()
     log.info(
@@ -377,7 +391,7 @@ def train(
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=rank != 0, dynamic_ncols=True)
     start, audio_seconds, frame_shift = time.perf_counter(), 0.0, 0.01
-    last_saved = time.monotonic()
+    last_saved, skipped = time.monotonic(), 0
     while step < cfg.steps:
         loader.batch_sampler.set_epoch(epoch, start=position)
         for batch in loader:
@@ -388,7 +402,12 @@ def train(
             loss, parts, grad_norm = train_step(model, loss_fn, batch, optimizer, cfg, step, augment,
                                                 autocast)
             if not math.isfinite(grad_norm):
+                skipped += 1
                 log.warning("%s: non-finite gradient at step %d; batch skipped", name, step)
+                if skipped > MAX_SKIPPED * cfg.steps:
+                    raise DataError(f"{name}: {skipped} batches skipped for a non-finite loss or gradient by "
+                                    f"step {step} of {cfg.steps} (more than {MAX_SKIPPED:.0%}); likely "
+                                    "non-finite features or labels; nothing published")
                 continue
             step += 1
             audio_seconds += float(batch.lengths.sum()) * frame_shift
@@ -416,19 +435,19 @@ def train(
             if due and step < cfg.steps:
                 rng = _gather(_rng_state(device), world)
                 if rank == 0:
-                    with atomic_path(out_dir / f"ckpt-{step:08d}.pt") as tmp:
+                    with checksummed(out_dir / f"ckpt-{step:08d}.pt") as tmp:
                         torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
                                     "step": step, "epoch": epoch, "position": position, "rng": rng,
                                     "resume_key": resume_key}, tmp)
                     for old in _checkpoints(out_dir)[: -cfg.keep_checkpoints]:
-                        old.unlink()
+                        discard(old)
                 last_saved = time.monotonic()
         epoch, position = epoch + 1, 0
     bar.close()
     metrics.close()
     if rank == 0:
         for path in _checkpoints(out_dir):
-            path.unlink()
+            discard(path)
     core.to("cpu").eval()
     return dev_metrics
 
