@@ -92,6 +92,7 @@ class SherpaStream:
         self.model = model
         self._stream = model.recognizer.create_stream()
         self.samples = 0.0  # at the model's rate
+        self.rate: int | None = None  # of the input (sherpa-onnx fixes it at the first piece)
         self.text = ""
         self.finished = False
 
@@ -101,6 +102,9 @@ class SherpaStream:
         if self.finished:
             raise RuntimeError("finalize() was called: start a new stream")
         rate = sample_rate or self.model.sample_rate
+        if self.rate not in (None, rate):  # sherpa-onnx would end the process
+            raise ValueError(f"the stream's audio was {self.rate} Hz, then {rate} Hz: one rate per stream")
+        self.rate = rate
         self._stream.accept_waveform(rate, np.ascontiguousarray(samples, dtype=np.float32))
         self.samples += len(samples) * self.model.sample_rate / rate
         self._decode()
@@ -116,7 +120,9 @@ class SherpaStream:
                 # sherpa-onnx runs a chunk once frames beyond it are ready: one frame past the last chunk
                 target = -(-frames // model.chunk_input) * model.chunk_input + 1
                 pad = model.frame_window + (target - 1) * model.frame_shift - samples
-                self._stream.accept_waveform(model.sample_rate, np.zeros(pad, dtype=np.float32))
+                rate = self.rate or model.sample_rate
+                pad = int(np.ceil(pad * rate / model.sample_rate))  # at the input's rate
+                self._stream.accept_waveform(rate, np.zeros(pad, dtype=np.float32))
             self._stream.input_finished()
             self._decode(last_frame=-(-frames // int(model.meta["subsampling_factor"])))
         return self.text
