@@ -132,8 +132,8 @@ def test_sherpa_contract_metadata_and_tokens(sherpa_export):
     props = {p.key: p.value for p in graph.metadata_props}
     model = bundle.model
     assert props == {"output_size": "32", "num_blocks": "2", "head": "2", "cnn_module_kernel": "5",
-                     "subsampling_factor": "4", "right_context": "3", "vocab_size": str(len(bundle.tokenizer)),
-                     "chunk_size": "4", "left_chunks": "2"}
+                     "subsampling_factor": "4", "right_context": "3", "chunk_size": "4", "left_chunks": "2",
+                     "vocab_size": str(len(bundle.tokenizer))}
     assert max(i.version for i in graph.opset_import if i.domain in ("", "ai.onnx")) <= 18
     assert meta["contract"] == "wenet_ctc" and meta["chunk_frames"] == model.chunk_frames == 4
     assert meta["feature"]["high_freq"] == 0.0 and meta["feature"]["snip_edges"] is True
