@@ -2,6 +2,7 @@
 
     asr-kd-onnx EXPORT_DIR AUDIO_FILE [--int8] [--piece-ms 100] [--threads 1]
     asr-kd-onnx serve EXPORT_DIR [--port 8765] [--host 127.0.0.1] [--int8] [--origin URL ...]
+                [--max-connections 64] [--idle-s 30]
 
 The first streams any file soundfile reads (WAV, FLAC, ...; any rate: resampled; channels averaged)
 from disk in bounded memory, printing what each partial result adds (with the audio time it came
@@ -78,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument("--int8", action="store_true", help="use model.int8.onnx")
             parser.add_argument("--origin", action="append", default=[],
                                 help="a web origin allowed besides the page's own, e.g. https://app.example")
+            parser.add_argument("--max-connections", type=int, default=64, help="streams at once")
+            parser.add_argument("--idle-s", type=float, default=30.0, help="close a stream idle this long")
             args = parser.parse_args(argv[1:])
             from asr_kd.runtime.server import serve_forever
 
-            serve_forever(args.export_dir, args.host, args.port, args.int8, args.origin)
+            serve_forever(args.export_dir, args.host, args.port, args.int8, args.origin, args.max_connections,
+                          args.idle_s)
             return 0
         parser = argparse.ArgumentParser(prog="asr-kd-onnx", description=__doc__.split("\n")[0],
                                          epilog="or: asr-kd-onnx serve EXPORT_DIR [--port N]")
