@@ -130,6 +130,37 @@ def test_transcriber_takes_any_rate_and_channels(export_dir, tmp_path):
     assert text and abs(len(text) - len(reference)) <= 0.3 * len(reference)  # a random model: close
 
 
+#: Transcribes argv[2] with the export argv[1], prints the peak resident memory (kB) and output size.
+PEAK = """
+import io, sys
+from asr_kd.runtime.cli import transcribe_file
+out = io.StringIO()
+text = transcribe_file(sys.argv[1], sys.argv[2], out=out)
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(peak, len(out.getvalue()), len(text))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM")
+def test_long_file_streams_in_bounded_memory(export_dir, tmp_path):
+    """A 5-minute file takes no more memory than a 5-second one (read piece by piece; sherpa-onnx
+    keeps no growing buffer), and its partial lines hold each character once."""
+    import soundfile as sf
+
+    peaks = {}
+    for seconds in (5, 300):
+        path = tmp_path / f"{seconds}.flac"
+        with sf.SoundFile(str(path), "w", 16000, 1, subtype="PCM_16") as f:
+            for second in range(seconds):
+                f.write(speech_like(1.0, seed=second % 7))
+        result = subprocess.run([sys.executable, "-c", PEAK, str(export_dir), str(path)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        peaks[seconds], printed, text = map(int, result.stdout.split())
+        assert printed < 3 * text + 2000  # "[  0.50 s] +'...'" per change: linear in the text
+    assert peaks[300] - peaks[5] < 10_000  # kB; the whole 5 minutes as float32 would be 19 MB
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "not audio", "nan", "flipped graph", "truncated graph"])
 def test_transcriber_names_bad_input_in_one_line(export_dir, wav_file, tmp_path, case):
     folder, audio = export_dir, wav_file
