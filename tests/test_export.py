@@ -174,8 +174,12 @@ def test_export_replaces_the_folder_atomically(sherpa_export, tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         export_bundle(bundle, out, int8=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (tmp_path / ".out.killed").mkdir()  # as a kill -9 leaves it: the next export removes it
     assert json.loads((out / "meta.json").read_text()) == first and not (out / "model.int8.onnx").exists()
     load_model(out)
+    monkeypatch.undo()
+    export_bundle(bundle, out, int8=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def onnx_stream(model: OnnxModel | SherpaModel, wav: np.ndarray, piece: int):

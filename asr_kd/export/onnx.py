@@ -223,6 +223,8 @@ def export_bundle(bundle: Bundle, out_dir: str | Path, system: str = "model", op
     start = time.perf_counter()
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*"):  # left by a killed export
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         wenet = getattr(model, "export_contract", "asr_kd") == "wenet_ctc"
