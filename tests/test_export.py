@@ -7,6 +7,9 @@ the stage writes exp_dir/export/<system>/ and skips when done."""
 
 import json
 import logging
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +144,25 @@ def test_sherpa_contract_metadata_and_tokens(sherpa_export):
     assert lines[0] == "<blk> 0" and "\u2581 1" in lines  # the space, which sherpa-onnx reads as " "
     assert set(meta["sha256"]) == {"model.onnx", "model.int8.onnx", "tokens.txt"}
     assert {p.name for p in folder.iterdir()} == {"model.onnx", "model.int8.onnx", "tokens.txt", "meta.json"}
+
+
+def test_kill_9_during_export_leaves_the_old_folder(sherpa_export, tmp_path):
+    """SIGKILL once the new graph is written (in the temporary folder): the old export stays whole
+    and loads (its checksums hold)."""
+    bundle, folder, _ = sherpa_export
+    out = tmp_path / "out"
+    first = export_bundle(bundle, out, int8=False)
+    code = ("import sys; from asr_kd.models.bundle import load_bundle; from asr_kd.export.onnx import "
+            "export_bundle; export_bundle(load_bundle(sys.argv[1]), sys.argv[2])")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder.parent / "model.pt"), str(out)],
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob(".out.*/model.onnx")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    assert proc.wait(10) == -9  # killed midway, not finished or failed
+    assert json.loads((out / "meta.json").read_text()) == first and not (out / "model.int8.onnx").exists()
+    load_model(out)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
