@@ -22,9 +22,10 @@ Stages talk to each other only through these files::
       models/folds<K>.json          the fold of each train clip and its views (asr_kd.data.folds)
       cache/<name>/<split>/         teacher posterior caches, one per setting (asr_kd.distill.cache)
       decode/<system>/<set>.jsonl   per-utterance hypotheses, references and timings; <system> is also
-                                    <system>_streaming, <system>_lm (stage decode) and <system>_onnx,
-                                    <system>_int8 (stage export: the exported fp32 and int8 graphs,
-                                    whose summary adds size_mb and peak_rss_mb)
+                                    <system>_streaming, <system>_lm (stage decode) and <system>_sherpa,
+                                    <system>_sherpa_int8 (stage export: the exported fp32 and int8
+                                    graphs through sherpa-onnx; <system>_onnx, <system>_int8 for the
+                                    Emformer), whose summary adds size_mb and peak_rss_mb
       decode/<system>/<set>.align.txt   each utterance's alignment (asr_kd.scoring.wer)
       decode/lm/lexicon.txt, lm.arpa   word lexicon and n-gram LM of the train transcripts (decode.lm)
       report.json, report.md, report.png, report_pareto.png, report_curves.png (asr_kd.scoring.report)

@@ -77,9 +77,11 @@ def main() -> None:
         parser.error("--streams must be counts in 1..64 and --seconds in (0, 30]")
     rate = json.loads((Path(args.export_dir) / "meta.json").read_text())["sample_rate"]
     if args.wav:
-        from asr_kd.runtime.onnx_transcriber import load_wav
+        import soundfile as sf
+        import soxr
 
-        wav = load_wav(args.wav, rate)[: int(args.seconds * rate)]
+        wav, wav_rate = sf.read(args.wav, dtype="float32", always_2d=True)
+        wav = soxr.resample(wav.mean(axis=1), wav_rate, rate)[: int(args.seconds * rate)]
     else:
         wav = synthetic_audio(args.seconds, rate)
     pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2")

@@ -7,6 +7,9 @@ Rows (one utterance at a time, one torch thread, audio read and resampled before
                     audio fed in ``--piece-ms`` pieces (front end included), at the model's chunk
                     size; students trained with dynamic chunks once per chunk size of ``--chunks``
                     (default: their ``dynamic_chunks``).
+* ``<student>_sherpa`` / ``<student>_sherpa_int8``  the exported graphs (``EXP/export/<student>``,
+                    stage ``export``) streamed by sherpa-onnx's Python API on one thread, its own
+                    front end, the same pieces: the device runtime against the project's.
 * ``pocketsphinx``  the peer: PocketSphinx 5 with its bundled US-English model and LM, fed the same
                     pieces as 16-bit PCM (``pip install -e .[bench]``; skipped if missing).
 
@@ -14,8 +17,11 @@ Columns: WER; RTF = CPU seconds of the process / audio seconds (and the elapsed-
 a shared machine inflates); algorithmic latency = chunk + right context + one feature window;
 emission latency per correctly recognised word = audio time fed when the streamed student first
 emits the word's last token minus the word's end in the audio, from a CTC forced alignment of the
-reference on the teacher (``torchaudio.functional.forced_align``); mean and p90. For the offline
-teacher, emission is the end of the utterance. Pocketsphinx's partial results are not timed.
+reference on the teacher (``torchaudio.functional.forced_align``); mean and p90 (not for the
+sherpa-onnx rows). For the offline teacher, emission is the end of the utterance. Streamed rows
+also give the time to the first partial (audio fed when the first non-empty partial came, mean ms)
+and to the final result (wall ms from the last piece to the final text, mean). Pocketsphinx's
+partial results are not timed.
 
 Usage (from the repository root)::
 
@@ -47,7 +53,7 @@ from asr_kd.data.audio import load_audio
 from asr_kd.data.manifest import read_manifest
 from asr_kd.decoding.latency import emission_latencies, word_end_times, word_times
 from asr_kd.decoding.offline import OfflineRecognizer
-from asr_kd.decoding.streaming import StreamingRecognizer
+from asr_kd.decoding.streaming import StreamingRecognizer, algorithmic_latency_ms
 from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.scoring.wer import error_rates
@@ -86,7 +92,7 @@ def run_student(bundle, utts, wavs, sr, piece_ms, chunk):
     """Stream every utterance; per word of the final hypothesis, the audio time it was emitted at."""
     rec = StreamingRecognizer(bundle, chunk_frames=chunk)
     piece = max(1, int(sr * piece_ms / 1000))
-    hyps, cpu, wall, emitted = [], 0.0, 0.0, {}
+    hyps, cpu, wall, emitted, timing = [], 0.0, 0.0, {}, []
     for n, (utt, wav) in enumerate(zip([utts[0], *utts], [wavs[0], *wavs], strict=True)):  # 1st: warm-up
         rec.reset()
         times: list[float] = []
@@ -95,15 +101,47 @@ def run_student(bundle, utts, wavs, sr, piece_ms, chunk):
             rec.accept_waveform(wav[offset : offset + piece])
             if len(rec.token_ids) > len(times):
                 times += [rec.samples_in / sr] * (len(rec.token_ids) - len(times))
+        before_final = time.perf_counter()
         hyp = rec.finalize()
         c, w = since(start)
         if n == 0:
             continue
         cpu, wall = cpu + c, wall + w
         hyps.append(hyp)
+        timing.append((times[0] if times else None, time.perf_counter() - before_final))
         times = (times + [len(wav) / sr] * len(rec.token_ids))[: len(rec.token_ids)]
         emitted[utt.id] = word_times(bundle.tokenizer, rec.token_ids, times)
-    return hyps, cpu, wall, emitted, rec.algorithmic_latency_ms
+    return hyps, cpu, wall, emitted, rec.algorithmic_latency_ms, timing_stats(timing)
+
+
+def run_sherpa(export_dir: Path, int8: bool, wavs, sr, piece_ms):
+    """Stream every utterance through sherpa-onnx (asr_kd.runtime.sherpa, one thread)."""
+    from asr_kd.runtime.sherpa import SherpaModel
+
+    model = SherpaModel(export_dir, int8=int8, threads=1)
+    piece = max(1, int(sr * piece_ms / 1000))
+    hyps, cpu, wall, timing = [], 0.0, 0.0, []
+    for n, wav in enumerate([wavs[0], *wavs]):  # 1st: warm-up
+        stream, first = model.stream(), None
+        start = clock()
+        for offset in range(0, len(wav), piece):
+            if stream.accept_waveform(wav[offset : offset + piece], sr) and first is None:
+                first = (offset + piece) / sr
+        before_final = time.perf_counter()
+        hyp = stream.finalize()
+        c, w = since(start)
+        if n:
+            cpu, wall = cpu + c, wall + w
+            hyps.append(hyp)
+            timing.append((first, time.perf_counter() - before_final))
+    return hyps, cpu, wall, timing
+
+
+def timing_stats(timing) -> dict:
+    """Mean time to the first partial (audio s fed) and to the final result (wall s after the audio), ms."""
+    firsts = [f for f, _ in timing if f is not None]
+    return {"first_partial_ms": 1000 * float(np.mean(firsts)) if firsts else None,
+            "final_ms": 1000 * float(np.mean([t for _, t in timing]))}
 
 
 def run_pocketsphinx(wavs, sr, piece_ms):
@@ -141,11 +179,12 @@ def latency_stats(utts, ends, emitted) -> dict:
             "emission_p90_ms": 1000 * float(np.percentile(lat, 90)), "timed_words": len(lat)}
 
 
-def row(name, mode, refs, hyps, cpus, walls, audio_s, algo_ms=None, latency=None) -> dict:
+def row(name, mode, refs, hyps, cpus, walls, audio_s, algo_ms=None, latency=None, timing=None) -> dict:
     return {"system": name, "mode": mode, "wer": error_rates(refs, hyps)["wer"],
             "rtf": statistics.median(cpus) / audio_s, "rtf_wall": statistics.median(walls) / audio_s,
             "algorithmic_latency_ms": algo_ms,
-            **(latency or {"emission_mean_ms": None, "emission_p90_ms": None, "timed_words": 0})}
+            **(latency or {"emission_mean_ms": None, "emission_p90_ms": None, "timed_words": 0}),
+            **(timing or {"first_partial_ms": None, "final_ms": None})}
 
 
 def fmt(x, spec):
@@ -197,10 +236,26 @@ def main(argv=None) -> dict:
                 chunks = [int(c) for c in args.chunks.split(",")]
         for chunk in chunks:
             passes = [run_student(bundle, utts, wavs, sr, args.piece_ms, chunk) for _ in range(args.repeats)]
-            hyps, _, _, emitted, algo = passes[0]
+            hyps, _, _, emitted, algo, timing = passes[0]
             chunk_ms = chunk * bundle.model.subsampling_factor * bundle.frontend["frame_shift_ms"]
             rows.append(row(system, f"stream {chunk_ms:.0f} ms", refs, hyps, [p[1] for p in passes],
-                            [p[2] for p in passes], audio_s, algo, latency_stats(utts, ends, emitted)))
+                            [p[2] for p in passes], audio_s, algo, latency_stats(utts, ends, emitted),
+                            timing))
+        export_dir = paths.export_dir(system)
+        meta = export_dir / "meta.json"
+        if not meta.exists() or json.loads(meta.read_text())["contract"] != "wenet_ctc":
+            continue
+        chunk = json.loads(meta.read_text())["chunk_frames"]
+        algo = algorithmic_latency_ms(bundle.model, bundle.frontend, chunk)
+        chunk_ms = chunk * bundle.model.subsampling_factor * bundle.frontend["frame_shift_ms"]
+        for int8 in (False, True):
+            if int8 and not (export_dir / "model.int8.onnx").exists():
+                continue
+            passes = [run_sherpa(export_dir, int8, wavs, sr, args.piece_ms) for _ in range(args.repeats)]
+            name = f"{system}_sherpa{'_int8' if int8 else ''}"
+            rows.append(row(name, f"sherpa-onnx {chunk_ms:.0f} ms", refs, passes[0][0],
+                            [p[1] for p in passes], [p[2] for p in passes], audio_s, algo,
+                            timing=timing_stats(passes[0][3])))
 
     if not args.no_pocketsphinx:
         try:
@@ -210,14 +265,15 @@ def main(argv=None) -> dict:
         except ImportError:
             print("pocketsphinx not installed (pip install -e .[bench]): row skipped", file=sys.stderr)
 
-    header = (f"{'system':<20} {'mode':<22} {'WER %':>6} {'RTF':>7} {'RTF wall':>8} {'algo ms':>7} "
-              f"{'emit mean ms':>12} {'emit p90 ms':>11} {'words':>5}")
+    header = (f"{'system':<24} {'mode':<22} {'WER %':>6} {'RTF':>7} {'RTF wall':>8} {'algo ms':>7} "
+              f"{'emit mean ms':>12} {'emit p90 ms':>11} {'words':>5} {'1st partial ms':>14} {'final ms':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['system']:<20} {r['mode']:<22} {100 * r['wer']:6.1f} {r['rtf']:7.4f} {r['rtf_wall']:8.4f} "
+        print(f"{r['system']:<24} {r['mode']:<22} {100 * r['wer']:6.1f} {r['rtf']:7.4f} {r['rtf_wall']:8.4f} "
               f"{fmt(r['algorithmic_latency_ms'], '7.0f')} {fmt(r['emission_mean_ms'], '12.0f')} "
-              f"{fmt(r['emission_p90_ms'], '11.0f')} {r['timed_words']:5d}")
+              f"{fmt(r['emission_p90_ms'], '11.0f')} {r['timed_words']:5d} "
+              f"{fmt(r['first_partial_ms'], '14.0f')} {fmt(r['final_ms'], '8.1f')}")
     print(f"word end times: forced alignment on the teacher for {aligned}/{len(utts)} utterances; "
           f"RTF = CPU s / audio s, median of {args.repeats} pass(es)")
     for r in rows:

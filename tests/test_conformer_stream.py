@@ -248,27 +248,32 @@ def test_config_sizes_against_the_demo_teacher():
 
 @pytest.mark.parametrize("chunk,left", [(4, 2), (3, 0)])
 def test_streaming_step_equals_stream_chunk(chunk, left):
-    """The export interface (fixed-size masked cache, frame count as a state) gives stream_chunk's logits;
-    a cache of size 0 (left_chunks 0) is left out of the states."""
+    """The export interface (sherpa-onnx's WeNet CTC contract: raw features, CMVN folded in, a
+    fixed-size cache masked by att_mask, offset from required_cache_size) driven as sherpa-onnx
+    drives it gives stream_chunk's log-probabilities, also with no left context (a cache of size 0)."""
     model = tiny(chunk_frames=chunk, left_chunks=left)
-    step = model.streaming_step()
-    assert step.window == chunk * 4 and step.left_context_frames == left * chunk
-    assert ("cached_key" in step.state_names) == (left > 0)
+    mean, std = torch.linspace(-1, 1, 20), torch.linspace(0.5, 2, 20)
+    step = model.streaming_step(mean, std)
+    assert step.window == chunk * 4 and step.cache_frames == left * chunk
     x = torch.randn(1, 133, 20)
     ref, _ = stream_feats(model, x, chunk)
     padded = torch.cat([x, x.new_zeros(1, -(-133 // step.window) * step.window - 133, 20)], dim=1)
-    states, outs = step.initial_states(), []
+    raw = padded * std + mean
+    _, offset, size, att_cache, cnn_cache, _ = step.example_inputs()
+    s, outs = step.cache_frames, []
     with torch.no_grad():
-        for window in padded.split(step.window, dim=1):
-            out, *states = step(window, *states)
+        for window in raw.split(step.window, dim=1):
+            filled = min(s, int(offset) - s)  # as online-wenet-ctc-model.cc builds the mask
+            mask = torch.cat([torch.arange(s) >= s - filled, torch.ones(chunk, dtype=torch.bool)])
+            out, att_cache, cnn_cache = step(window, offset, size, att_cache, cnn_cache, mask.view(1, 1, -1))
+            offset = offset + out.shape[1]
             outs.append(out)
-        assert (torch.cat(outs, 1)[:, :34] - ref).abs().max().item() <= 1e-5
-        assert (step.full(x) - model(x, torch.tensor([133]))[0]).abs().max().item() <= 1e-5
-    assert states[step.state_names.index("processed_frames")].item() == len(outs) * chunk
+        assert (torch.cat(outs, 1)[:, :34] - ref.log_softmax(-1)).abs().max().item() <= 1e-4
+    assert att_cache.shape == (2, 2, s, 2 * 16) and cnn_cache.shape == (2, 1, 32, model.conv_kernel - 1)
 
 
 def test_streaming_step_needs_a_bounded_chunked_model():
     with pytest.raises(ValueError, match="left_chunks"):
-        tiny(left_chunks=-1).streaming_step()
+        tiny(left_chunks=-1).streaming_step(torch.zeros(20), torch.ones(20))
     with pytest.raises(ValueError, match="does not stream"):
-        tiny(chunk_frames=None).streaming_step()
+        tiny(chunk_frames=None).streaming_step(torch.zeros(20), torch.ones(20))

@@ -1,10 +1,15 @@
-"""ONNX export, for both streaming students (EmformerCTC, ChunkConformerCTC): the streaming graph
-carries its state across chunks and gives the PyTorch streaming recognizer's logits; the full graph
-gives the model's forward for any length; int8 stays close; the metadata describes the graph; the
-stage writes exp_dir/export/<system>/ and skips when done."""
+"""ONNX export. The chunked Conformer goes to sherpa-onnx's WeNet CTC contract: sherpa-onnx itself
+loads it (fp32 and int8) and decodes as the PyTorch streaming recogniser does. The Emformer keeps
+asr_kd's contract: its streaming graph carries its state across chunks and gives the PyTorch
+recognizer's logits; the full graph gives the model's forward for any length; int8 stays close; the
+metadata describes the graph. Both: checksums checked before loading, the folder written atomically;
+the stage writes exp_dir/export/<system>/ and skips when done."""
 
 import json
 import logging
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +23,25 @@ from test_streaming import CONFIG as EMFORMER
 from test_streaming import make_bundle
 
 import asr_kd
+import asr_kd.export.onnx as export_onnx
 from asr_kd.data.audio import save_audio
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.decoding.streaming import StreamingRecognizer
-from asr_kd.errors import ConfigError
+from asr_kd.errors import ConfigError, DataError
 from asr_kd.export.onnx import NAME_SCOPES, export_bundle, quantize_int8
 from asr_kd.features.frontend import KaldiFbank
 from asr_kd.paths import ExpPaths
+from asr_kd.runtime.folder import load_model
 from asr_kd.runtime.onnx_transcriber import OnnxModel, read_tokens
+from asr_kd.runtime.sherpa import SherpaModel
 from asr_kd.stages import PIPELINE
 from asr_kd.stages.export import run
 from asr_kd.stages.plan import Plan
 from asr_kd.utils import read_jsonl
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
-#: Tiny random-init configs of every streaming student, and the state names their graphs carry.
-ARCHS = {"emformer": (EMFORMER, ["conv_cache", "cached_key", "cached_val", "processed_frames"]),
-         "conformer": (CONFORMER, ["cached_key", "cached_val", "conv_cache", "processed_frames"])}
+#: The state names of the Emformer's graph (asr_kd's contract).
+EMFORMER_STATES = ["conv_cache", "cached_key", "cached_val", "processed_frames"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -56,16 +63,148 @@ def varied_bundle(folder: Path, config: dict = EMFORMER):
     return bundle
 
 
-@pytest.fixture(scope="module", params=list(ARCHS))
-def exported(request, tmp_path_factory):
-    """A tiny random bundle of each streaming student and its export."""
-    folder = tmp_path_factory.mktemp(request.param)
-    bundle = make_bundle(folder, ARCHS[request.param][0])
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny random Emformer bundle and its export (asr_kd's contract)."""
+    folder = tmp_path_factory.mktemp("emformer")
+    bundle = make_bundle(folder, EMFORMER)
     meta = export_bundle(bundle, folder / "onnx", system="tiny")
     return bundle, folder / "onnx", meta
 
 
-def onnx_stream(model: OnnxModel, wav: np.ndarray, piece: int):
+@pytest.fixture(scope="module")
+def sherpa_export(tmp_path_factory):
+    """A tiny random chunked Conformer (head bias spread: varied greedy output) and its export."""
+    folder = tmp_path_factory.mktemp("conformer")
+    bundle = make_bundle(folder, CONFORMER)
+    meta = export_bundle(bundle, folder / "onnx", system="tiny")
+    return bundle, folder / "onnx", meta
+
+
+def pytorch_text(bundle, wav: np.ndarray) -> str:
+    rec = StreamingRecognizer(bundle)
+    for i in range(0, len(wav), 1600):
+        rec.accept_waveform(wav[i : i + 1600])
+    return rec.finalize()
+
+
+@pytest.mark.parametrize("seconds", [0.5, 1.0, 2.3, 3.7])
+def test_sherpa_onnx_decodes_as_pytorch_streaming(sherpa_export, seconds):
+    """sherpa-onnx (its own fbank, chunking and greedy CTC) gives the PyTorch recogniser's text."""
+    bundle, folder, _ = sherpa_export
+    wav = speech_like(seconds, seed=int(seconds * 10))
+    text = pytorch_text(bundle, wav)
+    graphs = [False, True] if seconds == 2.3 else [False]  # int8 of a random model: one clip
+    for int8 in graphs:
+        stream = SherpaModel(folder, int8=int8).stream()
+        partials = [stream.accept_waveform(wav[i : i + 160]) for i in range(0, len(wav), 160)]
+        assert len(text) >= 3 and stream.finalize() == text
+        assert all(text.startswith(p) for p in partials) and any(partials)
+
+
+def test_sherpa_onnx_resamples_and_its_stock_api_loads_the_folder(sherpa_export):
+    """A 22.05 kHz clip decodes close to its 16 kHz twin; and sherpa-onnx's own
+    ``from_wenet_ctc`` (the issue's reproduction) opens the folder as it is."""
+    import sherpa_onnx
+    import soxr
+
+    bundle, folder, meta = sherpa_export
+    wav = speech_like(2.3, seed=23)
+    stream = SherpaModel(folder).stream()
+    stream.accept_waveform(soxr.resample(wav, 16000, 22050).astype(np.float32), 22050)
+    with pytest.raises(ValueError, match="one rate per stream"):  # sherpa-onnx would exit the process
+        stream.accept_waveform(wav, 16000)
+    text, reference = stream.finalize(), pytorch_text(bundle, wav)
+    assert text and abs(len(text) - len(reference)) <= 0.3 * len(reference)  # a random model: close
+    stock = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
+        tokens=str(folder / "tokens.txt"), model=str(folder / "model.onnx"), chunk_size=meta["chunk_frames"],
+        num_left_chunks=meta["left_chunks"], num_threads=1)
+    s = stock.create_stream()
+    s.accept_waveform(16000, np.concatenate([wav, np.zeros(8000, np.float32)]))
+    while stock.is_ready(s):
+        stock.decode_stream(s)
+    assert stock.get_result(s)  # default front end (high_freq -400, no snip_edges): close, not equal
+
+
+def test_sherpa_contract_metadata_and_tokens(sherpa_export):
+    bundle, folder, meta = sherpa_export
+    graph = onnx.load(folder / "model.onnx")
+    assert [i.name for i in graph.graph.input] == ["chunk", "offset", "required_cache_size", "att_cache",
+                                                   "cnn_cache", "att_mask"]
+    assert [o.name for o in graph.graph.output] == ["log_probs", "r_att_cache", "r_cnn_cache"]
+    props = {p.key: p.value for p in graph.metadata_props}
+    model = bundle.model
+    assert props == {"output_size": "32", "num_blocks": "2", "head": "2", "cnn_module_kernel": "5",
+                     "subsampling_factor": "4", "right_context": "3", "chunk_size": "4", "left_chunks": "2",
+                     "vocab_size": str(len(bundle.tokenizer))}
+    assert max(i.version for i in graph.opset_import if i.domain in ("", "ai.onnx")) <= 18
+    assert meta["contract"] == "wenet_ctc" and meta["chunk_frames"] == model.chunk_frames == 4
+    assert meta["feature"]["high_freq"] == 0.0 and meta["feature"]["snip_edges"] is True
+    lines = (folder / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "<blk> 0" and "\u2581 1" in lines  # the space, which sherpa-onnx reads as " "
+    assert set(meta["sha256"]) == {"model.onnx", "model.int8.onnx", "tokens.txt"}
+    assert {p.name for p in folder.iterdir()} == {"model.onnx", "model.int8.onnx", "tokens.txt", "meta.json"}
+
+
+def test_kill_9_during_export_leaves_the_old_folder(sherpa_export, tmp_path):
+    """SIGKILL once the new graph is written (in the temporary folder): the old export stays whole
+    and loads (its checksums hold)."""
+    bundle, folder, _ = sherpa_export
+    out = tmp_path / "out"
+    first = export_bundle(bundle, out, int8=False)
+    code = ("import sys; from asr_kd.models.bundle import load_bundle; from asr_kd.export.onnx import "
+            "export_bundle; export_bundle(load_bundle(sys.argv[1]), sys.argv[2])")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder.parent / "model.pt"), str(out)],
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob(".out.*/model.onnx")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    assert proc.wait(10) == -9  # killed midway, not finished or failed
+    assert json.loads((out / "meta.json").read_text()) == first and not (out / "model.int8.onnx").exists()
+    load_model(out)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_graph_is_refused_before_loading(sherpa_export, tmp_path, damage):
+    _, folder, _ = sherpa_export
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in folder.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    data = bytearray((copy / "model.onnx").read_bytes())
+    if damage == "flip":
+        data[5000:5256] = bytes(b ^ 0xFF for b in data[5000:5256])
+    else:
+        data = data[: len(data) // 2]
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="model.onnx: SHA-256 differs"):
+        load_model(copy)
+    load_model(copy, int8=True)  # the other graph is intact
+
+
+def test_export_replaces_the_folder_atomically(sherpa_export, tmp_path, monkeypatch):
+    """An export that dies midway leaves the previous folder whole, and no temporary folder."""
+    bundle, folder, _ = sherpa_export
+    out = tmp_path / "out"
+    first = export_bundle(bundle, out, int8=False)
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill during quantization
+
+    monkeypatch.setattr(export_onnx, "quantize_int8", die)
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(bundle, out, int8=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (tmp_path / ".out.killed").mkdir()  # as a kill -9 leaves it: the next export removes it
+    assert json.loads((out / "meta.json").read_text()) == first and not (out / "model.int8.onnx").exists()
+    load_model(out)
+    monkeypatch.undo()
+    export_bundle(bundle, out, int8=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def onnx_stream(model: OnnxModel | SherpaModel, wav: np.ndarray, piece: int):
     stream = model.stream()
     partials = [stream.accept_waveform(wav[i : i + piece]) for i in range(0, len(wav), piece)]
     return stream.finalize(), stream, partials
@@ -87,6 +226,20 @@ def test_streaming_graph_matches_pytorch_recognizer(exported, seconds):
         assert any(partials) and all(text.startswith(p) for p in partials)
     assert np.abs(logits - rec.logits.numpy()).max() <= 1e-4
     assert onnx_text == text and stream.token_ids == rec.token_ids
+
+
+def test_emformer_runner_resamples(exported):
+    """asr_kd's graph runner takes other rates too (soxr's streaming resampler), piece by piece."""
+    import soxr
+
+    bundle, folder, _ = exported
+    wav = speech_like(2.0, seed=3)
+    resampled = soxr.resample(wav, 16000, 22050).astype(np.float32)
+    stream = OnnxModel(folder).stream()
+    for i in range(0, len(resampled), 441):
+        stream.accept_waveform(resampled[i : i + 441], 22050)
+    text, reference = stream.finalize(), onnx_stream(OnnxModel(folder), wav, 160)[0]
+    assert text and abs(len(text) - len(reference)) <= 0.3 * len(reference)  # a random model: close
 
 
 def test_state_is_needed(exported):
@@ -132,9 +285,8 @@ def test_metadata_describes_the_graph(exported):
     assert on_disk == meta
     graph = onnx.load(folder / "model.onnx")
     props = {p.key: p.value for p in graph.metadata_props}
-    arch = "emformer" if meta["model_type"] == "EmformerCTC" else "conformer"
-    assert json.loads(props["state_names"]) == meta["state_names"] == ARCHS[arch][1]
-    right = bundle.model.right_context_frames  # 1 for the Emformer, no look-ahead for the Conformer
+    assert json.loads(props["state_names"]) == meta["state_names"] == EMFORMER_STATES
+    right = bundle.model.right_context_frames  # 1 for the Emformer
     assert json.loads(props["chunk_frames"]) == 4 and meta["window_frames"] == (4 + right) * 4
     assert np.allclose(json.loads(props["cmvn_mean"]), bundle.cmvn.mean.numpy())
     inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input}
@@ -169,12 +321,13 @@ def compose_config(*overrides: str):
 
 
 def test_export_stage(tmp_path):
-    """A model copied into models/copied/ is exported, and every test set decoded with its fp32 and
-    int8 graphs by the torch-free runtime in decode.py's row format, with size, RTF and memory."""
+    """A chunked Conformer copied into models/copied/ is exported, and every test set decoded with its
+    fp32 and int8 graphs by sherpa-onnx, torch-free, in decode.py's row format, with size, RTF and
+    memory."""
     assert PIPELINE.index("decode") < PIPELINE.index("export") < PIPELINE.index("score")
     paths = ExpPaths(tmp_path)
     paths.checkpoint("copied").parent.mkdir(parents=True)
-    bundle = make_bundle(paths.model_dir("copied"))
+    bundle = make_bundle(paths.model_dir("copied"), CONFORMER)
     utts, wavs = [], []
     for i in range(2):
         wavs.append(speech_like(1.0 + 0.3 * i, i))
@@ -186,12 +339,12 @@ def test_export_stage(tmp_path):
                          "export.systems=[copied]")
     meta = run(cfg)["copied"]
     out = tmp_path / "export" / "copied"
-    files = {"model.onnx", "model.full.onnx", "model.int8.onnx", "tokens.txt", "meta.json"}
+    files = {"model.onnx", "model.int8.onnx", "tokens.txt", "meta.json"}
     assert {p.name for p in out.iterdir()} == files
     assert meta["source_sha"] == bundle.sha and meta["int8_check"]["utterances"] == 2
     assert meta["export_seconds"] < 30
-    for suffix, graph in (("_onnx", "model.onnx"), ("_int8", "model.int8.onnx")):
-        expected = [onnx_stream(OnnxModel(out, int8=suffix == "_int8"), wav, 160)[0] for wav in wavs]
+    for suffix, graph in (("_sherpa", "model.onnx"), ("_sherpa_int8", "model.int8.onnx")):
+        expected = [onnx_stream(SherpaModel(out, int8=suffix == "_sherpa_int8"), wav, 160)[0] for wav in wavs]
         for test_set in ("test_seen", "test_unseen"):
             *rows, last = read_jsonl(paths.decode(f"copied{suffix}", test_set))
             assert [set(r) for r in rows] == [{"id", "ref", "hyp", "duration", "compute_s", "wall_s"}] * 2
@@ -199,7 +352,7 @@ def test_export_stage(tmp_path):
             summary = last["summary"]
             assert summary["size_mb"] == (out / graph).stat().st_size / 1e6
             assert summary["rtf"] > 0 and summary["threads"] == 1 and summary["piece_ms"] == 10
-            assert summary["latency_ms"] == (4 + 1) * 40 + 25  # chunk + look-ahead + feature window
+            assert summary["latency_ms"] == 4 * 40 + 25  # chunk (no look-ahead) + feature window
             assert 0 < summary["base_rss_mb"] < summary["peak_rss_mb"] < 1000  # no torch in that process
     mtime = (out / "model.onnx").stat().st_mtime
     assert run(cfg) == {"copied": json.loads((out / "meta.json").read_text())}  # up to date: skipped

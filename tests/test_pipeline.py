@@ -24,7 +24,7 @@ from asr_kd.stages.plan import CacheSpec, load_cache_teachers
 from asr_kd.stages.student import open_cache
 
 STUDY = ("student_ctc", "student_kd", "student_kd_k4", "student_kd_T1")  # conf/study/smoke.yaml
-EXPORTED = {"student_kd_onnx", "student_kd_int8"}  # stage export: export.systems=[student_kd], the default
+EXPORTED = {"student_kd_sherpa", "student_kd_sherpa_int8"}  # stage export (sherpa-onnx), the default
 SYSTEMS = {"teacher", *STUDY, *(f"{s}_streaming" for s in STUDY), *EXPORTED}
 LM_SYSTEMS = {"teacher_lm", *(f"{s}_lm" for s in STUDY)}  # decode=beam_lm, the default
 
@@ -68,11 +68,11 @@ def test_report_json_contract(smoke):
             assert {"wer", "cer", "params", "size_mb", "rtf"} <= set(r)
             assert isinstance(r["wer"], float) and r["wer"] >= 0 and r["rtf"] > 0
             assert isinstance(r["params"], int)
-            graph = {"student_kd_onnx": "model.onnx", "student_kd_int8": "model.int8.onnx"}.get(name)
+            graph = {"student_kd_sherpa": "model.onnx", "student_kd_sherpa_int8": "model.int8.onnx"}.get(name)
             size = 4 * r["params"] if graph is None else (smoke / "export/student_kd" / graph).stat().st_size
             assert r["size_mb"] == pytest.approx(size / 1e6)  # fp32 weights, or the exported graph's file
-        assert systems["student_kd_int8"]["size_mb"] < systems["student_kd_onnx"]["size_mb"]
-        assert systems["student_kd_onnx"]["peak_rss_mb"] > 0
+        assert systems["student_kd_sherpa_int8"]["size_mb"] < systems["student_kd_sherpa"]["size_mb"]
+        assert systems["student_kd_sherpa"]["peak_rss_mb"] > 0
     seen = report["test_sets"]["test_seen"]
     assert seen["student_kd"]["params"] < seen["teacher"]["params"]
     # each system's resolved config is recorded

@@ -1,7 +1,10 @@
-"""The torch-free runtime: kaldi-native-fbank matches the training front end; asr-kd-onnx transcribes
-with torch (and asr_kd outside asr_kd.runtime) unimportable; the server keeps concurrent streams
-apart, survives malformed and oversized messages, and serves its web page, which headless Chromium
-runs with a WAV file as its microphone (ASR_KD_NO_BROWSER=1 skips that test; nothing else does)."""
+"""The torch-free runtime on top of sherpa-onnx: asr-kd-onnx transcribes any file soundfile reads with
+torch (and asr_kd outside asr_kd.runtime and asr_kd.errors) unimportable, and names bad input in
+one line; the server keeps concurrent streams apart, survives malformed and oversized messages,
+holds its limits (origin, connection cap, idle timeout, bounded streams), stops cleanly on SIGINT and
+SIGTERM, and serves its web page, which headless Chromium runs with a WAV file as its microphone
+(ASR_KD_NO_BROWSER=1 skips that test; nothing else does). The Emformer's own graph runner keeps its
+kaldi-native-fbank front end equal to the training one."""
 
 import asyncio
 import contextlib
@@ -19,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_conformer_stream import CONFIG as CONFORMER
 from test_export import speech_like, varied_bundle
 from test_streaming import make_bundle
+from websockets.asyncio.server import serve
 
 from asr_kd.data.audio import save_audio
 from asr_kd.export.onnx import KALDI_FBANK_OPTIONS, export_bundle
 from asr_kd.features.frontend import KaldiFbank
 from asr_kd.runtime.fbank import StreamingFbank
-from asr_kd.runtime.onnx_transcriber import OnnxModel
+from asr_kd.runtime.folder import load_model
+from asr_kd.runtime.server import TranscriptionServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +41,7 @@ NO_TORCH = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        outside = name.startswith("asr_kd.") and not name.startswith("asr_kd.runtime")
+        outside = name.startswith("asr_kd.") and not name.startswith(("asr_kd.runtime", "asr_kd.errors"))
         if name.split(".")[0] == "torch" or outside:
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
@@ -49,7 +55,7 @@ sys.exit(code)
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runtime")
-    export_bundle(varied_bundle(folder), folder / "onnx", int8=False)
+    export_bundle(varied_bundle(folder, CONFORMER), folder / "onnx", int8=False)
     return folder / "onnx"
 
 
@@ -61,7 +67,7 @@ def wav_file(tmp_path_factory):
 
 
 def expected_text(export_dir, wav: np.ndarray) -> str:
-    stream = OnnxModel(export_dir).stream()
+    stream = load_model(export_dir).stream()
     stream.accept_waveform(wav)
     return stream.finalize()
 
@@ -90,18 +96,98 @@ def test_transcriber_runs_without_torch(export_dir, wav_file):
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
     loaded = result.stderr.split("LOADED", 1)[1].split()
-    assert all(m == "asr_kd" or m.startswith("asr_kd.runtime") for m in loaded)
-    lines = result.stdout.strip().splitlines()
+    assert all(m in ("asr_kd", "asr_kd.errors") or m.startswith("asr_kd.runtime") for m in loaded)
+    lines = result.stdout.rstrip("\n").splitlines()
     text = expected_text(export_dir, load_audio(wav_file, 16000))
     assert text and lines[-1] == text
     assert lines[0].startswith("[") and len(lines) >= 2  # partial results before the final one
+    added = "".join(eval(line.split("] +", 1)[1]) for line in lines[:-1])  # each line: what it adds
+    assert text.startswith(added) and len(added) > len(text) / 2
     assert elapsed < 10  # start-up is < 1 s unloaded; this bounds the whole run on a busy machine
 
 
+def asr_kd_onnx(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "asr_kd.runtime", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_transcriber_reports_a_missing_export(tmp_path, wav_file):
-    result = subprocess.run([sys.executable, "-m", "asr_kd.runtime", str(tmp_path), str(wav_file)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = asr_kd_onnx(tmp_path, wav_file)
     assert result.returncode == 2 and "model.onnx: missing" in result.stderr
+
+
+def test_transcriber_takes_any_rate_and_channels(export_dir, tmp_path):
+    """A 22.05 kHz stereo FLAC is downmixed and resampled (by sherpa-onnx), not refused."""
+    import soundfile as sf
+    import soxr
+
+    wav = speech_like(2.3, seed=5)
+    stereo = soxr.resample(wav, 16000, 22050)[:, None] * [1.0, 0.5]
+    sf.write(tmp_path / "a.flac", stereo.astype(np.float32), 22050)
+    result = asr_kd_onnx(export_dir, tmp_path / "a.flac")
+    assert result.returncode == 0, result.stderr
+    text, reference = result.stdout.splitlines()[-1], expected_text(export_dir, wav * 0.75)
+    assert text and abs(len(text) - len(reference)) <= 0.3 * len(reference)  # a random model: close
+
+
+#: Transcribes argv[2] with the export argv[1], prints the peak resident memory (kB) and output size.
+PEAK = """
+import io, sys
+from asr_kd.runtime.cli import transcribe_file
+out = io.StringIO()
+text = transcribe_file(sys.argv[1], sys.argv[2], out=out)
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(peak, len(out.getvalue()), len(text))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM")
+def test_long_file_streams_in_bounded_memory(export_dir, tmp_path):
+    """A 5-minute file takes no more memory than a 5-second one (read piece by piece; sherpa-onnx
+    keeps no growing buffer), and its partial lines hold each character once."""
+    import soundfile as sf
+
+    peaks = {}
+    for seconds in (5, 300):
+        path = tmp_path / f"{seconds}.flac"
+        with sf.SoundFile(str(path), "w", 16000, 1, subtype="PCM_16") as f:
+            for second in range(seconds):
+                f.write(speech_like(1.0, seed=second % 7))
+        result = subprocess.run([sys.executable, "-c", PEAK, str(export_dir), str(path)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        peaks[seconds], printed, text = map(int, result.stdout.split())
+        assert printed < 3 * text + 2000  # "[  0.50 s] +'...'" per change: linear in the text
+    assert peaks[300] - peaks[5] < 10_000  # kB; the whole 5 minutes as float32 would be 19 MB
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "not audio", "nan", "flipped graph", "truncated graph"])
+def test_transcriber_names_bad_input_in_one_line(export_dir, wav_file, tmp_path, case):
+    folder, audio = export_dir, wav_file
+    if case == "missing":
+        audio = tmp_path / "nothing.wav"
+    elif case == "empty":
+        save_audio(audio := tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    elif case == "not audio":
+        (audio := tmp_path / "notes.wav").write_text("not a wav file\n" * 20)
+    elif case == "nan":
+        import soundfile as sf
+
+        sf.write(audio := tmp_path / "nan.wav", np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    else:
+        shutil.copytree(export_dir, folder := tmp_path / "copy")
+        data = bytearray((folder / "model.onnx").read_bytes())
+        if case == "flipped graph":
+            data[4000:4256] = bytes(b ^ 0x5A for b in data[4000:4256])
+        else:
+            data = data[: len(data) // 3]
+        (folder / "model.onnx").write_bytes(bytes(data))
+    result = asr_kd_onnx(folder, audio)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("asr-kd-onnx: ") and result.stderr.count("\n") == 1, result.stderr
+    assert {"missing": "no such audio file", "empty": "no audio", "not audio": "not a readable audio",
+            "nan": "NaN", "flipped graph": "SHA-256 differs",
+            "truncated graph": "SHA-256 differs"}[case] in result.stderr
 
 
 async def client(port: int, messages: list) -> list[dict]:
@@ -135,10 +221,11 @@ def pcm_messages(wav: np.ndarray, samples: int = 1600) -> list:
 
 
 @contextlib.contextmanager
-def serving(export_dir: Path):
+def serving(export_dir: Path, log: Path | None = None):
     """``asr-kd-onnx serve`` (torch unimportable) on a free loopback port: yields (process, port)."""
-    server = subprocess.Popen([sys.executable, "-c", NO_TORCH, "serve", str(export_dir), "--port", "0"],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with open(log or os.devnull, "w") as stderr:
+        server = subprocess.Popen([sys.executable, "-c", NO_TORCH, "serve", str(export_dir), "--port", "0"],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         yield server, int(server.stdout.readline().rsplit(":", 1)[1].split("/")[0])
     finally:
@@ -146,8 +233,8 @@ def serving(export_dir: Path):
         server.wait(10)
 
 
-def test_server_concurrent_streams_and_bad_messages(export_dir):
-    with serving(export_dir) as (server, port):
+def test_server_concurrent_streams_and_bad_messages(export_dir, tmp_path):
+    with serving(export_dir, tmp_path / "server.log") as (server, port):
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
         assert "getUserMedia" in page and "WebSocket" in page and "const RATE = 16000;" in page
         # sent as 16-bit PCM: compare with the same quantized audio
@@ -172,6 +259,73 @@ def test_server_concurrent_streams_and_bad_messages(export_dir):
             assert replies[-1]["type"] == "error" and word in replies[-1]["message"]
         after = asyncio.run(asyncio.wait_for(client(port, pcm_messages(wavs[0])), 30))
         assert after[-1] == {"type": "final", "text": expected[0]} and server.poll() is None
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log and log.count("closing a stream") == 3  # one line per bad client
+
+
+@contextlib.asynccontextmanager
+async def in_process(export_dir: Path, **limits):
+    """A TranscriptionServer with ``limits`` on a free loopback port, in this event loop."""
+    server = TranscriptionServer(export_dir, **limits)
+    async with serve(server.handle, "127.0.0.1", 0, process_request=server.process_request,
+                     max_queue=4) as ws:
+        yield server, ws.sockets[0].getsockname()[1]
+
+
+def test_server_limits(export_dir):
+    """Origin check, connection cap, idle timeout, and a stream that errs while its client keeps
+    sending (or drops) leaves no handler behind."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    async def scenario():
+        async with in_process(export_dir, max_connections=2, idle_s=1.0,
+                              origins=["https://app.example"]) as (server, port):
+            url = f"ws://127.0.0.1:{port}/ws"
+            with pytest.raises(InvalidStatus, match="403"):
+                await connect(url, origin="https://evil.example")
+            # the page's own origin, a configured one, a program (no Origin)
+            for origin in (f"http://127.0.0.1:{port}", "https://app.example", None):
+                async with connect(url, origin=origin) as ws:
+                    await ws.send("done")
+                    assert json.loads(await ws.recv())["type"] == "final"
+            a, b = await connect(url), await connect(url)
+            with pytest.raises(InvalidStatus, match="503"):
+                await connect(url)
+            await a.close()
+            await b.send(b"\x00")  # malformed, then keep sending until the server closes
+            with contextlib.suppress(Exception):
+                for _ in range(1000):
+                    await b.send(b"\x00\x00" * 8000)
+                    await asyncio.sleep(0)
+            idle = await connect(url)
+            reply = json.loads(await asyncio.wait_for(idle.recv(), 10))
+            assert reply == {"type": "error", "message": "idle for 1 s"}
+            for _ in range(100):
+                if server.connections == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert server.connections == 0
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_server_stops_cleanly_on_signals(export_dir, tmp_path, sig):
+    """A signal while a stream is open closes it and ends the process with status 0, no traceback."""
+    from websockets.asyncio.client import connect
+
+    with serving(export_dir, tmp_path / "server.log") as (server, port):
+        async def open_stream():
+            ws = await connect(f"ws://127.0.0.1:{port}/ws")
+            await ws.send(pcm_messages(speech_like(0.5))[0])
+            server.send_signal(sig)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.wait_closed(), 10)
+
+        asyncio.run(open_stream())
+        assert server.wait(10) == 0
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
 
 
 #: Tones of the browser test and the character each one reads as (see tone_bundle); no whole number
@@ -189,17 +343,16 @@ def tone(hz: float, seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def tone_bundle(folder: Path):
-    """A tiny Emformer that reads each tone of TONES as its character and anything else as blank, so
-    its transcript survives what a browser does to the audio (a few hundred samples of delay, a round
-    trip through 48 kHz), unlike a random model's. Zeroing the residual branches (conv, attention
-    output, feed-forward output) leaves a frame-wise model; the head scores the cosine between a
-    frame and each tone's mean frame, blank winning below 0.9. Measured: the same text for every delay
-    of 0-1200 samples (step 7), with and without a 16 -> 48 -> 16 kHz round trip and 16-bit rounding."""
-    bundle = make_bundle(folder)
+    """A tiny chunked Conformer (run by sherpa-onnx) that reads each tone of TONES as its character
+    and anything else as blank, so that its transcript survives what a browser does to the audio (a
+    few hundred samples of delay, a round trip through 48 kHz), unlike a random model's. Zeroing the
+    residual branches (feed-forward, attention and convolution outputs) leaves a frame-wise model;
+    the head scores the cosine between a frame and each tone's mean frame, blank winning below 0.9."""
+    bundle = make_bundle(folder, CONFORMER)
     model, seen = bundle.model.eval(), []
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.startswith("conv.") or ".out_proj." in name or ".pos_ff.4." in name:
+            if any(f".{b}." in name for b in ("ff1.4", "ff2.4", "attn.out", "conv.pointwise_out")):
                 p.zero_()
         hook = model.head.register_forward_hook(lambda _m, args, _out: seen.append(args[0][0]))
         cmvn = bundle.cmvn

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asr_kd.models.chunked import ChunkedStudent, StreamingStep
+from asr_kd.models.chunked import ChunkedStudent
 from asr_kd.models.subsampling import StackSubsampling
 
 __all__ = ["ChunkConformerCTC", "ConformerStep", "StreamState", "chunk_attention_mask", "rotary_angles"]
@@ -84,17 +84,18 @@ def chunk_attention_mask(
 
 
 def rotary_angles(
-    first: int | torch.Tensor, frames: int, head_dim: int, device=None
+    first: int | torch.Tensor, frames: int, head_dim: int, device=None, dtype: torch.dtype = torch.float64
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(cos, sin)``, each ``(frames, head_dim / 2)``, of the rotary angles of positions ``first,
     first + 1, ...`` (RoPE). Computed in float64, so positions far into a long stream rotate as
     precisely as the first ones; computed once per forward or chunk and shared by every layer.
-    ``first`` may be a ``(1,)`` tensor (the frame count a graph carries as a state)."""
+    ``first`` may be a ``(1,)`` tensor (the frame count a graph carries as a state); ``dtype``
+    float32 for an exported graph."""
     half = head_dim // 2
-    inv_freq = 10000.0 ** (-torch.arange(half, dtype=torch.float64, device=device) / half)
+    inv_freq = (10000.0 ** (-torch.arange(half, dtype=torch.float64, device=device) / half)).to(dtype)
     if isinstance(first, torch.Tensor):
-        first = first.to(torch.float64)
-    angles = (first + torch.arange(frames, dtype=torch.float64, device=device))[:, None] * inv_freq
+        first = first.to(dtype)
+    angles = (first + torch.arange(frames, dtype=dtype, device=device))[:, None] * inv_freq
     return angles.cos().float(), angles.sin().float()
 
 
@@ -203,6 +204,7 @@ class ChunkConformerCTC(ChunkedStudent):
     """
 
     right_context_frames = 0  # no look-ahead: a chunk is decoded as soon as it is complete
+    export_contract = "wenet_ctc"  # asr_kd.export writes it for sherpa-onnx (see ConformerStep)
 
     def __init__(
         self,
@@ -294,9 +296,11 @@ class ChunkConformerCTC(ChunkedStudent):
             return self.head(x), StreamState(state.frames + chunk, torch.stack(keys), torch.stack(values),
                                              torch.stack(convs))
 
-    def streaming_step(self, chunk_frames: int | None = None) -> ConformerStep:
-        """This model's streaming step as a pure function of tensors (for ONNX export)."""
-        return ConformerStep(self, chunk_frames)
+    def streaming_step(self, cmvn_mean: torch.Tensor, cmvn_std: torch.Tensor,
+                       chunk_frames: int | None = None) -> ConformerStep:
+        """This model's streaming step in sherpa-onnx's WeNet CTC contract (for ONNX export), the
+        global CMVN ``(F,)`` folded in."""
+        return ConformerStep(self, cmvn_mean, cmvn_std, chunk_frames)
 
     def _initial_state(self, x: torch.Tensor) -> StreamState:
         layers, d = len(self.blocks), x.shape[-1]
@@ -305,80 +309,75 @@ class ChunkConformerCTC(ChunkedStudent):
 
 
 
-class ConformerStep(StreamingStep):
-    """A :class:`ChunkConformerCTC` as pure functions of tensors, so that ONNX can hold it (batch of 1);
-    the interface of :class:`asr_kd.models.student.EmformerStep`.
+class ConformerStep(nn.Module):
+    """A :class:`ChunkConformerCTC`'s streaming step in sherpa-onnx's WeNet streaming-CTC contract
+    (``sherpa-onnx/csrc/online-wenet-ctc-model.cc``), so that every sherpa-onnx runtime runs the
+    exported graph as it is (batch of 1; the chunk is fixed at export).
 
-    ``forward(feats, *states) -> (logits, *new_states)`` is one streaming step: ``(1, chunk * 4, F)``
-    features and the states named in ``state_names`` give ``(1, chunk, V)`` logits, as
-    :meth:`ChunkConformerCTC.stream_chunk` does. Its key/value cache grows from nothing to
-    ``left_chunks * chunk`` frames; here it has that size from the start, its rows not yet filled
-    (the first ``S - processed_frames``) masked out of attention. States: ``cached_key`` /
-    ``cached_val`` ``(L, H, S, D/H)`` (S = ``left_chunks * chunk``; left out when 0), ``conv_cache``
-    ``(L, conv_kernel - 1, D)`` (left out when 0) and ``processed_frames`` ``(1,)`` int64: the
-    encoder frames so far, which both masks the cache and gives the chunk its rotary positions.
-
-    :meth:`full` is the chunk-masked full-utterance pass ``(1, T, F) -> (1, ceil(T/4), V)`` for any T.
+    ``forward(chunk, offset, required_cache_size, att_cache, cnn_cache, att_mask) -> (log_probs,
+    r_att_cache, r_cnn_cache)``: ``chunk (1, C * 4, F)`` raw Kaldi fbank (the global CMVN is folded
+    into the graph: the contract has none); ``offset (1,)`` int64, ``S`` plus the encoder frames so
+    far (sherpa-onnx starts it at ``S``); ``required_cache_size (1,)`` = ``S`` = ``left_chunks * C``;
+    ``att_cache (L, H, S, 2 * D/H)``: keys then values of the last S frames, already rotated;
+    ``cnn_cache (L, 1, D, conv_kernel - 1)``; ``att_mask (1, 1, S + C)`` bool, False on the cache
+    rows not yet filled. ``log_probs (1, C, V)``, as :meth:`ChunkConformerCTC.stream_chunk`'s logits.
     """
 
-    def __init__(self, model: ChunkConformerCTC, chunk_frames: int | None = None):
+    input_names = ("chunk", "offset", "required_cache_size", "att_cache", "cnn_cache", "att_mask")
+    output_names = ("log_probs", "r_att_cache", "r_cnn_cache")
+
+    def __init__(self, model: ChunkConformerCTC, cmvn_mean: torch.Tensor, cmvn_std: torch.Tensor,
+                 chunk_frames: int | None = None):
         super().__init__()
         chunk = chunk_frames or model.chunk_frames
         self.window = model.stream_window(chunk)  # refuses a full-context model
         if model.left_chunks < 0:
             raise ValueError("a ChunkConformerCTC with left_chunks=-1 keeps a cache that grows with the "
                              "stream; an exported graph needs a bounded one (left_chunks >= 0)")
-        self.model = model
-        self.chunk_frames = chunk
-        self.right_context_frames = model.right_context_frames
-        self.left_context_frames = model.left_chunks * chunk
-        self.subsampling_factor = model.subsampling_factor
-        layers, heads, d = len(model.blocks), model.num_heads, model.head.in_features
-        shapes = {
-            "cached_key": (layers, heads, self.left_context_frames, d // heads),
-            "cached_val": (layers, heads, self.left_context_frames, d // heads),
-            "conv_cache": (layers, model.conv_kernel - 1, d),
-            "processed_frames": (1,),
-        }
-        self._declare_states(shapes)
+        self.model, self.chunk_frames = model, chunk
+        self.register_buffer("mean", cmvn_mean.float().clone())
+        self.register_buffer("inv_std", 1.0 / cmvn_std.float())
+        self.cache_frames = model.left_chunks * chunk
 
-    def forward(self, feats: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """One chunk: ``(1, chunk * 4, F)`` features, states -> ``(1, chunk, V)`` logits, new states."""
-        s = dict(zip(self.state_names, states, strict=True))
-        model, chunk, left = self.model, self.chunk_frames, self.left_context_frames
-        x = model.subsampling.proj(feats.reshape(1, chunk, -1))
-        processed = s["processed_frames"]
-        rotation = rotary_angles(processed, chunk, x.shape[-1] // model.num_heads, x.device)
-        # keys are [cache (left), chunk]: a query sees the filled cache rows and its whole chunk
-        filled = torch.arange(left, device=x.device) >= left - processed
-        mask = torch.cat([filled, filled.new_ones(chunk)]).expand(chunk, left + chunk)
-        empty = x.new_zeros(1, 0, x.shape[-1])
-        keys, vals, convs = [], [], []
+    def metadata(self) -> dict[str, int]:
+        """The contract's metadata keys (sherpa-onnx reads them as integers). ``right_context`` is
+        no look-ahead: the contract feeds ``(C - 1) * 4 + right_context + 1`` frames per chunk (WeNet's
+        convolutional subsampling needs 7 for its first output), so 3 makes it ``C * 4``, what frame
+        stacking takes."""
+        model = self.model
+        return {"output_size": model.head.in_features, "num_blocks": len(model.blocks),
+                "head": model.num_heads,
+                "cnn_module_kernel": model.conv_kernel, "subsampling_factor": model.subsampling_factor,
+                "right_context": model.subsampling_factor - 1, "vocab_size": model.head.out_features,
+                "chunk_size": self.chunk_frames, "left_chunks": model.left_chunks}
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """The inputs that start an utterance, as sherpa-onnx builds them."""
+        model, s = self.model, self.cache_frames
+        d, heads = model.head.in_features, model.num_heads
+        frames = self.window
+        return (torch.zeros(1, frames, model.subsampling.proj.in_features // model.subsampling_factor),
+                torch.tensor([s]), torch.tensor([s]),
+                torch.zeros(len(model.blocks), heads, s, 2 * d // heads),
+                torch.zeros(len(model.blocks), 1, d, model.conv_kernel - 1),
+                torch.cat([torch.zeros(s, dtype=torch.bool), torch.ones(self.chunk_frames, dtype=torch.bool)])
+                .view(1, 1, -1))
+
+    def forward(self, chunk: torch.Tensor, offset: torch.Tensor, required_cache_size: torch.Tensor,
+                att_cache: torch.Tensor, cnn_cache: torch.Tensor, att_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One chunk (see the class docstring)."""
+        model, c, s = self.model, self.chunk_frames, self.cache_frames
+        x = model.subsampling.proj(((chunk - self.mean) * self.inv_std).reshape(1, c, -1))
+        head_dim = x.shape[-1] // model.num_heads
+        # positions count from the utterance's start; float32 angles: onnxruntime has no double Cos
+        rotation = rotary_angles(offset - required_cache_size, c, head_dim, x.device, torch.float32)
+        mask = att_mask[0].expand(c, s + c)  # keys are [cache, chunk]
+        keys_values, convs = [], []
         for i, block in enumerate(model.blocks):
-            history = s["conv_cache"][i : i + 1] if "conv_cache" in s else empty
-            cache = (s["cached_key"][i : i + 1], s["cached_val"][i : i + 1]) if left else None
-            x, k, v, history = block(x, rotation, mask, history, cache)
-            keys.append(k[0, :, k.shape[2] - left :])
-            vals.append(v[0, :, v.shape[2] - left :])
-            convs.append(history[0])
-        new = {"cached_key": keys, "cached_val": vals, "conv_cache": convs}
-        new = {name: torch.stack(new[name]) for name in self.state_names if name in new}
-        new["processed_frames"] = processed + chunk
-        return (model.head(x), *(new[name] for name in self.state_names))
-
-    def full(self, feats: torch.Tensor) -> torch.Tensor:
-        """Chunk-masked full-utterance pass ``(1, T, F) -> (1, ceil(T/4), V)``, as
-        :meth:`ChunkConformerCTC.forward` on one utterance, with the padding written so that one
-        graph serves every ``T`` (no branch on the length)."""
-        model, chunk, factor = self.model, self.chunk_frames, self.subsampling_factor
-        t = feats.shape[1]
-        frames = (t + factor * chunk - 1) // (factor * chunk) * chunk  # whole chunks
-        feats = F.pad(feats, (0, 0, 0, frames * factor - t))
-        x = model.subsampling.proj(feats.reshape(1, frames, -1))
-        key_lengths = torch.full((1,), frames, dtype=torch.int64, device=x.device)
-        mask = chunk_attention_mask(key_lengths, frames, chunk, model.left_chunks)
-        rotation = rotary_angles(0, frames, x.shape[-1] // model.num_heads, x.device)
-        history = x.new_zeros(1, model.conv_kernel - 1, x.shape[-1])
-        for block in model.blocks:
-            x, _, _, _ = block(x, rotation, mask, history)
-        return model.head(x[:, : (t + factor - 1) // factor])
+            k, v = att_cache[i : i + 1].split(head_dim, dim=-1)
+            history = cnn_cache[i].transpose(1, 2)
+            x, k, v, history = block(x, rotation, mask, history, (k, v))
+            keys_values.append(torch.cat([k, v], dim=-1)[0, :, k.shape[2] - s :])
+            convs.append(history.transpose(1, 2))
+        return model.head(x).log_softmax(-1), torch.stack(keys_values), torch.stack(convs)

@@ -1,5 +1,7 @@
-"""Kaldi fbank with kaldi-native-fbank, configured from an export's ``meta.json`` ``feature`` entry to
-match the training front end (``asr_kd.features.frontend.KaldiFbank``, torchaudio's Kaldi fbank)."""
+"""Kaldi fbank with kaldi-native-fbank (the library sherpa-onnx computes its own fbank with),
+configured from an export's ``meta.json`` ``feature`` entry to match the training front end
+(``asr_kd.features.frontend.KaldiFbank``), for asr_kd.runtime.onnx_transcriber (the Emformer's
+exports; sherpa-onnx computes the features of the others itself)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Decode a set of utterances with an export and measure it as a device would run it: one
+"""Decode a set of utterances with an export and measure it as a device would run it (sherpa-onnx
+for a ``wenet_ctc`` export, asr_kd's graph runner for the Emformer's: asr_kd.runtime.folder): one
 onnxruntime thread, audio fed in small pieces (front end included), CPU time per utterance, and the
 peak resident memory of a process that holds only this runtime (no PyTorch).
 
@@ -11,7 +12,7 @@ set's audio never counts as resident at once). Rows: ``{"id", "hyp", "duration",
 "wall_s"}``, the first utterance decoded once before the timings (one-time allocations).
 
 Memory: ``peak_rss_mb`` is the process's peak resident set size at the end, in MB of 1e6 bytes:
-interpreter, numpy, onnxruntime, kaldi-native-fbank, the graph and the decode's working memory;
+interpreter, numpy, sherpa-onnx (or onnxruntime), the graph and the decode's working memory;
 ``base_rss_mb`` is the same figure before the graph is loaded (what the interpreter and libraries
 take alone). This process imports nothing of torch, so neither figure includes it, which a
 measurement inside the training process could not avoid (``tracemalloc`` sees none of
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_kd.runtime.onnx_transcriber import OnnxModel
+from asr_kd.runtime.folder import load_model
 
 __all__ = ["decode_set", "peak_rss_mb"]
 
@@ -50,7 +51,7 @@ def decode_set(export_dir: str | Path, audio: str | Path, utts: list[dict], int8
                piece_ms: float = 10) -> dict:
     """Stream each utterance of ``utts`` (see module docstring) through the export on one thread."""
     base = peak_rss_mb()
-    model = OnnxModel(export_dir, int8=int8, threads=1)
+    model = load_model(export_dir, int8=int8, threads=1)
     piece = max(1, int(model.sample_rate * piece_ms / 1000))
 
     def transcribe(samples: np.ndarray) -> str:

@@ -1,4 +1,7 @@
-"""Streaming greedy-CTC recognition with an exported student (asr_kd.export), no PyTorch needed.
+"""Streaming greedy-CTC recognition of an export of ``contract: asr_kd`` (asr_kd.export.onnx), no
+PyTorch needed. It stays beside sherpa-onnx (asr_kd.runtime.sherpa) for one reason: the Emformer
+student, whose left-context/memory states fit none of sherpa-onnx's online CTC contracts (WeNet,
+NeMo cache-aware, Zipformer2); the chunked Conformer goes to sherpa-onnx and never through here.
 
 Usage::
 
@@ -15,36 +18,28 @@ the PyTorch recognizer (asr_kd.decoding.streaming) does, so both give the same l
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import soxr
 
 from asr_kd.runtime.fbank import StreamingFbank
+from asr_kd.runtime.folder import open_export
 
-__all__ = ["OnnxModel", "OnnxStream", "read_tokens", "load_wav"]
+__all__ = ["OnnxModel", "OnnxStream", "read_tokens"]
 
 
 def read_tokens(path: Path) -> list[str]:
-    """``tokens.txt`` as written by the export: ``<token> <id>`` per line, ``<space>`` for ``" "``."""
+    """``tokens.txt`` as written by the export: ``<token> <id>`` per line, ``▁`` (or the older
+    ``<space>``) for a character vocabulary's ``" "``."""
     tokens = []
     for line in path.read_text(encoding="utf-8").splitlines():
         token, index = line.rsplit(" ", 1)
         if int(index) != len(tokens):
             raise ValueError(f"{path}: token ids must be 0, 1, 2...; line {len(tokens) + 1} has {index}")
-        tokens.append(" " if token == "<space>" else token)
+        tokens.append(" " if token in ("<space>", "\u2581") else token)
     return tokens
-
-
-def load_wav(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples of an audio file that is already at ``sample_rate`` (no resampling here)."""
-    import soundfile as sf
-
-    wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    if rate != sample_rate:
-        raise ValueError(f"{path}: {rate} Hz audio, but the model takes {sample_rate} Hz; resample it first")
-    return wav.mean(axis=1)
 
 
 class OnnxModel:
@@ -57,12 +52,9 @@ class OnnxModel:
     def __init__(self, export_dir: str | Path, int8: bool = False, threads: int = 1):
         export_dir = Path(export_dir)
         graph = export_dir / ("model.int8.onnx" if int8 else "model.onnx")
-        for path in (graph, export_dir / "meta.json", export_dir / "tokens.txt"):
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: missing; export a model first (`asr-kd stage=export`)")
-        self.meta = json.loads((export_dir / "meta.json").read_text(encoding="utf-8"))
+        self.meta = open_export(export_dir, graph.name)
         self.tokens = read_tokens(export_dir / "tokens.txt")
-        self.bpe = any("▁" in t for t in self.tokens)
+        self.bpe = bool(self.meta.get("bpe"))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -103,15 +95,24 @@ class OnnxStream:
         self._feats = np.zeros((0, self.fbank.dim), dtype=np.float32)
         self._states = model.initial_states()
         self._frames_in = self._frames_out = self._last_id = 0
+        self._resampler: tuple[int, soxr.ResampleStream] | None = None
         self.token_ids: list[int] = []
         self.logits: list[np.ndarray] = []  # per chunk, (chunk, V)
         self.text = ""
         self.finished = False
 
-    def accept_waveform(self, samples: np.ndarray) -> str:
-        """Consume float32 samples in [-1, 1]; returns the partial text."""
+    def accept_waveform(self, samples: np.ndarray, sample_rate: int | None = None) -> str:
+        """Consume mono float32 samples in [-1, 1] at ``sample_rate`` (default: the model's, else
+        resampled with soxr's streaming resampler); returns the partial text."""
         if self.finished:
             raise RuntimeError("finalize() was called: start a new stream")
+        if sample_rate and sample_rate != self.model.sample_rate:
+            if self._resampler is None:
+                self._resampler = soxr.ResampleStream(sample_rate, self.model.sample_rate, 1, dtype="float32")
+            samples = self._resampler.resample_chunk(np.asarray(samples, dtype=np.float32))
+        return self._accept(samples)
+
+    def _accept(self, samples: np.ndarray) -> str:
         frames = self.fbank.accept(samples)
         if len(frames):
             self._frames_in += len(frames)
@@ -123,6 +124,8 @@ class OnnxStream:
     def finalize(self) -> str:
         """Flush the tail (zero frames up to a whole chunk + look-ahead); returns the final text."""
         if not self.finished:
+            if self._resampler is not None:
+                self._accept(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
             self.finished = True
             total_out = -(-self._frames_in // self.model.meta["subsampling_factor"])
             while self._frames_out < total_out:

@@ -5,7 +5,7 @@ systems, size, speed and provenance, as JSON and Markdown (plots: asr_kd.scoring
 
     {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms",
                                   ["lm_weight", "blank_penalty" (``_lm`` systems)],
-                                  ["peak_rss_mb" (``_onnx``, ``_int8``)],
+                                  ["peak_rss_mb" (exported)],
                                   "wer_ci95", "words", "sub", "del", "ins", "per_speaker"}}},
      "systems": {SYSTEM: {"params", "size_mb", "kind"}},
      "comparisons": [{"test_set", "a", "b", "delta", "ci95", "p", "p_improve", "p_wilcoxon"}],
@@ -26,10 +26,12 @@ Keys, once:
   the end of the utterance. ``utterances``: how many were decoded.
 - ``<system>_streaming`` is a streamed decode, ``<system>_lm`` a beam search with the train
   transcripts' word LM and lexicon (``decode=beam_lm``) at ``lm_weight``, chosen for that system
-  on the dev set. ``<system>_onnx`` and ``<system>_int8`` are streamed by the exported fp32 and
-  int8 graphs (stage ``export``) through the torch-free runtime, one onnxruntime thread, audio in
-  10 ms pieces, front end included: their ``size_mb`` is the graph file's, ``peak_rss_mb`` the peak
-  resident memory (MB) of the process that decoded the set, which holds only that runtime.
+  on the dev set. ``<system>_sherpa`` and ``<system>_sherpa_int8`` (the chunked Conformer, through
+  sherpa-onnx), or ``<system>_onnx`` and ``<system>_int8`` (the Emformer, through asr_kd's own graph
+  runner), are streamed by the exported fp32 and int8 graphs (stage ``export``), torch-free, one
+  onnxruntime thread, audio in 10 ms pieces, front end included: their ``size_mb`` is the graph
+  file's, ``peak_rss_mb`` the peak resident memory (MB) of the process that decoded the set, which
+  holds only that runtime.
 - ``wer_ci95``: ``[low, high]``, the 95 % bootstrap interval of ``wer`` (asr_kd.scoring.significance).
 - ``words``: reference words; ``sub``, ``del``, ``ins``: substitutions, deletions, insertions
   (counts; ``wer`` = (sub + del + ins) / words).
@@ -76,7 +78,7 @@ __all__ = ["VARIANTS", "Decode", "read_decode", "comparison_pairs", "speaker_blo
 
 #: Suffixes of the decodes of one system (greedy offline, streamed, beam search with the LM, and
 #: streamed by its exported fp32 and int8 ONNX graphs).
-VARIANTS = ("", "_streaming", "_lm", "_onnx", "_int8")
+VARIANTS = ("", "_streaming", "_lm", "_onnx", "_int8", "_sherpa", "_sherpa_int8")
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from asr_kd.errors import ConfigError
 __all__ = ["STAGES", "PIPELINE", "TOOLS", "get_stage"]
 
 #: The stages of ``stage=all``, in order.
-#: ``export``: ONNX graphs of the streaming systems of ``export.systems`` (for asr-kd-onnx) and their
-#: decodes, which the report lists as ``<system>_onnx`` / ``<system>_int8``.
+#: ``export``: ONNX graphs of the streaming systems of ``export.systems`` (for sherpa-onnx and
+#: asr-kd-onnx) and their decodes, which the report lists as ``<system>_sherpa`` /
+#: ``<system>_sherpa_int8`` (``<system>_onnx`` / ``<system>_int8`` for the Emformer).
 PIPELINE = ("prepare", "features", "teacher", "cache", "student", "decode", "export", "score")
 #: Stages outside the pipeline, run on their own (``transcribe``: one audio file with a trained model;
 #: ``compare``: several experiments' reports as mean ± sd).

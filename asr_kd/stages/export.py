@@ -1,19 +1,23 @@
-"""Stage ``export``: ONNX graphs of the streaming systems of ``export.systems`` for the torch-free
-runtime, and their decodes of every test set (in ``stage=all``, between ``decode`` and ``score``).
+"""Stage ``export``: ONNX graphs of the streaming systems of ``export.systems`` (the chunked
+Conformer for sherpa-onnx, the Emformer for asr_kd.runtime), and their decodes of every test set
+(in ``stage=all``, between ``decode`` and ``score``).
 
 Reads:  ``models/<system>/model.pt``; ``data/<test set>.jsonl`` and ``data/<dev_set>.jsonl`` (the int8
         check) with their audio.
-Writes: ``export/<system>/``: ``model.onnx`` (streaming step with explicit states),
-        ``model.full.onnx``, ``model.int8.onnx``, ``tokens.txt``, ``meta.json`` (asr_kd.export.onnx).
-        With ``export.check_utterances`` > 0, ``meta.json`` gains ``int8_check``: fp32 and int8 WER
-        on the first dev utterances. ``decode/<system>_onnx/<set>.jsonl`` (fp32 streaming graph) and
-        ``decode/<system>_int8/<set>.jsonl``: rows as stage ``decode``'s, summary with ``rtf`` (CPU,
+Writes: ``export/<system>/`` (asr_kd.export.onnx): ``model.onnx``, ``model.int8.onnx``,
+        ``tokens.txt``, ``meta.json`` (with the graphs' SHA-256), for the Emformer also
+        ``model.full.onnx``. With ``export.check_utterances`` > 0, ``meta.json`` gains ``int8_check``:
+        fp32 and int8 WER on the first dev utterances. ``decode/<system>_sherpa/<set>.jsonl`` and
+        ``decode/<system>_sherpa_int8/<set>.jsonl`` (sherpa-onnx's Python API: its own fbank, one
+        thread, the chunk the student was trained for; the Emformer's: ``_onnx`` and ``_int8``):
+        rows as stage ``decode``'s, summary with ``rtf`` (CPU,
         one onnxruntime thread, audio in ``export.piece_ms`` pieces, front end included),
         ``latency_ms``, ``size_mb`` (the graph file, MB), ``peak_rss_mb`` and ``base_rss_mb`` (peak
         resident memory of the decoding process, and of the same process before it loaded the graph:
         it runs only asr_kd.runtime, see asr_kd.runtime.measure).
 Run:    ``asr-kd stage=export [export.systems=[student_kd,student_ctc]] [export.int8=false]
-        [export.keep_fp32=[model.head]]``, then ``asr-kd-onnx exp/demo/export/student_kd FILE.wav``.
+        [export.keep_fp32=[model.head]]``, then ``asr-kd-onnx exp/demo/export/student_kd FILE.wav``
+        (or any sherpa-onnx program: README "Deploy").
 
 Systems of the run whose student does not stream are skipped (logged). A name in ``export.systems``
 that is no system of the run exports whatever ``models/<name>/model.pt`` holds (a model copied in);
@@ -39,7 +43,7 @@ from asr_kd.data.manifest import Utterance, read_manifest
 from asr_kd.decoding.streaming import algorithmic_latency_ms
 from asr_kd.export.onnx import export_bundle
 from asr_kd.models.bundle import load_bundle
-from asr_kd.runtime.onnx_transcriber import OnnxModel
+from asr_kd.runtime.folder import load_model
 from asr_kd.scoring.wer import error_rates
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan
@@ -47,8 +51,8 @@ from asr_kd.utils import read_json, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
-#: Decode variants of an exported system: suffix -> int8 graph.
-GRAPHS = {"_onnx": False, "_int8": True}
+#: Decode variants of an exported system per contract: suffix -> int8 graph.
+GRAPHS = {"wenet_ctc": {"_sherpa": False, "_sherpa_int8": True}, "asr_kd": {"_onnx": False, "_int8": True}}
 
 
 def int8_check(export_dir: Path, manifest: Path, limit: int, sample_rate: int) -> dict:
@@ -57,7 +61,7 @@ def int8_check(export_dir: Path, manifest: Path, limit: int, sample_rate: int) -
     utts = read_manifest(manifest)[:limit]
     hyps = {}
     for int8 in (False, True):
-        model = OnnxModel(export_dir, int8=int8)
+        model = load_model(export_dir, int8=int8)
         hyps[int8] = []
         for utt in utts:
             stream = model.stream()
@@ -123,7 +127,7 @@ def export_system(cfg: DictConfig, plan: Plan, system: str) -> dict:
         meta["int8_check"] = int8_check(out, dev, int(settings.check_utterances), meta["sample_rate"])
         log.info("int8 check on %s: %s", dev, meta["int8_check"])
         write_json(out / "meta.json", meta)
-    graphs = {s: int8 for s, int8 in GRAPHS.items() if settings.int8 or not int8}
+    graphs = {s: int8 for s, int8 in GRAPHS[meta["contract"]].items() if settings.int8 or not int8}
     latency = algorithmic_latency_ms(bundle.model, bundle.frontend, meta["chunk_frames"])
     for test_set in cfg.test_sets:
         manifest = paths.manifest(test_set)

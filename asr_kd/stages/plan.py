@@ -392,7 +392,8 @@ class Plan:
     @cached_property
     def exported(self) -> list[str]:
         """The systems of ``export.systems`` that the pipeline exports and the report covers (as
-        ``<system>_onnx`` and ``<system>_int8``): those of this plan whose student streams."""
+        ``<system>_sherpa`` and ``<system>_sherpa_int8``, or ``_onnx`` and ``_int8`` for the Emformer):
+        those of this plan whose student streams."""
         return [n for n in self.export_names if n in self.systems and self.streams(n)]
 
     def streams(self, name: str) -> bool:
