@@ -46,6 +46,7 @@ from asr_kd.data.views import view_settings
 from asr_kd.distill.cache import teacher_cache_meta
 from asr_kd.distill.objectives import Objective
 from asr_kd.errors import ConfigError, MissingFileError
+from asr_kd.export.onnx import FORMAT_VERSION as EXPORT_FORMAT
 from asr_kd.features.store import FeatureStore
 from asr_kd.models.adapters import BundleTeacher, TeacherAdapter, is_pretrained, load_teacher
 from asr_kd.models.bundle import load_bundle
@@ -353,7 +354,7 @@ class Plan:
     def _export_unit(self, name: str) -> tuple[dict, tuple[str, ...]]:
         cfg = self.cfg
         settings = {**{k: v for k, v in to_dict(cfg.export).items() if k != "systems"},
-                    "test_sets": list(cfg.test_sets)}
+                    "test_sets": list(cfg.test_sets), "format": EXPORT_FORMAT}
         if name in self.systems:  # trained here: student/<system> stands for the weights
             return settings, (f"student/{name}", "prepare")
         checkpoint = ExpPaths(Path(cfg.exp_dir).absolute()).checkpoint(name)  # copied in
