@@ -49,7 +49,8 @@ from asr_kd.models.bundle import Bundle
 from asr_kd.runtime.folder import sha256
 from asr_kd.utils import atomic_path, write_json
 
-__all__ = ["export_bundle", "quantize_int8", "write_tokens", "KALDI_FBANK_OPTIONS", "NAME_SCOPES", "FORMAT_VERSION"]
+__all__ = ["export_bundle", "quantize_int8", "write_tokens", "KALDI_FBANK_OPTIONS", "NAME_SCOPES",
+           "FORMAT_VERSION"]
 
 #: The layout this module writes; part of the export unit's fingerprint, so a folder written in an
 #: older layout (2: sherpa-onnx's WeNet contract for the Conformer, checksums) is exported again.
