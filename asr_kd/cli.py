@@ -37,9 +37,10 @@ def _full_errors() -> bool:
 def _sweep_job_dir(cfg: DictConfig) -> None:
     """In a ``--multirun`` sweep whose exp_dir is the same for every job, give each job its own
     ``<exp_dir>/jobs/<overrides>`` seeded with the shared upstream (so jobs never overwrite each
-    other's models or report)."""
+    other's models or report). ``stage=cache`` jobs keep the shared exp_dir: each writes its own
+    shards (``cache.part``) or its own cache (asr_kd.stages.cache)."""
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
+    if hydra_cfg.mode != RunMode.MULTIRUN or cfg.stage == "cache":
         return
     given = [o.split("=", 1)[1] for o in hydra_cfg.overrides.task if o.startswith("exp_dir=")]
     if given and "${" in given[0]:
