@@ -91,3 +91,33 @@ def test_killed_part_redoes_only_its_unfinished_shards_and_a_partial_cache_is_re
     (folder / "shard-00002.json").unlink()  # a deleted shard index: one line, not a KeyError in the loader
     refused = asr_kd("stage=student", *SMOKE, f"exp_dir={exp}", check=False, full_errors=False)
     assert refused.returncode == 2 and "part(s) 0 of 2 (shards 2)" in refused.stderr
+
+
+def test_lhotse_shar_corpus_goes_through_to_a_student(upstream, tmp_path):
+    """A Shar corpus written by Lhotse's own ``to_shar`` (untranscribed audio: cuts without supervisions)
+    is read as a corpus (data=shar) and distilled: prepare -> features -> teacher -> cache -> student."""
+    from lhotse import CutSet
+
+    from asr_kd.data.importers.lhotse_io import export_lhotse
+    from asr_kd.data.manifest import read_manifest
+
+    shar = {}
+    for split in ("train", "dev", "test_seen", "test_unseen", "unlabeled"):
+        export_lhotse(read_manifest(ExpPaths(upstream[0]).manifest(split)), tmp_path / f"{split}.jsonl.gz")
+        cuts = CutSet.from_file(tmp_path / f"{split}.jsonl.gz")
+        if split == "unlabeled":
+            cuts = cuts.drop_supervisions()
+        (tmp_path / split).mkdir()
+        cuts.to_shar(tmp_path / split, fields={"recording": "flac"}, shard_size=25)
+        shar[split] = tmp_path / split
+    exp = tmp_path / "exp"
+    data = ("data=shar", "~data.num_train", "~data.num_dev", "~data.num_test", "~data.num_unlabeled",
+            "data.shar={" + ",".join(f"{k}:{v}" for k, v in shar.items()) + "}")
+    for stage in ("prepare", "features", "teacher", "cache", "student"):
+        asr_kd(f"stage={stage}", *SMOKE, *data, f"exp_dir={exp}")
+    paths = ExpPaths(exp)
+    ours, theirs = (read_manifest(ExpPaths(e).manifest("train")) for e in (exp, upstream[0]))
+    assert [(u.id, u.text, u.speaker) for u in ours] == [(u.id, u.text, u.speaker) for u in theirs]
+    assert all(u.text is None for u in read_manifest(paths.manifest("unlabeled")))
+    assert len(PosteriorCache(paths.cache_dir("teacher_k16", "train"))) == 60
+    assert paths.checkpoint("student_kd").exists()

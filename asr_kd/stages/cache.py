@@ -64,9 +64,9 @@ from asr_kd.utils import read_json, write_json
 log = logging.getLogger(__name__)
 
 
-def _prepare_folder(folder, meta: dict, mine: list[int]) -> None:
-    """Write ``meta`` if it changed (teachers, features, k, views, shard_utts), deleting this job's
-    shards ``mine`` (other parts' stale shards are unfinished under the new metadata)."""
+def _prepare_folder(folder, meta: dict, ours: Callable[[int], bool]) -> None:
+    """Write ``meta`` if it changed (teachers, features, k, views, shard_utts), deleting the shards
+    this job's parts write (``ours``; other parts' stale shards are unfinished under the new metadata)."""
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "meta.json"
     if meta_path.exists():
@@ -75,8 +75,8 @@ def _prepare_folder(folder, meta: dict, mine: list[int]) -> None:
             return
         log.info("cache: metadata or layout changed (teachers, features, k, views, shard_utts); clearing %s",
                  folder)
-    for shard in mine:
-        for f in folder.glob(f"{shard_name(shard)}.*"):
+    for f in folder.glob("shard-*"):
+        if ours(int(f.name.split(".")[0].split("-")[1])):
             f.unlink()
     (folder / "summary.json").unlink(missing_ok=True)
     write_meta(folder, meta)
@@ -159,9 +159,13 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
     order = sorted(range(len(dataset)), key=lambda i: dataset.utts[i].id)
     shards = [order[i : i + spec.shard_utts] for i in range(0, len(order), spec.shard_utts)]
     parts = range(spec.parts) if spec.part is None else (spec.part,)
-    mine = [s for s in range(len(shards)) if shard_part(s, spec.parts) in parts]
+
+    def ours(shard: int) -> bool:
+        return shard_part(shard, spec.parts) in parts
+
+    mine = [s for s in range(len(shards)) if ours(s)]
     if rank == 0:
-        _prepare_folder(folder, meta, mine)
+        _prepare_folder(folder, meta, ours)
         write_index(folder, [[PosteriorCache.key(dataset.utts[i].id, dataset.audio_sha(i)) for i in shard]
                              for shard in shards], spec.parts)
     barrier()

@@ -85,9 +85,9 @@ class CacheSpec:
     device: str
     teachers: str
     folds: int
-    part: int | None  # this job's part of the shards (None: every part), of ``parts``: not in ``content``
-    parts: int
     splits: tuple[str, ...]
+    part: int | None = None  # this job's part of the shards (None: all) of ``parts``; not in ``content``
+    parts: int = 1
 
     @property
     def content(self) -> dict:
