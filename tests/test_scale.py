@@ -121,3 +121,21 @@ def test_lhotse_shar_corpus_goes_through_to_a_student(upstream, tmp_path):
     assert all(u.text is None for u in read_manifest(paths.manifest("unlabeled")))
     assert len(PosteriorCache(paths.cache_dir("teacher_k16", "train"))) == 60
     assert paths.checkpoint("student_kd").exists()
+
+
+def test_submitit_tasks_are_the_ranks_of_one_process_group(tmp_path):
+    """One submitit task per rank (hydra #2231): the distributed environment comes from the job's."""
+    import submitit
+
+    def rank_sum():
+        from asr_kd.training.distributed import init_distributed, resolve_device
+
+        rank, world = init_distributed(resolve_device("cpu"))
+        total = torch.tensor([rank + 1.0])
+        torch.distributed.all_reduce(total)
+        torch.distributed.destroy_process_group()
+        return rank, world, float(total)
+
+    executor = submitit.AutoExecutor(folder=tmp_path, cluster="local")
+    executor.update_parameters(nodes=1, tasks_per_node=2, timeout_min=2)
+    assert sorted(executor.submit(rank_sum).results()) == [(0, 2, 3.0), (1, 2, 3.0)]
