@@ -27,7 +27,7 @@ else
   N=800 STEPS=30 DEVICE=cuda PRECISION=bf16
   MODELS=(teacher=conformer_large)
 fi
-COMMON=(recipe=synthetic_large "exp_dir=$EXP" "data.num_train=$N" data.num_dev=20 data.num_test=20
+COMMON=(recipe=synthetic_large "exp_dir=$EXP" "data.num_train=$N" data.num_dev=20 data.num_test=20 data.on_error=skip
         data.num_unlabeled=0 "${MODELS[@]}" "train.teacher.precision=$PRECISION" "train.student.precision=$PRECISION"
         "train.teacher.device=$DEVICE" "train.student.device=$DEVICE" "cache.device=$DEVICE"
         "train.teacher.steps=$STEPS" "train.teacher.eval_every=$STEPS" train.teacher.warmup_steps=1)
