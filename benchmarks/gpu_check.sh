@@ -20,16 +20,17 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} TQDM_DISABLE=1
 rm -rf "$EXP" && mkdir -p "$EXP"
 
 if [ "${TINY:-0}" = 1 ]; then
-  N=40 STEPS=4 DEVICE=cpu PRECISION=fp32
+  N=80 STEPS=8 WARMUP=2 MAXF=1000 DEVICE=cpu PRECISION=fp32
   MODELS=(teacher=conformer_small 'teacher.model={d_model:64,num_heads:2,ffn_dim:128,num_layers:2}'
           'student.model={d_model:32,num_heads:2,ffn_dim:64,num_layers:2}')
 else
-  N=800 STEPS=30 DEVICE=cuda PRECISION=bf16
+  N=1500 STEPS=20 WARMUP=5 MAXF=20000 DEVICE=cuda PRECISION=bf16  # ~4500 s of audio: 22 batches of 200 s
   MODELS=(teacher=conformer_large)
 fi
 COMMON=(recipe=synthetic_large "exp_dir=$EXP" "data.num_train=$N" data.num_dev=20 data.num_test=20 data.on_error=skip
         data.num_unlabeled=0 "${MODELS[@]}" "train.teacher.precision=$PRECISION" "train.student.precision=$PRECISION"
         "train.teacher.device=$DEVICE" "train.student.device=$DEVICE" "cache.device=$DEVICE"
+        "train.teacher.max_frames=$MAXF" "train.student.max_frames=$MAXF"
         "train.teacher.steps=$STEPS" "train.teacher.eval_every=$STEPS" train.teacher.warmup_steps=1)
 OVERRIDES=()
 for o in "${COMMON[@]}"; do OVERRIDES+=(--override "$o"); done
@@ -38,20 +39,20 @@ asr() { timeout 300 "$PY" -m asr_kd.cli "$@" "${COMMON[@]}" > "$EXP/$1.log" 2>&1
 start=$(date +%s)
 asr stage=prepare
 asr stage=features
-timeout 200 "$PY" benchmarks/bench_train.py --exp-dir "$EXP" --systems teacher --steps "$STEPS" --warmup 5 \
+timeout 200 "$PY" benchmarks/bench_train.py --exp-dir "$EXP" --systems teacher --steps "$STEPS" --warmup "$WARMUP" \
   --repeats 1 --loader-batches 50 --threads 4 "${OVERRIDES[@]}" --json "$EXP/teacher.json"
 asr stage=teacher          # $STEPS steps: a checkpoint for the cache (throughput does not depend on weights)
 asr stage=cache
-timeout 200 "$PY" benchmarks/bench_train.py --exp-dir "$EXP" --systems student_kd --steps "$STEPS" --warmup 5 \
+timeout 200 "$PY" benchmarks/bench_train.py --exp-dir "$EXP" --systems student_kd --steps "$STEPS" --warmup "$WARMUP" \
   --repeats 1 --loader-batches 50 --threads 4 "${OVERRIDES[@]}" --json "$EXP/student.json"
 
-"$PY" - "$EXP" "$OUT" "$start" <<'PY'
+"$PY" - "$EXP" "$OUT" "$start" "${TINY:-0}" <<'PY'
 import json, sys, time
 from pathlib import Path
 
 import torch
 
-exp, out, start = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+exp, out, start, tiny = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 teacher = json.loads((exp / "teacher.json").read_text())["systems"]["teacher"]
 student = json.loads((exp / "student.json").read_text())["systems"]["student_kd"]
 cache = json.loads((exp / "cache/teacher_k16/train/summary.json").read_text())
@@ -64,7 +65,8 @@ def row(r):
 result = {
     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": time.time() - start,
-    "teacher_conformer_large": row(teacher), "student_kd": row(student),
+    "tiny": tiny, "teacher": {"config": "tiny" if tiny else "conformer_large", **row(teacher)},
+    "student_kd": row(student),
     "cache": {"x_rt": cache["x_realtime"], "audio_hours": cache["audio_hours"], "bytes_per_frame":
               cache["bytes_per_frame"], "utterances": cache["utterances"]},
 }
