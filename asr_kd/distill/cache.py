@@ -198,7 +198,8 @@ def write_index(folder: Path, shards: list[list[str]], parts: int) -> None:
 def read_index(folder: Path) -> dict:
     path = Path(folder) / "index.json"
     if not path.exists():
-        raise CacheIncompleteError(f"{folder}: no shard index (index.json); re-run `asr-kd stage=cache`")
+        raise CacheIncompleteError(f"{folder}: no shard index (index.json: deleted, or a cache made before "
+                                   "it existed); re-run `asr-kd stage=cache force=true`")
     return read_json(path)
 
 
