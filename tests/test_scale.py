@@ -139,3 +139,19 @@ def test_submitit_tasks_are_the_ranks_of_one_process_group(tmp_path):
     executor = submitit.AutoExecutor(folder=tmp_path, cluster="local")
     executor.update_parameters(nodes=1, tasks_per_node=2, timeout_min=2)
     assert sorted(executor.submit(rank_sum).results()) == [(0, 2, 3.0), (1, 2, 3.0)]
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "local"])
+def test_launcher_configs_compose_on_the_plugins_schema(launcher):
+    from hydra import compose, initialize_config_dir
+
+    from asr_kd.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", [f"hydra/launcher={launcher}"], return_hydra_config=True)
+    node = cfg.hydra.launcher
+    assert node._target_.endswith({"slurm": "SlurmLauncher", "local": "LocalLauncher"}[launcher])
+    keys = {"timeout_min", "gpus_per_node", "tasks_per_node", "nodes"}
+    if launcher == "slurm":
+        keys |= {"partition", "array_parallelism", "max_num_timeout", "signal_delay_s", "setup"}
+    assert keys <= set(node)
