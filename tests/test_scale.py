@@ -91,6 +91,8 @@ def test_killed_part_redoes_only_its_unfinished_shards_and_a_partial_cache_is_re
     (folder / "shard-00002.json").unlink()  # a deleted shard index: a user error, not a loader KeyError
     with pytest.raises(CacheIncompleteError, match=r"part\(s\) 0 of 2 \(shards 2\)"):
         PosteriorCache(folder)
+    asr_kd("stage=cache", *SMOKE, f"exp_dir={exp}", "cache.parts=2", "cache.part=0")  # as the error says
+    _assert_same_cache(upstream[1], exp)
 
 
 def test_lhotse_shar_corpus_goes_through_to_a_student(upstream, tmp_path):

@@ -199,7 +199,7 @@ def read_index(folder: Path) -> dict:
     path = Path(folder) / "index.json"
     if not path.exists():
         raise CacheIncompleteError(f"{folder}: no shard index (index.json: deleted, or a cache made before "
-                                   "it existed); re-run `asr-kd stage=cache force=true`")
+                                   "it existed); re-run `asr-kd stage=cache`")
     return read_json(path)
 
 

@@ -139,12 +139,13 @@ def _members(spec: CacheSpec, folds: dict | None) -> Callable[[str], tuple[int, 
 
 
 def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> None:
-    """Write cache ``spec`` of ``split`` (skipped when its stamp is up to date)."""
+    """Write cache ``spec`` of ``split`` (skipped when its stamp is up to date and no shard is missing)."""
     stamp = StageStamp(cfg, f"cache/{spec.name}/{split}", plan)
-    if stamp.is_done():
-        return
     paths = stamp.paths
     folder = paths.cache_dir(spec.name, split)
+    complete = (folder / "index.json").exists() and not missing_shards(folder, read_index(folder))
+    if stamp.is_done() and complete:
+        return  # a shard deleted since (or a cache older than its index) is redone
     device = resolve_device(spec.device)
     rank, world = init_distributed(device)
     frontend = FeatureStore(paths.features(split)).frontend
