@@ -144,7 +144,7 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
     paths = stamp.paths
     folder = paths.cache_dir(spec.name, split)
     complete = (folder / "index.json").exists() and not missing_shards(folder, read_index(folder))
-    if stamp.is_done() and complete:
+    if complete and stamp.is_done():
         return  # a shard deleted since (or a cache older than its index) is redone
     device = resolve_device(spec.device)
     rank, world = init_distributed(device)
