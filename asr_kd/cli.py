@@ -37,9 +37,11 @@ def _full_errors() -> bool:
 def _sweep_job_dir(cfg: DictConfig) -> None:
     """In a ``--multirun`` sweep whose exp_dir is the same for every job, give each job its own
     ``<exp_dir>/jobs/<overrides>`` seeded with the shared upstream (so jobs never overwrite each
-    other's models or report)."""
+    other's models or report). ``stage=cache`` jobs keep the shared exp_dir (each writes its own
+    shards, ``cache.part``, or its own cache), and so does a job no override names (one job sent to a
+    cluster launcher: ``hydra/launcher=slurm``)."""
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
+    if hydra_cfg.mode != RunMode.MULTIRUN or cfg.stage == "cache" or not hydra_cfg.job.override_dirname:
         return
     given = [o.split("=", 1)[1] for o in hydra_cfg.overrides.task if o.startswith("exp_dir=")]
     if given and "${" in given[0]:
@@ -47,7 +49,7 @@ def _sweep_job_dir(cfg: DictConfig) -> None:
     from asr_kd.stages.base import share_upstream
 
     base = Path(cfg.exp_dir)
-    job = base / "jobs" / (hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}")
+    job = base / "jobs" / hydra_cfg.job.override_dirname
     share_upstream(ExpPaths(base.absolute()), ExpPaths(job.absolute()))
     cfg.exp_dir = str(job)
     log.info("sweep job %d: exp_dir=%s", hydra_cfg.job.num, job)

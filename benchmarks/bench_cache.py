@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
-from asr_kd.distill.cache import PosteriorCache, ShardWriter
+from asr_kd.distill.cache import PosteriorCache, ShardWriter, write_index
 from asr_kd.models.adapters import BundleTeacher
 from asr_kd.models.bundle import load_bundle
 from asr_kd.stages import cache as cache_stage
@@ -128,9 +128,11 @@ def bytes_real_teacher(bundle, dataset, items: list[int], max_frames: int, scrat
     for k in KS:
         folder = scratch / f"real_k{k}"
         folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps({"k": k, "vocabulary": bundle.tokenizer.tokens}))
         cache_stage.write_shard([BundleTeacher(bundle)], lambda _: (0,), dataset, 0, items, k, max_frames,
                                 folder, bundle.model.subsampling_factor, merge=1)
-        (folder / "meta.json").write_text(json.dumps({"k": k, "vocabulary": bundle.tokenizer.tokens}))
+        keys = [PosteriorCache.key(dataset.utts[i].id, dataset.audio_sha(i)) for i in items]
+        write_index(folder, [keys], parts=1)
         size, frames = shard_bytes(folder)
         cache = PosteriorCache(folder)
         errors = []
@@ -156,6 +158,8 @@ def bytes_synthetic(vocab_size: int, frames: int, scratch: Path) -> dict:
     for k in KS:
         folder = scratch / f"v{vocab_size}_k{k}"
         folder.mkdir(parents=True)
+        vocabulary = [str(v) for v in range(vocab_size)]
+        (folder / "meta.json").write_text(json.dumps({"k": k, "vocabulary": vocabulary}))
         writer = ShardWriter(folder, 0, vocab_size=vocab_size, k=k)
         for start in range(0, frames, 500):
             chunk = logp[start : start + 500]

@@ -175,7 +175,7 @@ def bench_stage(utts, scratch: Path, workers: int, repeats: int, features: str) 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     write_manifest(exp / "data" / "train.jsonl", utts)
-    StageStamp(cfg, "prepare", {"bench": "fsdd recordings"}).done()  # the manifest stands in for prepare
+    StageStamp(cfg, "prepare").done({"bench": "fsdd recordings"})  # the manifest stands in for prepare
 
     def run():
         shutil.rmtree(exp / "features", ignore_errors=True)

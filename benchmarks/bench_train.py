@@ -67,7 +67,7 @@ def compose_config(exp_dir: Path, overrides: list[str]):
 
 def measure_loader(dataset: UtteranceDataset, cfg: TrainConfig, max_batches: int) -> dict:
     """Batches/s of the training loop's DataLoader alone (worker start-up excluded)."""
-    loader = _loader(dataset, cfg, shuffle=True)
+    loader = _loader(dataset, cfg.max_frames, cfg.num_workers, shuffle=True, seed=cfg.seed)
     it = iter(loader)
     next(it)  # worker start-up and the first prefetch
     start, batches, frames = time.perf_counter(), 0, 0
@@ -99,6 +99,8 @@ def measure_steps(model: nn.Module, objective, batches: list, cfg: TrainConfig, 
     optimizer = make_optimizer(model, cfg, device)
     augment = SpecAugment(**cfg.spec_augment) if cfg.spec_augment is not None else None
     model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     times, cpu, audio = [], [], []
     for step, batch in enumerate(batches):
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -112,7 +114,10 @@ def measure_steps(model: nn.Module, objective, batches: list, cfg: TrainConfig, 
         "x_rt_all": sum(audio) / sum(times),
         "x_rt_cpu": sum(audio[warmup:]) / sum(cpu[warmup:]),
         "s_per_step": statistics.median(times[warmup:]),
+        "steps_per_s": 1 / statistics.median(times[warmup:]),
         "device": str(device),
+        **({"max_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30} if device.type == "cuda"
+           else {}),
     }
 
 
@@ -206,7 +211,7 @@ def main() -> None:
         torch.manual_seed(0)
         in_process = TrainConfig(**{**tcfg.__dict__, "num_workers": 0})
         batches = []
-        for batch in _loader(dataset, in_process, shuffle=True):
+        for batch in _loader(dataset, tcfg.max_frames, num_workers=0, shuffle=True, seed=tcfg.seed):
             batches.append(batch)
             if len(batches) == args.steps:
                 break

@@ -1,9 +1,19 @@
-"""Posterior cache: exact round trip, resume, refusal of mismatched and corrupted caches."""
+"""Posterior cache: exact round trip, resume, refusal of mismatched, partial and corrupted caches."""
 
 import numpy as np
 import pytest
 
-from asr_kd.distill.cache import CacheMismatchError, PosteriorCache, ShardWriter, cache_meta, write_meta
+from asr_kd.distill.cache import (
+    CacheIncompleteError,
+    CacheMismatchError,
+    PosteriorCache,
+    ShardWriter,
+    cache_meta,
+    missing_shards,
+    read_index,
+    write_index,
+    write_meta,
+)
 
 VOCAB = ["<blk>", " ", "a", "b", "c", "d"]
 
@@ -21,9 +31,11 @@ def fake_posteriors(rng, frames, k):
     return np.take_along_axis(logp, idx, 1), idx
 
 
-def write_cache(folder, k=3, shards=2, per_shard=3, seed=0):
+def write_cache(folder, k=3, shards=2, per_shard=3, seed=0, parts=1):
     rng = np.random.default_rng(seed)
     write_meta(folder, meta(k))
+    write_index(folder, [[PosteriorCache.key(f"utt{s}-{u}", "abc") for u in range(per_shard)]
+                         for s in range(shards)], parts)
     truth = {}
     for s in range(shards):
         w = ShardWriter(folder, s, len(VOCAB), k)
@@ -79,9 +91,23 @@ def test_detects_truncated_and_corrupted_shards(tmp_path):
         PosteriorCache(tmp_path)
 
 
-def test_shard_without_its_json_is_unfinished_and_ignored(tmp_path):
-    """A killed writer leaves no shard json: readers ignore the shard and the stage rewrites it."""
-    write_cache(tmp_path)
+def test_partial_cache_is_refused_in_one_line_naming_the_unfinished_parts(tmp_path):
+    """A killed part leaves shards without their done-marker: readers refuse the cache, naming the parts."""
+    write_cache(tmp_path, shards=5, parts=2)
     (tmp_path / "shard-00001.json").unlink()
-    cache = PosteriorCache(tmp_path)
-    assert len(cache) == 3 and "utt1-0:abc" not in cache
+    (tmp_path / "shard-00003.json").unlink()
+    with pytest.raises(CacheIncompleteError) as err:
+        PosteriorCache(tmp_path)
+    assert "\n" not in str(err.value)
+    assert "2 of 5 shards (6 of 15 utterances) unfinished, part(s) 1 of 2" in str(err.value)
+    assert "cache.parts=2 cache.part=1" in str(err.value)
+
+
+def test_deleted_index_or_shard_of_other_metadata_is_refused(tmp_path):
+    write_cache(tmp_path)
+    write_meta(tmp_path, meta(k=3, teacher_sha="t2"))  # a new teacher: the old shards are unfinished
+    write_index(tmp_path, [[f"utt{s}-{u}:abc" for u in range(3)] for s in range(2)], parts=1)
+    assert missing_shards(tmp_path, read_index(tmp_path)) == [0, 1]
+    (tmp_path / "index.json").unlink()
+    with pytest.raises(CacheIncompleteError, match="no shard index"):
+        PosteriorCache(tmp_path)

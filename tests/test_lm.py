@@ -10,7 +10,7 @@ import torch
 
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.decoding.lm import LexiconBeamSearch, oov_rate, write_arpa, write_lexicon
-from asr_kd.distill.cache import PosteriorCache, ShardWriter, cache_meta, write_meta
+from asr_kd.distill.cache import PosteriorCache, ShardWriter, cache_meta, write_index, write_meta
 from asr_kd.distill.objectives import FrameKD
 from asr_kd.distill.targets import CachedTargets, topk_log_probs
 from asr_kd.errors import ConfigError
@@ -174,6 +174,7 @@ def test_pseudo_labels_decoded_with_the_lm_from_the_cache(tmp_path):
     for utt in ("heard", "read"):
         writer.add(PosteriorCache.key(utt, "sha"), np.take_along_axis(logp, indices, 1), indices)
     writer.close()
+    write_index(cache_dir, [[PosteriorCache.key(utt, "sha") for utt in ("heard", "read")]], parts=1)
     full = topk_log_probs(np.take_along_axis(logp, indices, 1), indices, len(tok))
     assert torch.allclose(full.logsumexp(-1), torch.zeros(len(logp)), atol=1e-4)  # a distribution per frame
 

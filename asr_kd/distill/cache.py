@@ -12,12 +12,20 @@ it train on)::
     shard-NNNNN.idx      token ids of those values, uint8 (V <= 256) or uint16, shape (frames, K);
                          absent for full posteriors, where column j is token j
     shard-NNNNN.json     {"utts": {key: [offset, frames]}, "frames": int, "sha256": {file: hex}}
-                         written last, so its presence marks a finished shard
+                         written last: the shard's done-marker
+    index.json           the shards the finished cache holds: {"utterances": int, "parts": int,
+                         "shards": [{"utts": int, "keys": hash of the shard's keys}]} (:func:`write_index`)
     summary.json         utterances, frames, bytes_per_frame, size_bytes, k, x_realtime
 
 Entries are keyed by content, ``"<utt id>:<audio sha>"`` (:meth:`PosteriorCache.key`): a changed
 recording gets a new key instead of silently reusing stale targets. The mass outside the top k is
 ``1 - sum(exp(values))`` per frame, so it is not stored (see asr_kd.distill.loss).
+
+The shards are a map: ``stage=cache cache.part=I cache.parts=N`` writes shards ``s`` with
+``s % N == I`` (:func:`shard_part`). A shard is finished when its json exists and holds the keys
+``index.json`` expects; :func:`missing_shards` lists the others and :class:`PosteriorCache` refuses a
+cache with any, naming their parts (:class:`CacheIncompleteError`). ``parts`` changes no byte of
+``meta.json`` or of a shard: a cache made in N parts is the one made in 1.
 
 A cache combining several teachers (cross-fitted or an ensemble, asr_kd.stages.cache) holds the
 average of their full distributions (probability space), then its log and top k; its meta.json
@@ -39,13 +47,18 @@ from asr_kd.models.adapters import TeacherAdapter
 from asr_kd.utils import atomic_path, file_hash, fingerprint, read_json, write_json
 
 __all__ = ["FORMAT_VERSION", "cache_meta", "teacher_cache_meta", "ShardWriter", "PosteriorCache",
-           "CacheMismatchError", "write_meta", "check_meta", "shard_name"]
+           "CacheMismatchError", "CacheIncompleteError", "write_meta", "check_meta", "shard_name",
+           "shard_part", "write_index", "read_index", "missing_shards", "check_complete"]
 
 FORMAT_VERSION = 1
 
 
 class CacheMismatchError(UserError, ValueError):
     """The cache was made by another teacher, feature set or vocabulary, or a shard is damaged."""
+
+
+class CacheIncompleteError(UserError, RuntimeError):
+    """Shards of the cache are missing or unfinished: a part of ``stage=cache`` has not run to its end."""
 
 
 def cache_meta(
@@ -151,11 +164,71 @@ def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}"
 
 
+def shard_part(shard: int, parts: int) -> int:
+    """The part (of ``cache.parts``) that writes ``shard``."""
+    return shard % parts
+
+
+def _keys_hash(keys) -> str:
+    return fingerprint(sorted(keys))
+
+
+def _meta_hash(folder: Path) -> str:
+    """The hash of ``meta.json`` (creation time excluded): a shard made under other metadata is unfinished."""
+    return fingerprint({k: v for k, v in read_json(Path(folder) / "meta.json").items() if k != "created"})
+
+
+def write_index(folder: Path, shards: list[list[str]], parts: int) -> None:
+    """Record which keys each shard of the finished cache holds, after ``meta.json`` (every part
+    writes the same one)."""
+    write_json(Path(folder) / "index.json", {
+        "utterances": sum(len(keys) for keys in shards), "parts": parts, "meta": _meta_hash(folder),
+        "shards": [{"utts": len(keys), "keys": _keys_hash(keys)} for keys in shards]})
+
+
+def read_index(folder: Path) -> dict:
+    path = Path(folder) / "index.json"
+    if not path.exists():
+        raise CacheIncompleteError(f"{folder}: no shard index (index.json: deleted, or a cache made before "
+                                   "it existed); re-run `asr-kd stage=cache`")
+    return read_json(path)
+
+
+def missing_shards(folder: Path, index: dict) -> list[int]:
+    """The shards of ``index`` without a done-marker holding the keys the index expects, written
+    under the same metadata."""
+    missing = []
+    for shard, expected in enumerate(index["shards"]):
+        path = Path(folder) / f"{shard_name(shard)}.json"
+        info = read_json(path) if path.exists() else {}
+        if info.get("meta") != index["meta"] or _keys_hash(info["utts"]) != expected["keys"]:
+            missing.append(shard)
+    return missing
+
+
+def check_complete(folder: Path, index: dict, missing: list[int]) -> None:
+    """Raise :class:`CacheIncompleteError` naming the parts whose shards are ``missing`` (one line)."""
+    if not missing:
+        return
+    parts = index["parts"]
+    by_part = sorted({shard_part(s, parts) for s in missing})
+    lost = sum(index["shards"][s]["utts"] for s in missing)
+    listed = ",".join(map(str, by_part))
+    rerun = (f"`asr-kd stage=cache cache.parts={parts} cache.part={listed}`" if len(by_part) == 1 else
+             f"`asr-kd stage=cache cache.parts={parts} 'cache.part={listed}' --multirun`")
+    raise CacheIncompleteError(
+        f"{folder}: partial cache, {len(missing)} of {len(index['shards'])} shards ({lost} of "
+        f"{index['utterances']} utterances) unfinished, part(s) {', '.join(map(str, by_part))} of {parts} "
+        f"(shards {', '.join(map(str, missing[:5]))}{'...' if len(missing) > 5 else ''}); run {rerun}")
+
+
 class ShardWriter:
-    """Writes one shard: :meth:`add` each utterance's top-k, then :meth:`close` to publish it."""
+    """Writes one shard of the cache in ``folder`` (its ``meta.json`` written first): :meth:`add` each
+    utterance's top-k, then :meth:`close` to publish it."""
 
     def __init__(self, folder: str | os.PathLike, shard: int, vocab_size: int, k: int | None):
         self.folder, self.name = Path(folder), shard_name(shard)
+        self.meta = _meta_hash(self.folder)
         self.full = k is None
         self.index_dtype = _index_dtype(vocab_size)
         self.values: list[np.ndarray] = []
@@ -181,7 +254,7 @@ class ShardWriter:
                     for a in arrays:
                         f.write(np.ascontiguousarray(a).tobytes())
                 sha[path.name] = file_hash(tmp, digits=64)
-        info = {"utts": self.utts, "frames": self.frames, "sha256": sha}
+        info = {"utts": self.utts, "frames": self.frames, "sha256": sha, "meta": self.meta}
         write_json(self.folder / f"{self.name}.json", info)
 
 
@@ -189,8 +262,9 @@ class PosteriorCache:
     """Read access: ``cache[key] -> (values (T, K) float32, indices (T, K) int64)``.
 
     Opening checks the format version and, with ``expected``, every field of :func:`cache_meta`
-    (a :class:`CacheMismatchError` lists what differs); ``verify=True`` also checks each shard's
-    SHA-256 so a truncated or corrupted shard is named before the first training step.
+    (a :class:`CacheMismatchError` lists what differs), that every shard of ``index.json`` is
+    finished (:func:`check_complete`) and, with ``verify=True``, each shard's SHA-256, so a partial,
+    truncated or corrupted cache is named before the first training step.
     """
 
     def __init__(self, folder: str | os.PathLike, expected: dict | None = None, verify: bool = True):
@@ -207,17 +281,12 @@ class PosteriorCache:
         self._entries: dict[str, tuple[int, int, int]] = {}
         self._values: dict[int, np.memmap] = {}
         self._indices: dict[int, np.memmap] = {}
-        for shard_json in sorted(self.folder.glob("shard-*.json")):
-            shard = int(shard_json.stem.split("-")[1])
-            info = read_json(shard_json)
+        index = read_index(self.folder)
+        check_complete(self.folder, index, missing_shards(self.folder, index))
+        for shard in range(len(index["shards"])):
+            info = read_json(self.folder / f"{shard_name(shard)}.json")
             self._open_shard(shard, info, verify)
             for key, (offset, frames) in info["utts"].items():
-                if key in self._entries:
-                    raise CacheMismatchError(
-                        f"{self.folder}: {key} is stored twice ({shard_json.name} and "
-                        f"{shard_name(self._entries[key][0])}.json); the shards come from two layouts: "
-                        "re-run `asr-kd stage=cache force=true`"
-                    )
                 self._entries[key] = (shard, offset, frames)
 
     def _open_shard(self, shard: int, info: dict, verify: bool) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from asr_kd.distill.cache import check_complete, missing_shards, read_index
 from asr_kd.errors import MissingUpstreamError, StaleUpstreamError
 from asr_kd.integrity import verify_checksum
 from asr_kd.paths import ExpPaths
@@ -64,6 +65,11 @@ class StageStamp:
         stamp = self._read(up)
         stage = up.split("/")[0]
         if stamp is None:
+            if stage == "cache":  # a cache made in parts names the unfinished ones
+                folder = self.paths.cache_dir(*up.split("/")[1:])
+                if (folder / "index.json").exists():
+                    index = read_index(folder)
+                    check_complete(folder, index, missing_shards(folder, index))
             raise MissingUpstreamError(
                 f"{self.name} needs the output of '{up}', which has not run in {self.paths.root}; "
                 f"run `asr-kd stage={stage} exp_dir={self.paths.root}` first (or stage=all)"

@@ -9,14 +9,17 @@ Writes: ``cache/<name>/<split>/`` (format in asr_kd.distill.cache; ``<name>``: `
         ``teacher_full``, ``crossfit4_k16``, ``ensemble4_k16``... from each distilled system's
         ``cache`` settings, asr_kd.stages.plan) and its ``summary.json``.
 Run:    ``asr-kd stage=cache [cache.k=16|null] [cache.device=auto|cpu|cuda]``; under ``torchrun``
-        each rank writes its own shards (one index: the shard files themselves).
+        each rank writes its own shards. On a cluster, ``asr-kd stage=cache cache.parts=N
+        'cache.part=range(N)' hydra/launcher=submitit_slurm --multirun`` maps the shards over a job
+        array: job I writes shards ``s % N == I`` into the shared exp_dir; the job that finds every
+        shard finished verifies the whole and stamps it (docs/scaling.md).
 
 Posteriors are stored at the students' frame rate: a teacher with shorter frames (wav2vec 2.0's
 20 ms) has them merged (asr_kd.distill.bridge), and the cache metadata records both rates.
-Shards are finished one by one, so a killed run resumes at the first missing shard (``force=true``
-starts afresh). A cache
-made with other metadata (teachers, features, vocabulary, k, views) or another layout
-(``shard_utts``) is cleared before writing, never mixed.
+Shards are finished one by one, so a killed or requeued job redoes only its unfinished shards
+(``force=true`` rewrites every shard of its parts). A shard made with other metadata (teachers,
+features, vocabulary, k, views), another layout (``shard_utts``) or other utterances is unfinished
+(asr_kd.distill.cache.missing_shards), never mixed.
 
 Which teachers make a clip's posteriors (``cache.teachers``): ``single``, the teacher;
 ``crossfit``, the fold teacher that never trained on the clip (its fold's, from the folds file),
@@ -41,7 +44,16 @@ from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset
 from asr_kd.data.folds import fold_of
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.distill.bridge import fit_frames, merge_frames
-from asr_kd.distill.cache import PosteriorCache, ShardWriter, shard_name, write_meta
+from asr_kd.distill.cache import (
+    PosteriorCache,
+    ShardWriter,
+    missing_shards,
+    read_index,
+    shard_name,
+    shard_part,
+    write_index,
+    write_meta,
+)
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 from asr_kd.models.adapters import TeacherAdapter
@@ -53,9 +65,10 @@ from asr_kd.utils import read_json, write_json
 log = logging.getLogger(__name__)
 
 
-def _prepare_folder(folder, meta: dict, force: bool) -> None:
-    """Keep finished shards only if they were made with the same metadata and layout (never under
-    ``force``)."""
+def _prepare_folder(folder, meta: dict, ours: Callable[[int], bool], force: bool) -> None:
+    """Write ``meta`` if it changed (teachers, features, k, views, shard_utts) or under ``force``,
+    deleting the shards this job's parts write (``ours``; other parts' stale shards are unfinished
+    under the new metadata)."""
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "meta.json"
     if meta_path.exists() and not force:
@@ -65,7 +78,8 @@ def _prepare_folder(folder, meta: dict, force: bool) -> None:
         log.info("cache: metadata or layout changed (teachers, features, k, views, shard_utts); clearing %s",
                  folder)
     for f in folder.glob("shard-*"):
-        f.unlink()
+        if ours(int(f.name.split(".")[0].split("-")[1])):
+            f.unlink()
     (folder / "summary.json").unlink(missing_ok=True)
     write_meta(folder, meta)
 
@@ -127,12 +141,13 @@ def _members(spec: CacheSpec, folds: dict | None) -> Callable[[str], tuple[int, 
 
 
 def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> None:
-    """Write cache ``spec`` of ``split`` (skipped when its stamp is up to date)."""
+    """Write cache ``spec`` of ``split`` (skipped when its stamp is up to date and no shard is missing)."""
     stamp = StageStamp(cfg, f"cache/{spec.name}/{split}", plan)
-    if stamp.is_done():
-        return
     paths = stamp.paths
     folder = paths.cache_dir(spec.name, split)
+    complete = (folder / "index.json").exists() and not missing_shards(folder, read_index(folder))
+    if complete and stamp.is_done():
+        return  # a shard deleted since (or a cache older than its index) is redone
     device = resolve_device(spec.device)
     rank, world = init_distributed(device)
     frontend = FeatureStore(paths.features(split)).frontend
@@ -140,19 +155,30 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
     teachers = load_cache_teachers(cfg.teacher, paths, spec)
     meta = {**cache_meta_for(teachers, paths, spec, split, subsampling),
             "layout": {"shard_utts": spec.shard_utts}}
-    if rank == 0:
-        _prepare_folder(folder, meta, stamp.force)
-    barrier()
     teachers = [teacher.to(device) for teacher in teachers.values()]
     members = _members(spec, read_json(paths.folds(spec.folds)) if spec.teachers == "crossfit" else None)
     cmvn = GlobalCMVN.load(paths.cmvn)  # the batches' lengths; a bundle teacher normalises with its own
     dataset = UtteranceDataset.from_exp(paths, split, cmvn, CharTokenizer(teachers[0].tokens))
     order = sorted(range(len(dataset)), key=lambda i: dataset.utts[i].id)
     shards = [order[i : i + spec.shard_utts] for i in range(0, len(order), spec.shard_utts)]
-    todo = [s for s in range(rank, len(shards), world) if not (folder / f"{shard_name(s)}.json").exists()]
-    log.info("cache %s/%s: %d shards, %d to write (rank %d/%d); %d teacher(s) %s, %g ms frames, %d per "
-             "student frame", spec.name, split, len(shards), len(todo), rank, world, len(teachers),
-             teachers[0].architecture, teachers[0].frame_shift_ms, meta["merge"])
+    parts = range(spec.parts) if spec.part is None else (spec.part,)
+
+    def ours(shard: int) -> bool:
+        return shard_part(shard, spec.parts) in parts
+
+    mine = [s for s in range(len(shards)) if ours(s)]
+    if rank == 0:
+        _prepare_folder(folder, meta, ours, stamp.force)
+        write_index(folder, [[PosteriorCache.key(dataset.utts[i].id, dataset.audio_sha(i)) for i in shard]
+                             for shard in shards], spec.parts)
+    barrier()
+    index = read_index(folder)
+    unfinished = set(missing_shards(folder, index))
+    todo = [s for s in mine[rank::world] if s in unfinished]
+    log.info("cache %s/%s: %d shards, part %s of %d: %d to write (rank %d/%d); %d teacher(s) %s, %g ms "
+             "frames, %d per student frame", spec.name, split, len(shards), "all" if spec.part is None else
+             spec.part, spec.parts, len(todo), rank, world, len(teachers), teachers[0].architecture,
+             teachers[0].frame_shift_ms, meta["merge"])
     start = time.perf_counter()
     for s in tqdm(todo, desc=f"cache {spec.name}/{split}", dynamic_ncols=True):
         write_shard(teachers, members, dataset, s, shards[s], spec.k, spec.max_frames, folder, subsampling,
@@ -161,11 +187,14 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
     barrier()
     if rank != 0:
         return
-    cache = PosteriorCache(folder, expected=meta)
-    if len(cache) != len(dataset):
-        raise RuntimeError(f"cache {folder}: {len(cache)} of {len(dataset)} utterances cached; "
-                           "re-run stage=cache")
-    size = sum(f.stat().st_size for f in folder.glob("shard-*") if f.suffix in (".val", ".idx"))
+    missing = missing_shards(folder, index)
+    if spec.part is not None and missing:
+        log.info("cache %s/%s: part %d of %d finished; %d shard(s) of other parts to come, the last part "
+                 "verifies and stamps the cache", spec.name, split, spec.part, spec.parts, len(missing))
+        return
+    cache = PosteriorCache(folder, expected=meta)  # refuses missing shards; checks every shard's checksum
+    size = sum(f.stat().st_size for s in range(len(shards)) for f in folder.glob(f"{shard_name(s)}.*")
+               if f.suffix in (".val", ".idx"))
     audio = sum(u.duration for u in dataset.utts)
     todo_audio = sum(dataset.utts[i].duration for s in todo for i in shards[s])
     summary = {

@@ -77,6 +77,8 @@ class CacheSettings:
     device: str
     teachers: str
     folds: int
+    part: int | None
+    parts: int
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class CacheSpec:
     teachers: str
     folds: int
     splits: tuple[str, ...]
+    part: int | None = None  # this job's part of the shards (None: all) of ``parts``; not in ``content``
+    parts: int = 1
 
     @property
     def content(self) -> dict:
@@ -282,6 +286,9 @@ class Plan:
         if values["teachers"] != "single" and values["folds"] < 2:
             raise ConfigError(f"{where}.cache.folds must be >= 2 for {values['teachers']} teachers, "
                               f"got {values['folds']}")
+        if values["parts"] < 1 or not (values["part"] is None or 0 <= values["part"] < values["parts"]):
+            raise ConfigError(f"{where}.cache.part must be null or in 0..parts-1, and parts >= 1; got "
+                              f"part={values['part']} parts={values['parts']}")
         name = _cache_name(values["k"], values["teachers"], values["folds"])
         spec = CacheSpec(name=name, splits=splits, **values)
         known = self.caches.get(name)

@@ -19,7 +19,7 @@ Two kinds of bad input:
 - :func:`.ljspeech.import_ljspeech`: ``metadata.csv`` + ``wavs/``; held-out dev/test
 - :func:`.kaldi.import_kaldi`: Kaldi data dirs (``wav.scp``, ``text``, ``utt2spk``, ``segments``)
 - :func:`.manifest.import_manifest`: generic JSONL / CSV / TSV manifests
-- :func:`.lhotse_io.import_lhotse`: Lhotse CutSet, or RecordingSet + SupervisionSet
+- :func:`.lhotse_io.import_lhotse`: Lhotse CutSet, RecordingSet + SupervisionSet, or Shar (``data=shar``)
   (and :func:`.lhotse_io.export_lhotse` to write ours as a CutSet)
 - :func:`.fsdd.import_fsdd`: connected digit strings built from the Free Spoken
   Digit Dataset (writes its audio under ``work_dir``)

@@ -2,7 +2,7 @@
 
 ``lhotse`` (``pip install asr-kd[lhotse]``) is imported inside the functions, so the rest of the
 package works without it. Only recordings with one ``file`` source and no transforms are supported
-(piped commands, URLs, Shar archives and speed/volume perturbation are refused); relative source
+(piped commands, URLs and speed/volume perturbation are refused); relative source
 paths resolve against the manifest's folder, and a missing file is left to validation. A cut becomes
 one utterance (its span; the texts of its supervisions joined in time order); a lone supervision
 becomes one utterance. A supervision's text is its ``custom["normalized_text"]`` where it has one
@@ -11,6 +11,12 @@ its ``text``; the field used is logged once per split. A supervision without a s
 utterance without one (``None``). In the ``unlabeled`` split (untranscribed audio) cuts need no
 supervisions, texts are not read, and a RecordingSet may stand for cuts (one utterance per
 recording). Multi-channel audio is mixed down to mono when read, whatever channel a cut names.
+
+Lhotse Shar (``CutSet.to_shar(dir, fields={"recording": "flac"})``: ``cuts.NNNNNN.jsonl.gz`` and
+``recording.NNNNNN.tar``, the data unit of NeMo and icefall at scale) is read with ``shar: {split: dir}``
+(``data=shar``): each cut's audio is decoded once from its tar shard into
+``work_dir/audio/shar/<split>/<cut id>.flac`` (the feature stage reads files), and its supervisions
+give the text as above; cuts without supervisions are untranscribed audio (the ``unlabeled`` split).
 To write an experiment's manifest as a CutSet::
 
     from asr_kd.data.importers.lhotse_io import export_lhotse
@@ -36,7 +42,7 @@ from asr_kd.data.manifest import UNLABELED, Utterance
 from asr_kd.errors import ConfigError, DataError, MissingFileError
 from asr_kd.utils import atomic_path, fingerprint
 
-__all__ = ["import_lhotse", "read_cuts", "export_lhotse"]
+__all__ = ["import_lhotse", "read_cuts", "read_shar", "export_lhotse"]
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +56,19 @@ def import_lhotse(
     cuts: PathMap | None = None,
     recordings: PathMap | None = None,
     supervisions: PathMap | None = None,
+    shar: PathMap | None = None,
 ) -> dict[str, list[Utterance]]:
-    """Utterances of each split from a CutSet file, or from a RecordingSet and a SupervisionSet file.
+    """Utterances of each split from a CutSet file, a RecordingSet and a SupervisionSet file, or a
+    Lhotse Shar directory.
 
-    Give either ``cuts: {split: path}`` or both ``recordings`` and ``supervisions`` with the same splits.
+    Give one of ``cuts: {split: path}``, ``shar: {split: dir}``, or both ``recordings`` and
+    ``supervisions`` with the same splits.
     """
-    if cuts and (recordings or supervisions):
-        raise ConfigError("import_lhotse: give either cuts or recordings + supervisions, not both")
+    if sum(bool(x) for x in (cuts, shar, recordings or supervisions)) > 1:
+        raise ConfigError("import_lhotse: give one of cuts, shar, or recordings + supervisions")
+    if shar:
+        return {split: _logged(split, *read_shar(Path(folder), Path(work_dir) / "audio" / "shar" / split,
+                                                 split != UNLABELED)) for split, folder in shar.items()}
     if cuts:
         return {
             split: _logged(split, *read_cuts(Path(path), split != UNLABELED)) for split, path in cuts.items()
@@ -89,7 +101,7 @@ def _text(sup: Any) -> tuple[str, str]:
 
 def _load(path: Path, loader: Callable[[Path], Any]) -> Any:
     """A Lhotse manifest read with ``loader``; failures become errors naming the file."""
-    if not path.is_file():
+    if not path.exists():
         raise MissingFileError(f"{path}: Lhotse manifest does not exist")
     try:
         return loader(path)
@@ -113,15 +125,43 @@ def read_cuts(path: Path, labelled: bool = True) -> tuple[list[Utterance], Count
             recording, start, sups = getattr(cut, "recording", None), cut.start, cut.supervisions
         if recording is None:
             raise DataError(f"{path}: cut {cut.id!r} ({type(cut).__name__}) has no single recording")
-        sups = sorted(sups, key=lambda s: s.start)
-        texts = [_text(s) for s in sups] if labelled else []
-        fields.update(field for _, field in texts)
-        text = " ".join(t for t, _ in texts) if labelled else None
-        speaker = next((s.speaker for s in sups if s.speaker), None)
+        text, speaker = _transcript(sups, labelled, fields)
         audio = _audio_file(recording, path)
         utts.append(
             _utterance(cut.id, audio, recording, start, cut.duration, text, speaker, f"{path}:{lineno}")
         )
+    return utts, fields
+
+
+def _transcript(sups: list, labelled: bool, fields: Counter) -> tuple[str | None, str | None]:
+    """A cut's text (its supervisions' in time order; ``None`` when not ``labelled``) and speaker;
+    counts the supervision fields used in ``fields``."""
+    sups = sorted(sups, key=lambda s: s.start)
+    texts = [_text(s) for s in sups] if labelled else []
+    fields.update(field for _, field in texts)
+    text = " ".join(t for t, _ in texts) if labelled else None
+    return text, next((s.speaker for s in sups if s.speaker), None)
+
+
+def read_shar(folder: Path, audio_dir: Path, labelled: bool = True) -> tuple[list[Utterance], Counter]:
+    """One utterance per cut of the Lhotse Shar directory ``folder``, its audio decoded once into
+    ``audio_dir/<cut id>.flac`` (kept across runs); and the text fields used (see :func:`read_cuts`)."""
+    from lhotse import CutSet
+
+    if not folder.is_dir() or not any(folder.glob("cuts.*")):
+        raise MissingFileError(f"{folder}: not a Lhotse Shar directory (no cuts.NNNNNN.jsonl.gz; "
+                               "write one with CutSet.to_shar)")
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    utts, fields = [], Counter()
+    for cut in _load(folder, lambda d: CutSet.from_shar(in_dir=d)):
+        audio = audio_dir / f"{cut.id.replace('/', '_')}.flac"
+        if not audio.exists():
+            samples = cut.load_audio()  # (channels, samples) from the cut's tar shard
+            with atomic_path(audio) as tmp:
+                sf.write(tmp, samples.mean(0), cut.sampling_rate, format="FLAC")
+        text, speaker = _transcript(cut.supervisions, labelled, fields)
+        utts.append(make_utterance(cut.id, audio, text, speaker=speaker, duration=cut.duration,
+                                   source=f"{folder}: cut {cut.id}"))
     return utts, fields
 
 
