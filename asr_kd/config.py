@@ -16,8 +16,22 @@ from asr_kd.errors import ConfigError, UserError
 
 __all__ = ["instantiate", "to_dict", "check_types"]
 
-#: Modules whose callables configs may name in ``_target_`` (Hydra 1.4 will ask for such a list).
-ALLOWED_PREFIXES = ("asr_kd.",)
+#: Every callable a config may name in ``_target_``, at any depth, by where it is defined (Hydra 1.4
+#: will ask for such a list): models, objectives, front ends, importers, tokenizers. Add new ones here.
+ALLOWED_TARGETS = frozenset({
+    "asr_kd.models.teacher.ConformerCTC", "asr_kd.models.student.EmformerCTC",
+    "asr_kd.models.conformer_stream.ChunkConformerCTC", "asr_kd.models.torchaudio_ctc.TorchaudioCTC",
+    "asr_kd.models.torchaudio_ctc.bundle_labels", "asr_kd.models.hf_ctc.HFCTC",
+    "asr_kd.models.hf_ctc.model_labels", "asr_kd.models.adapters.teacher_tokenizer",
+    "asr_kd.distill.objectives.CTCOnly", "asr_kd.distill.objectives.FrameKD",
+    "asr_kd.distill.objectives.GuidedCTC",
+    "asr_kd.features.frontend.KaldiFbank", "asr_kd.features.frontend.LibrosaLogMel",
+    "asr_kd.data.tokenizer.CharTokenizer.from_texts", "asr_kd.data.bpe.BpeTokenizer.train",
+    "asr_kd.data.synthetic.make_synthetic_corpus", "asr_kd.data.importers.fsdd.import_fsdd",
+    "asr_kd.data.importers.kaldi.import_kaldi", "asr_kd.data.importers.lhotse_io.import_lhotse",
+    "asr_kd.data.importers.librispeech.import_librispeech", "asr_kd.data.importers.ljspeech.import_ljspeech",
+    "asr_kd.data.importers.manifest.import_manifest",
+})
 
 
 def to_dict(cfg: Any) -> Any:
@@ -55,16 +69,39 @@ def _locate(target: str, where: str) -> Any:
     raise ConfigError(f"{where or 'config'}: _target_ {target!r} does not exist (no module {parts[0]!r})")
 
 
+def _targets(node: Any) -> list[Any]:
+    """Every ``_target_`` value in a config tree (dicts and lists, at any depth)."""
+    node = to_dict(node)
+    if isinstance(node, dict):
+        own = [node["_target_"]] if "_target_" in node else []
+        return own + [t for value in node.values() for t in _targets(value)]
+    if isinstance(node, (list, tuple)):
+        return [t for value in node for t in _targets(value)]
+    return []
+
+
+def _check_target(target: Any, where: str) -> None:
+    """Refuse a ``_target_`` not in :data:`ALLOWED_TARGETS`, or one that resolves to an object defined
+    elsewhere (a re-export such as ``asr_kd.utils.os.system``)."""
+    if isinstance(target, str) and target.startswith("asr_kd."):
+        obj = _locate(target, where)  # a misspelt name says "does not exist"
+        if target in ALLOWED_TARGETS and f"{obj.__module__}.{obj.__qualname__}" == target:
+            return
+    raise ConfigError(f"{where or 'config'}: _target_ {target!r} is outside the allowed modules "
+                      "(asr_kd.config.ALLOWED_TARGETS: model, objective, front end, importer and tokenizer "
+                      "classes)")
+
+
 def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` restricted to targets inside ``asr_kd``; ``kwargs`` are run-time facts.
+    """``hydra.utils.instantiate`` restricted to :data:`ALLOWED_TARGETS` at every depth; ``kwargs`` are
+    run-time facts.
 
     A target that is a dataclass has its arguments type-checked first (:func:`check_types`), so a
     wrong type fails at start with the key's name, not deep inside training.
     """
-    target = config.get("_target_", "")
-    if not isinstance(target, str) or not target.startswith(ALLOWED_PREFIXES):
-        raise ConfigError(f"{_where_ or 'config'}: _target_ {target!r} is outside the allowed modules "
-                          f"{ALLOWED_PREFIXES}")
+    target = config.get("_target_")
+    for nested in [target, *_targets([config, kwargs])]:
+        _check_target(nested, _where_)
     obj = _locate(target, _where_)
     if dataclasses.is_dataclass(obj):
         args = {k: v for k, v in to_dict(config).items() if not k.startswith("_")}

@@ -13,7 +13,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from asr_kd.config import instantiate
+from asr_kd.config import ALLOWED_TARGETS, instantiate
 from asr_kd.errors import ConfigError
 from asr_kd.models.adapters import is_pretrained
 from asr_kd.stages.plan import Plan
@@ -145,3 +145,22 @@ def test_wrong_settings_fail_at_start_naming_the_key(override, message):
 def test_instantiate_refuses_targets_outside_the_package():
     with pytest.raises(ConfigError, match="outside the allowed modules"):
         instantiate({"_target_": "os.system", "command": "true"})
+
+
+@pytest.mark.parametrize("config", [
+    {"_target_": "asr_kd.utils.os.system", "command": "true"},  # a re-export, under the package's prefix
+    {"_target_": "asr_kd.utils.write_jsonl", "path": "x", "rows": []},  # in the package, but not a model
+    {"_target_": "asr_kd.distill.objectives.CTCOnly", "extra": {"_target_": "asr_kd.utils.write_jsonl"}},
+    {"_target_": "asr_kd.distill.objectives.CTCOnly", "extra": [{"_target_": "os.system", "command": "x"}]},
+], ids=["re-export", "not-a-model", "nested", "nested-in-list"])
+def test_instantiate_checks_every_target_by_exact_name(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="outside the allowed modules"):
+        instantiate(config)
+    assert not list(tmp_path.iterdir())  # nothing was called
+
+
+def test_every_shipped_target_is_allowed():
+    targets = {line.split(":", 1)[1].strip() for y in CONF.rglob("*.yaml")
+               for line in y.read_text().splitlines() if line.strip().startswith("_target_:")}
+    assert targets <= ALLOWED_TARGETS
