@@ -39,7 +39,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ExpPaths"]
+from asr_kd.errors import DataError
+
+__all__ = ["ExpPaths", "inside"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +130,11 @@ class ExpPaths:
 
     def stamp(self, stage: str) -> Path:
         return self.root / "stamps" / f"{stage}.json"
+
+
+def inside(path: Path, root: Path) -> Path:
+    """``path``, after checking that it resolves to a place under ``root`` (a name from a file or a
+    setting never writes outside the experiment directory)."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise DataError(f"{path}: refusing to write outside {root}")
+    return path

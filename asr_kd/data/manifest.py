@@ -25,7 +25,7 @@ from pathlib import Path
 from asr_kd.errors import DataError
 from asr_kd.utils import read_jsonl, write_jsonl
 
-__all__ = ["Utterance", "read_manifest", "write_manifest", "UNLABELED"]
+__all__ = ["Utterance", "read_manifest", "write_manifest", "check_id", "UNLABELED"]
 
 #: The split of untranscribed audio (``data/unlabeled.jsonl``): the one split whose texts are ``None``.
 UNLABELED = "unlabeled"
@@ -48,6 +48,13 @@ class Utterance:
         return asdict(self)
 
 
+def check_id(utt_id: str, where: str) -> None:
+    """Refuse an utterance id that could not be a file name (ids name the audio of augmented views)."""
+    if utt_id in ("", ".", "..") or any(c in utt_id for c in "/\\") or not utt_id.isprintable():
+        raise DataError(f"{where}: utterance id {utt_id!r} cannot name a file (no '/', '\\', control "
+                        "characters, '.' or '..')")
+
+
 def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     """Read a manifest; relative audio paths resolve against the manifest's folder.
 
@@ -62,6 +69,7 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
         missing = {"id", "audio", "duration"} - row.keys()
         if missing:
             raise DataError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
+        check_id(str(row["id"]), f"{path}:{lineno}")
         if row["id"] in seen:
             raise DataError(f"{path}:{lineno}: duplicate utterance id {row['id']!r}")
         seen.add(row["id"])

@@ -6,6 +6,7 @@ import gzip
 import inspect
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -528,3 +529,12 @@ def test_untranscribed_sources_of_every_kind_with_prefixed_ids(tmp_path, caplog)
         read_untranscribed([tmp_path / "gone"])
     with pytest.raises(ValueError, match="no audio file in the folder"):
         read_untranscribed([text_file(tmp_path / "empty" / "a.txt", ["x"]).parent])
+
+
+@pytest.mark.parametrize("utt_id", ["../../escape", "a/b", "..", "a\\b", "a\nb"])
+def test_ids_that_cannot_name_a_file_are_refused_naming_the_line(tmp_path, utt_id):
+    audio(tmp_path / "a.wav")
+    text_file(tmp_path / "train.jsonl", [json.dumps({"id": utt_id, "audio": "a.wav", "text": "x"})])
+    message = f"train.jsonl:1: utterance id {utt_id!r} cannot name a file"
+    with pytest.raises(DataError, match=re.escape(message)):
+        import_manifest(tmp_path, {"train": tmp_path / "train.jsonl"})
