@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from asr_kd.environment import diagnose
 from asr_kd.errors import UserError
+from asr_kd.lock import exp_dir_lock
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import PIPELINE, STAGES, get_stage
 
@@ -26,6 +28,9 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 #: Hydra flags that take no value: they may come after the overrides on our command line.
 _BARE_FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve", "--hydra-help", "--version")
+
+#: Stages that only read exp_dir: they run beside others (the rest hold exp_dir's lock, asr_kd.lock).
+_READ_ONLY = ("transcribe", "compare")
 
 log = logging.getLogger("asr_kd")
 
@@ -60,11 +65,12 @@ def _main(cfg: DictConfig) -> None:
         _sweep_job_dir(cfg)
         with open_dict(cfg):  # the command line's overrides, for the report's provenance
             cfg.overrides = list(HydraConfig.get().overrides.task)
-        if cfg.stage in (*PIPELINE, "all"):
-            from asr_kd.stages.plan import Plan
+        with nullcontext() if cfg.stage in _READ_ONLY else exp_dir_lock(Path(cfg.exp_dir).absolute()):
+            if cfg.stage in (*PIPELINE, "all"):
+                from asr_kd.stages.plan import Plan
 
-            Plan(cfg)  # every system, objective and training setting checked before any work
-        stage(cfg)
+                Plan(cfg)  # every system, objective and training setting checked before any work
+            stage(cfg)
     except UserError as e:
         if _full_errors():
             raise

@@ -30,6 +30,7 @@ Stages talk to each other only through these files::
       report.json, report.md, report.png, report_pareto.png, report_curves.png (asr_kd.scoring.report)
       export/<system>/              ONNX graphs, tokens.txt, meta.json (asr_kd.export.onnx)
       compare.json, compare.md      aggregate of several runs' reports (asr_kd.scoring.aggregate)
+      run.lock                      held by the run working here, naming it (asr_kd.lock)
       stamps/<unit>.json            fingerprint and settings of each finished unit of work
                                     (asr_kd.stages.base; units in asr_kd.stages.plan)
 """
