@@ -136,6 +136,16 @@ def test_unknown_keys_are_refused():
     ("+systems.student_x.objective._target_=asr_kd.distill.objectives.NoSuch", "does not exist"),
     ("+systems.student_x.optimiser=adam", "unknown key(s) ['optimiser']"),
     ("cache.k=many", "cache.k"),
+    ("cache.k=0", "systems.student_kd.cache.k must be >= 1"),
+    ("cache.k=-3", "systems.student_kd.cache.k must be >= 1"),
+    ("cache.shard_utts=0", "cache.shard_utts must be >= 1"),
+    ("features.frontend.num_mel_bins=1", "features.frontend.num_mel_bins must be >= 4, not 1"),
+    ("features.frontend.frame_shift_ms=0", "need 0 < frame_shift_ms <= frame_length_ms"),
+    ("train.student.max_frames=-100", "train.student: train max_frames must be > 0, not -100"),
+    ("train.teacher.eval_every=0", "train.teacher: train eval_every must be > 0"),
+    ("train.student.peak_lr=-1", "train peak_lr must be > 0"),
+    ("train.student.warmup_steps=-1", "train warmup_steps must be >= 0"),
+    ("distill.temperature=0", "temperature must be positive"),
 ])
 def test_wrong_settings_fail_at_start_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -130,12 +130,10 @@ class System:
 
 def _typed_train(node, where: str) -> dict:
     """``node`` checked against :class:`TrainConfig` (types, unknown keys, values), as a plain dict."""
-    values = to_dict(check_types(TrainConfig, node, where))
     try:
-        TrainConfig(**values)
+        return to_dict(check_types(TrainConfig, node, where))  # builds one: its own checks run too
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    return values
+        raise ConfigError(e if str(e).startswith(where) else f"{where}: {e}") from None
 
 
 def _learned(train: dict) -> dict:
@@ -196,6 +194,7 @@ class Plan:
         self.teacher_train = _typed_train(cfg.train.teacher, "train.teacher")
         _typed_train(cfg.train.student, "train.student")  # named as the user wrote it, before any system
         view_settings(to_dict(cfg.data))  # augmented views checked before any work
+        instantiate(cfg.features.frontend, sample_rate=cfg.sample_rate)  # and the front end's settings
         self.caches: dict[str, CacheSpec] = {}
         self.systems: dict[str, System] = {}
         if is_pretrained(cfg.teacher) and cfg.tokenizer.get("_target_") != TEACHER_TOKENIZER:
@@ -237,6 +236,12 @@ class Plan:
         if values["teachers"] != "single" and is_pretrained(self.cfg.teacher):
             raise ConfigError(f"{where}.cache.teachers={values['teachers']} trains fold teachers here, which "
                               "a pretrained teacher (teacher.adapter) cannot have; use cache.teachers=single")
+        if values["k"] is not None and values["k"] < 1:
+            raise ConfigError(f"{where}.cache.k must be >= 1 (at most the vocabulary size; null: the full "
+                              f"distribution), got {values['k']}")
+        for key in ("shard_utts", "max_frames"):
+            if values[key] < 1:
+                raise ConfigError(f"{where}.cache.{key} must be >= 1, got {values[key]}")
         if values["teachers"] != "single" and values["folds"] < 2:
             raise ConfigError(f"{where}.cache.folds must be >= 2 for {values['teachers']} teachers, "
                               f"got {values['folds']}")
