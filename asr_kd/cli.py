@@ -29,6 +29,11 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 #: Hydra flags that take no value: they may come after the overrides on our command line.
 _BARE_FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve", "--hydra-help", "--version")
 
+#: ``stage=transcribe`` writes nothing unless asked: no run folder, no ``.hydra``, logs on stderr only.
+_WRITE_NOTHING = ("hydra.run.dir=.", "hydra.output_subdir=null", "~hydra.job_logging.handlers.file",
+                  "hydra.job_logging.root.handlers=[console]",
+                  "hydra.job_logging.handlers.console.stream=ext://sys.stderr")
+
 #: Stages that only read exp_dir: they run beside others (the rest hold exp_dir's lock, asr_kd.lock).
 _READ_ONLY = ("transcribe", "compare")
 
@@ -93,7 +98,11 @@ def main() -> None:
         return
     # Hydra's parser takes its flags only before the overrides; README lines put --multirun after.
     flags = [a for a in args if a in _BARE_FLAGS]
-    sys.argv = [sys.argv[0], *flags, *[a for a in args if a not in _BARE_FLAGS]]
+    overrides = [a for a in args if a not in _BARE_FLAGS]
+    if "stage=transcribe" in overrides:
+        given = {a.split("=", 1)[0].lstrip("~+") for a in overrides}
+        overrides += [o for o in _WRITE_NOTHING if o.split("=", 1)[0].lstrip("~") not in given]
+    sys.argv = [sys.argv[0], *flags, *overrides]
     _main()
 
 

@@ -1,6 +1,9 @@
 """stage=transcribe: prints partial results then the streaming recognizer's text; offline models work;
 it is a stage of its own, not part of stage=all."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,8 @@ from asr_kd.paths import ExpPaths
 from asr_kd.stages import PIPELINE, STAGES, get_stage
 from asr_kd.stages.transcribe import run
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+ROOT = str(Path(__file__).resolve().parent.parent)
+CONF = str(Path(ROOT) / "conf")
 MODELS = {
     "student_kd": {"_target_": "asr_kd.models.student.EmformerCTC", "input_dim": 80, "d_model": 32,
                    "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "chunk_frames": 4,
@@ -93,3 +97,17 @@ def test_missing_inputs_are_explained(exp):
 def test_transcribe_is_a_stage_but_not_in_the_pipeline():
     assert "transcribe" in STAGES and "transcribe" not in PIPELINE
     assert get_stage("transcribe") is run
+
+
+def test_the_cli_writes_nothing_and_needs_no_exp_dir(exp, tmp_path):
+    blocked = tmp_path / "exp_is_a_file"
+    blocked.write_text("")
+    model = ExpPaths(exp).checkpoint("student_kd")
+    cmd = [sys.executable, "-m", "asr_kd.cli", "stage=transcribe", f"model={model}", f"audio={exp / 'a.wav'}",
+           f"exp_dir={blocked}"]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == run(config(exp, f"model={model}"))  # logs go to stderr
+    assert "asr_kd.stages.transcribe" in proc.stderr and "INFO" not in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp_is_a_file"] and not blocked.read_text()
