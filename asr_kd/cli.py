@@ -7,6 +7,7 @@ broken installation print one line and exit non-zero; ``HYDRA_FULL_ERROR=1`` sho
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -81,7 +82,12 @@ def _main(cfg: DictConfig) -> None:
             raise
         print(f"asr-kd: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (ImportError, OSError):
+    except (ImportError, OSError) as e:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC and not _full_errors():
+            where = e.filename or Path(cfg.exp_dir).absolute()
+            print(f"asr-kd: error: no space left on device writing {where}; free some space and re-run "
+                  "(finished work is kept)", file=sys.stderr)
+            sys.exit(2)
         problems = diagnose()
         if not problems or _full_errors():
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 from typing import Any
 
 import hydra.utils
@@ -92,6 +93,17 @@ def _check_target(target: Any, where: str) -> None:
                       "classes)")
 
 
+def _check_keys(obj: Any, keys: set[str], where: str) -> None:
+    """Refuse keys that ``obj`` does not take (e.g. a recipe's settings for another option of a group)."""
+    params = inspect.signature(obj).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(keys - set(params))
+    if unknown:
+        raise ConfigError(f"{where}: {obj.__qualname__} takes no {unknown} (it takes {sorted(params)}); a "
+                          f"recipe made for another option? drop them, e.g. ~{where}.{unknown[0]}")
+
+
 def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` restricted to :data:`ALLOWED_TARGETS` at every depth; ``kwargs`` are
     run-time facts.
@@ -103,9 +115,11 @@ def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> 
     for nested in [target, *_targets([config, kwargs])]:
         _check_target(nested, _where_)
     obj = _locate(target, _where_)
+    args = {k: v for k, v in to_dict(config).items() if not k.startswith("_")}
     if dataclasses.is_dataclass(obj):
-        args = {k: v for k, v in to_dict(config).items() if not k.startswith("_")}
         check_types(obj, {**args, **kwargs}, _where_ or target)
+    else:
+        _check_keys(obj, {*args, *(k for k in kwargs if not k.startswith("_"))}, _where_ or target)
     try:
         return hydra.utils.instantiate(config, **kwargs)
     except InstantiationException as e:  # Hydra wraps what the target raised

@@ -66,10 +66,17 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     utts, seen = [], set()
     fields = set(Utterance.__dataclass_fields__)
     for lineno, row in enumerate(read_jsonl(path), 1):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         missing = {"id", "audio", "duration"} - row.keys()
         if missing:
             raise DataError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
-        check_id(str(row["id"]), f"{path}:{lineno}")
+        wrong = [k for k in ("id", "audio") if not isinstance(row[k], str)]
+        wrong += [k for k in ("duration", "start", "end") if row.get(k) is not None
+                  and (isinstance(row[k], bool) or not isinstance(row[k], (int, float)))]
+        if wrong:
+            raise DataError(f"{path}:{lineno}: wrong type of {wrong} (ids, paths: strings; times: numbers)")
+        check_id(row["id"], f"{path}:{lineno}")
         if row["id"] in seen:
             raise DataError(f"{path}:{lineno}: duplicate utterance id {row['id']!r}")
         seen.add(row["id"])
