@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -50,8 +51,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, _file_mode())
         os.replace(tmp_path, path)
-    except OSError as e:
-        if e.errno == errno.ENOSPC:  # name the file meant, not the temporary one (or none)
+    except (OSError, RuntimeError) as e:  # torch.save says only "file write failed"
+        full = getattr(e, "errno", None) == errno.ENOSPC or (
+            "write failed" in str(e) and shutil.disk_usage(path.parent).free < 1 << 20)
+        if full:  # name the file meant, not the temporary one (or none)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
     finally:

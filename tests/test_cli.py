@@ -1,9 +1,11 @@
-"""The command line turns what a user can act on into one line: a full disk, a recipe's settings
-that the chosen data option does not take."""
+"""The command line turns what a user can act on into one line: a full disk (torch's writes
+included), a recipe's settings that the chosen data option does not take."""
 
+import shutil
 import sys
 
 import pytest
+import torch
 
 import asr_kd.stages.score
 from asr_kd import cli
@@ -38,3 +40,16 @@ def test_a_recipe_for_another_data_option_is_one_line(tmp_path, monkeypatch, cap
     assert e.value.code == 2 and len(err) == 1, err
     assert err[0].startswith("asr-kd: error: data: import_manifest takes no ['num_dev', 'num_test', "
                              "'num_train', 'num_unlabeled']")
+
+
+def test_a_checkpoint_cut_short_by_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    def torch_on_a_full_disk(obj, f):  # what torch.save raises when the disk fills
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+                           "file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", torch_on_a_full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 0))
+    with pytest.raises(OSError, match=f"No space left on device: '{tmp_path / 'model.pt'}'"), \
+            atomic_path(tmp_path / "model.pt") as tmp:
+        torch.save({}, tmp)
+    assert not list(tmp_path.iterdir())
