@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from asr_kd.errors import ConfigError, UserError
 
-__all__ = ["instantiate", "to_dict", "check_types"]
+__all__ = ["instantiate", "to_dict", "check_types", "check_targets"]
 
 #: Every callable a config may name in ``_target_``, at any depth, by where it is defined (Hydra 1.4
 #: will ask for such a list): models, objectives, front ends, importers, tokenizers. Add new ones here.
@@ -93,6 +93,13 @@ def _check_target(target: Any, where: str) -> None:
                       "classes)")
 
 
+def check_targets(node: Any, where: str) -> None:
+    """Refuse a config tree in which any ``_target_`` is not allowed (:func:`_check_target`), before
+    anything is built: a plan checks every model of a run at start."""
+    for target in _targets(node):
+        _check_target(target, where)
+
+
 def _check_keys(obj: Any, keys: set[str], where: str) -> None:
     """Refuse keys that ``obj`` does not take (e.g. a recipe's settings for another option of a group)."""
     params = inspect.signature(obj).parameters
@@ -112,8 +119,8 @@ def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> 
     wrong type fails at start with the key's name, not deep inside training.
     """
     target = config.get("_target_")
-    for nested in [target, *_targets([config, kwargs])]:
-        _check_target(nested, _where_)
+    _check_target(target, _where_)
+    check_targets([config, kwargs], _where_)
     obj = _locate(target, _where_)
     args = {k: v for k, v in to_dict(config).items() if not k.startswith("_")}
     if dataclasses.is_dataclass(obj):

@@ -136,6 +136,9 @@ def test_unknown_keys_are_refused():
     ("+systems.student_x.objective._target_=asr_kd.distill.objectives.NoSuch", "does not exist"),
     ("+systems.student_x.optimiser=adam", "unknown key(s) ['optimiser']"),
     ("cache.k=many", "cache.k"),
+    ("+student.model.extra={_target_:asr_kd.utils.write_jsonl}", "systems.student_ctc.student: _target_ "
+     "'asr_kd.utils.write_jsonl' is outside"),
+    ("teacher.model._target_=asr_kd.utils.os.system", "teacher: _target_ 'asr_kd.utils.os.system' is out"),
     ("cache.k=0", "systems.student_kd.cache.k must be >= 1"),
     ("cache.k=-3", "systems.student_kd.cache.k must be >= 1"),
     ("cache.shard_utts=0", "cache.shard_utts must be >= 1"),

@@ -99,22 +99,34 @@ def load_audio(
 def stream_audio(path: str | os.PathLike, sample_rate: int = 16000,
                  block_s: float = 10.0) -> Iterator[np.ndarray]:
     """:func:`load_audio` of the whole file in consecutive blocks of about ``block_s`` seconds, read
-    and resampled one at a time: memory stays bounded whatever the file's length.
+    and resampled one at a time: memory stays bounded whatever the file's length. A file that cannot
+    be read fails here, before the first block.
 
     Each block is resampled with enough context on both sides, on the whole file's sample grid, so
     the blocks put together are the whole file resampled at once (up to float rounding).
     """
     _check_file(path)
     try:
-        with sf.SoundFile(path) as f:
-            rate, total = f.samplerate, f.frames
-            if total == 0:
-                raise AudioError(f"{path}: no audio samples")
-            step = sample_rate // math.gcd(rate, sample_rate)  # output samples per `orig` input samples
-            orig = rate // math.gcd(rate, sample_rate)
-            width = math.ceil(6 * orig / (min(orig, step) * 0.99))  # torchaudio's sinc kernel half-width
-            context = 0 if rate == sample_rate else orig * (width // orig + 2)
-            block = orig * max(1, int(block_s * rate) // orig)
+        f = sf.SoundFile(path)
+    except (sf.SoundFileError, RuntimeError, EOFError) as e:
+        raise AudioError(f"{path}: unreadable audio ({e})") from e
+    if f.frames == 0:
+        f.close()
+        raise AudioError(f"{path}: no audio samples")
+    return _blocks(f, path, sample_rate, block_s)
+
+
+def _blocks(f: sf.SoundFile, path: str | os.PathLike, sample_rate: int,
+            block_s: float) -> Iterator[np.ndarray]:
+    """The blocks of :func:`stream_audio` from the open file ``f`` (closed at the end)."""
+    rate, total = f.samplerate, f.frames
+    step = sample_rate // math.gcd(rate, sample_rate)  # output samples per `orig` input samples
+    orig = rate // math.gcd(rate, sample_rate)
+    width = math.ceil(6 * orig / (min(orig, step) * 0.99))  # torchaudio's sinc kernel half-width
+    context = 0 if rate == sample_rate else orig * (width // orig + 2)
+    block = orig * max(1, int(block_s * rate) // orig)
+    try:
+        with f:
             for first in range(0, total, block):
                 last = min(first + block, total)
                 start = max(0, first - context)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from asr_kd.config import check_types, instantiate, to_dict
+from asr_kd.config import check_targets, check_types, instantiate, to_dict
 from asr_kd.data.dataset import parse_split
 from asr_kd.data.views import view_settings
 from asr_kd.distill.cache import teacher_cache_meta
@@ -195,6 +195,7 @@ class Plan:
         _typed_train(cfg.train.student, "train.student")  # named as the user wrote it, before any system
         view_settings(to_dict(cfg.data))  # augmented views checked before any work
         instantiate(cfg.features.frontend, sample_rate=cfg.sample_rate)  # and the front end's settings
+        check_targets(cfg.teacher, "teacher")  # every model a run builds names an allowed class
         self.caches: dict[str, CacheSpec] = {}
         self.systems: dict[str, System] = {}
         if is_pretrained(cfg.teacher) and cfg.tokenizer.get("_target_") != TEACHER_TOKENIZER:
@@ -226,6 +227,7 @@ class Plan:
             settings = OmegaConf.merge(self.cfg.cache, node.get("cache") or {})
             cache = self._cache_for(settings, _sources(splits), where)
         student = to_dict(node.student) if node.get("student") is not None else to_dict(self.cfg.student)
+        check_targets(student, f"{where}.student")
         return System(name, student, objective, train, splits, cache)
 
     def _cache_for(self, node: DictConfig, splits: tuple[str, ...], where: str) -> str:
