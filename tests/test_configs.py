@@ -139,6 +139,8 @@ def test_unknown_keys_are_refused():
     ("+student.model.extra={_target_:asr_kd.utils.write_jsonl}", "systems.student_ctc.student: _target_ "
      "'asr_kd.utils.write_jsonl' is outside"),
     ("teacher.model._target_=asr_kd.utils.os.system", "teacher: _target_ 'asr_kd.utils.os.system' is out"),
+    ("score.resamples=0", "score.resamples must be >= 1, got 0"),
+    ("decode.lm.beam_size=-1", "decode.lm.beam_size must be >= 1, got -1"),
     ("cache.k=0", "systems.student_kd.cache.k must be >= 1"),
     ("cache.k=-3", "systems.student_kd.cache.k must be >= 1"),
     ("cache.shard_utts=0", "cache.shard_utts must be >= 1"),

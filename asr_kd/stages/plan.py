@@ -196,6 +196,9 @@ class Plan:
         view_settings(to_dict(cfg.data))  # augmented views checked before any work
         instantiate(cfg.features.frontend, sample_rate=cfg.sample_rate)  # and the front end's settings
         check_targets(cfg.teacher, "teacher")  # every model a run builds names an allowed class
+        for key, low in {"score.resamples": 1, "decode.lm.beam_size": 1, "export.piece_ms": 1}.items():
+            if (value := OmegaConf.select(cfg, key)) is not None and value < low:  # late stages: refused now
+                raise ConfigError(f"{key} must be >= {low}, got {value}")
         self.caches: dict[str, CacheSpec] = {}
         self.systems: dict[str, System] = {}
         if is_pretrained(cfg.teacher) and cfg.tokenizer.get("_target_") != TEACHER_TOKENIZER:
