@@ -7,10 +7,12 @@ broken installation print one line and exit non-zero; ``HYDRA_FULL_ERROR=1`` sho
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -21,11 +23,20 @@ from omegaconf import DictConfig, open_dict
 from asr_kd.config import CONF_DIR
 from asr_kd.environment import diagnose
 from asr_kd.errors import UserError
+from asr_kd.lock import exp_dir_lock
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import PIPELINE, STAGES, get_stage, run_all
 
 #: Hydra flags that take no value: they may come after the overrides on our command line.
 _BARE_FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve", "--hydra-help", "--version")
+
+#: ``stage=transcribe`` writes nothing unless asked: no run folder, no ``.hydra``, logs on stderr only.
+_WRITE_NOTHING = ("hydra.run.dir=.", "hydra.output_subdir=null", "~hydra.job_logging.handlers.file",
+                  "hydra.job_logging.root.handlers=[console]",
+                  "hydra.job_logging.handlers.console.stream=ext://sys.stderr")
+
+#: Stages that only read exp_dir: they run beside others (the rest hold exp_dir's lock, asr_kd.lock).
+_READ_ONLY = ("transcribe", "compare")
 
 log = logging.getLogger("asr_kd")
 
@@ -62,17 +73,23 @@ def _main(cfg: DictConfig) -> None:
         _sweep_job_dir(cfg)
         with open_dict(cfg):  # the command line's overrides, for the report's provenance
             cfg.overrides = list(HydraConfig.get().overrides.task)
-        if cfg.stage in (*PIPELINE, "all"):
-            from asr_kd.stages.plan import Plan
+        with nullcontext() if cfg.stage in _READ_ONLY else exp_dir_lock(Path(cfg.exp_dir).absolute()):
+            if cfg.stage in (*PIPELINE, "all"):
+                from asr_kd.stages.plan import Plan
 
-            Plan(cfg)  # every system, objective and training setting checked before any work
-        stage(cfg)
+                Plan(cfg)  # every system, objective and training setting checked before any work
+            stage(cfg)
     except UserError as e:
         if _full_errors():
             raise
         print(f"asr-kd: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (ImportError, OSError):
+    except (ImportError, OSError) as e:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC and not _full_errors():
+            where = e.filename or Path(cfg.exp_dir).absolute()
+            print(f"asr-kd: error: no space left on device writing {where}; free some space and re-run "
+                  "(finished work is kept)", file=sys.stderr)
+            sys.exit(2)
         problems = diagnose()
         if not problems or _full_errors():
             raise
@@ -101,7 +118,11 @@ def main() -> None:
         args = ["--help"]  # then Hydra's help: every config group and its options (conf/config.yaml)
     # Hydra's parser takes its flags only before the overrides; README lines put --multirun after.
     flags = [a for a in args if a in _BARE_FLAGS]
-    sys.argv = [sys.argv[0], *flags, *[a for a in args if a not in _BARE_FLAGS]]
+    overrides = [a for a in args if a not in _BARE_FLAGS]
+    if "stage=transcribe" in overrides:
+        given = {a.split("=", 1)[0].lstrip("~+") for a in overrides}
+        overrides += [o for o in _WRITE_NOTHING if o.split("=", 1)[0].lstrip("~") not in given]
+    sys.argv = [sys.argv[0], *flags, *overrides]
     _main()
 
 

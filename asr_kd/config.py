@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,27 @@ from omegaconf.errors import OmegaConfBaseException
 
 from asr_kd.errors import ConfigError, UserError
 
-__all__ = ["CONF_DIR", "instantiate", "to_dict", "check_types", "compose_option"]
+__all__ = ["CONF_DIR", "instantiate", "to_dict", "check_types", "check_targets", "compose_option"]
 
 #: The config groups (conf/): ``asr-kd`` composes them, :func:`compose_option` reads one option.
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-#: Modules whose callables configs may name in ``_target_`` (Hydra 1.4 will ask for such a list).
-ALLOWED_PREFIXES = ("asr_kd.",)
+#: Every callable a config may name in ``_target_``, at any depth, by where it is defined (Hydra 1.4
+#: will ask for such a list): models, objectives, front ends, importers, tokenizers. Add new ones here.
+ALLOWED_TARGETS = frozenset({
+    "asr_kd.models.teacher.ConformerCTC", "asr_kd.models.student.EmformerCTC",
+    "asr_kd.models.conformer_stream.ChunkConformerCTC", "asr_kd.models.torchaudio_ctc.TorchaudioCTC",
+    "asr_kd.models.torchaudio_ctc.bundle_labels", "asr_kd.models.hf_ctc.HFCTC",
+    "asr_kd.models.hf_ctc.model_labels", "asr_kd.models.adapters.teacher_tokenizer",
+    "asr_kd.distill.objectives.CTCOnly", "asr_kd.distill.objectives.FrameKD",
+    "asr_kd.distill.objectives.GuidedCTC",
+    "asr_kd.features.frontend.KaldiFbank", "asr_kd.features.frontend.LibrosaLogMel",
+    "asr_kd.data.tokenizer.CharTokenizer.from_texts", "asr_kd.data.bpe.BpeTokenizer.train",
+    "asr_kd.data.synthetic.make_synthetic_corpus", "asr_kd.data.importers.fsdd.import_fsdd",
+    "asr_kd.data.importers.kaldi.import_kaldi", "asr_kd.data.importers.lhotse_io.import_lhotse",
+    "asr_kd.data.importers.librispeech.import_librispeech", "asr_kd.data.importers.ljspeech.import_ljspeech",
+    "asr_kd.data.importers.manifest.import_manifest",
+})
 
 
 def to_dict(cfg: Any) -> Any:
@@ -86,20 +101,63 @@ def _locate(target: str, where: str) -> Any:
     raise ConfigError(f"{where or 'config'}: _target_ {target!r} does not exist (no module {parts[0]!r})")
 
 
+def _targets(node: Any) -> list[Any]:
+    """Every ``_target_`` value in a config tree (dicts and lists, at any depth)."""
+    node = to_dict(node)
+    if isinstance(node, dict):
+        own = [node["_target_"]] if "_target_" in node else []
+        return own + [t for value in node.values() for t in _targets(value)]
+    if isinstance(node, (list, tuple)):
+        return [t for value in node for t in _targets(value)]
+    return []
+
+
+def _check_target(target: Any, where: str) -> None:
+    """Refuse a ``_target_`` not in :data:`ALLOWED_TARGETS`, or one that resolves to an object defined
+    elsewhere (a re-export such as ``asr_kd.utils.os.system``)."""
+    if isinstance(target, str) and target.startswith("asr_kd."):
+        obj = _locate(target, where)  # a misspelt name says "does not exist"
+        if target in ALLOWED_TARGETS and f"{obj.__module__}.{obj.__qualname__}" == target:
+            return
+    raise ConfigError(f"{where or 'config'}: _target_ {target!r} is outside the allowed modules "
+                      "(asr_kd.config.ALLOWED_TARGETS: model, objective, front end, importer and tokenizer "
+                      "classes)")
+
+
+def check_targets(node: Any, where: str) -> None:
+    """Refuse a config tree in which any ``_target_`` is not allowed (:func:`_check_target`), before
+    anything is built: a plan checks every model of a run at start."""
+    for target in _targets(node):
+        _check_target(target, where)
+
+
+def _check_keys(obj: Any, keys: set[str], where: str) -> None:
+    """Refuse keys that ``obj`` does not take (e.g. a recipe's settings for another option of a group)."""
+    params = inspect.signature(obj).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(keys - set(params))
+    if unknown:
+        raise ConfigError(f"{where}: {obj.__qualname__} takes no {unknown} (it takes {sorted(params)}); a "
+                          f"recipe made for another option? drop them, e.g. ~{where}.{unknown[0]}")
+
+
 def instantiate(config: dict | DictConfig, _where_: str = "", **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` restricted to targets inside ``asr_kd``; ``kwargs`` are run-time facts.
+    """``hydra.utils.instantiate`` restricted to :data:`ALLOWED_TARGETS` at every depth; ``kwargs`` are
+    run-time facts.
 
     A target that is a dataclass has its arguments type-checked first (:func:`check_types`), so a
     wrong type fails at start with the key's name, not deep inside training.
     """
-    target = config.get("_target_", "")
-    if not isinstance(target, str) or not target.startswith(ALLOWED_PREFIXES):
-        raise ConfigError(f"{_where_ or 'config'}: _target_ {target!r} is outside the allowed modules "
-                          f"{ALLOWED_PREFIXES}")
+    target = config.get("_target_")
+    _check_target(target, _where_)
+    check_targets([config, kwargs], _where_)
     obj = _locate(target, _where_)
+    args = {k: v for k, v in to_dict(config).items() if not k.startswith("_")}
     if dataclasses.is_dataclass(obj):
-        args = {k: v for k, v in to_dict(config).items() if not k.startswith("_")}
         check_types(obj, {**args, **kwargs}, _where_ or target)
+    else:
+        _check_keys(obj, {*args, *(k for k in kwargs if not k.startswith("_"))}, _where_ or target)
     try:
         return hydra.utils.instantiate(config, **kwargs)
     except InstantiationException as e:  # Hydra wraps what the target raised

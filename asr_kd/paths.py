@@ -31,6 +31,7 @@ Stages talk to each other only through these files::
       report.json, report.md, report.png, report_pareto.png, report_curves.png (asr_kd.scoring.report)
       export/<system>/              ONNX graphs, tokens.txt, meta.json (asr_kd.export.onnx)
       compare.json, compare.md      aggregate of several runs' reports (asr_kd.scoring.aggregate)
+      run.lock                      held by the run working here, naming it (asr_kd.lock)
       stamps/<unit>.json            fingerprint and settings of each finished unit of work
                                     (asr_kd.stages.base; units in asr_kd.stages.plan)
       <file>.sha256                 beside every models/<system>/model.pt, ckpt-<step>.pt and
@@ -43,7 +44,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ExpPaths"]
+from asr_kd.errors import DataError
+
+__all__ = ["ExpPaths", "inside"]
 
 
 @dataclass(frozen=True)
@@ -132,3 +135,11 @@ class ExpPaths:
 
     def stamp(self, stage: str) -> Path:
         return self.root / "stamps" / f"{stage}.json"
+
+
+def inside(path: Path, root: Path) -> Path:
+    """``path``, after checking that it resolves to a place under ``root`` (a name from a file or a
+    setting never writes outside the experiment directory)."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise DataError(f"{path}: refusing to write outside {root}")
+    return path

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -49,6 +51,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, _file_mode())
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as e:  # torch.save says only "file write failed"
+        full = getattr(e, "errno", None) == errno.ENOSPC or (
+            "write failed" in str(e) and shutil.disk_usage(path.parent).free < 1 << 20)
+        if full:  # name the file meant, not the temporary one (or none)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -60,7 +68,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file's content; a damaged one raises :class:`DataError` naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        why = e.msg if isinstance(e, json.JSONDecodeError) else e.reason
+        raise DataError(f"{path}: not valid JSON ({why}), a damaged or cut-off file; delete it and re-run "
+                        "the stage that writes it") from None
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:

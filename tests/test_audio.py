@@ -3,12 +3,14 @@ kind of broken file is an AudioError naming the file."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import soundfile as sf
 from audio_fixtures import BROKEN, FORMATS, SR, tone
 
-from asr_kd.data.audio import AudioError, load_audio, read_span, save_audio, speed_perturb
+from asr_kd.data.audio import AudioError, load_audio, read_span, save_audio, speed_perturb, stream_audio
 
 
 @pytest.mark.parametrize("ext,subtype", FORMATS)
@@ -86,3 +88,27 @@ def test_save_audio_writes_16_bit_pcm_in_the_suffix_format(tmp_path, suffix, fmt
     info = sf.info(tmp_path / f"x{suffix}")
     assert (info.format, info.subtype, info.samplerate, info.frames) == (fmt, "PCM_16", SR, SR // 4)
     assert [p.name for p in tmp_path.iterdir()] == [f"x{suffix}"]  # no temporary file left
+
+
+@pytest.mark.parametrize("rate", [8000, 44100])
+def test_streamed_blocks_are_the_whole_file_read_in_bounded_memory(tmp_path, rate):
+    path = tmp_path / "long.flac"
+    sf.write(path, tone(120, rate, channels=2) * 0.5, rate)  # 2 minutes: 7.7 MB as float32 at 16 kHz
+    whole = load_audio(path)
+    tracemalloc.start()
+    try:
+        blocks = [len(block) for block in stream_audio(path, block_s=2.0)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3e6 and len(blocks) == 60, f"{peak / 1e6:.1f} MB, {len(blocks)} blocks"
+    np.testing.assert_allclose(np.concatenate(list(stream_audio(path, block_s=2.0))), whole, atol=1e-6)
+
+
+def test_nan_samples_are_an_audio_error_naming_file_and_time(tmp_path):
+    wav = tone(2.0)
+    wav[24000] = np.inf
+    sf.write(tmp_path / "bad.wav", wav, SR, subtype="FLOAT")
+    for read in (load_audio, lambda p: list(stream_audio(p, block_s=0.5))):
+        with pytest.raises(AudioError, match=r"bad.wav: NaN or infinite samples \(1, the first at 1.50 s\)"):
+            read(tmp_path / "bad.wav")

@@ -13,7 +13,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from asr_kd.config import instantiate
+from asr_kd.config import ALLOWED_TARGETS, instantiate
 from asr_kd.errors import ConfigError
 from asr_kd.models.adapters import is_pretrained
 from asr_kd.stages.plan import Plan
@@ -179,6 +179,20 @@ def test_unknown_keys_are_refused():
     ("+systems.student_x.objective._target_=asr_kd.distill.objectives.NoSuch", "does not exist"),
     ("+systems.student_x.optimiser=adam", "unknown key(s) ['optimiser']"),
     ("cache.k=many", "cache.k"),
+    ("+student.model.extra={_target_:asr_kd.utils.write_jsonl}", "systems.student_ctc.student: _target_ "
+     "'asr_kd.utils.write_jsonl' is outside"),
+    ("teacher.model._target_=asr_kd.utils.os.system", "teacher: _target_ 'asr_kd.utils.os.system' is out"),
+    ("score.resamples=0", "score.resamples must be >= 1, got 0"),
+    ("decode.lm.beam_size=-1", "decode.lm.beam_size must be >= 1, got -1"),
+    ("cache.k=0", "systems.student_kd.cache.k must be >= 1"),
+    ("cache.k=-3", "systems.student_kd.cache.k must be >= 1"),
+    ("cache.shard_utts=0", "cache.shard_utts must be >= 1"),
+    ("features.frontend.num_mel_bins=1", "features.frontend.num_mel_bins must be >= 4, not 1"),
+    ("features.frontend.frame_shift_ms=0", "need 0 < frame_shift_ms <= frame_length_ms"),
+    ("train.student.max_frames=-100", "train.student: train max_frames must be > 0, not -100"),
+    ("train.teacher.eval_every=0", "train.teacher: train eval_every must be > 0"),
+    ("train.student.peak_lr=-1", "train peak_lr must be > 0"),
+    ("train.student.warmup_steps=-1", "train warmup_steps must be >= 0"),
 ])
 def test_wrong_settings_fail_at_start_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -208,3 +222,22 @@ def test_help_lists_every_stage_group_and_option():
         listed = next(line for line in lines if line.startswith(f"{group}: "))
         options = {y.stem for y in (CONF / group).glob("*.yaml")}
         assert set(listed.split(": ", 1)[1].split(", ")) == options, group
+
+
+@pytest.mark.parametrize("config", [
+    {"_target_": "asr_kd.utils.os.system", "command": "true"},  # a re-export, under the package's prefix
+    {"_target_": "asr_kd.utils.write_jsonl", "path": "x", "rows": []},  # in the package, but not a model
+    {"_target_": "asr_kd.distill.objectives.CTCOnly", "extra": {"_target_": "asr_kd.utils.write_jsonl"}},
+    {"_target_": "asr_kd.distill.objectives.CTCOnly", "extra": [{"_target_": "os.system", "command": "x"}]},
+], ids=["re-export", "not-a-model", "nested", "nested-in-list"])
+def test_instantiate_checks_every_target_by_exact_name(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="outside the allowed modules"):
+        instantiate(config)
+    assert not list(tmp_path.iterdir())  # nothing was called
+
+
+def test_every_shipped_target_is_allowed():
+    targets = {line.split(":", 1)[1].strip() for y in CONF.rglob("*.yaml")
+               for line in y.read_text().splitlines() if line.strip().startswith("_target_:")}
+    assert targets <= ALLOWED_TARGETS

@@ -22,7 +22,7 @@ from asr_kd.data.manifest import read_manifest
 from asr_kd.data.vocabulary import tokenizer_from_tokens
 from asr_kd.distill.cache import CacheMismatchError, PosteriorCache, teacher_cache_meta
 from asr_kd.distill.targets import CachedTargets
-from asr_kd.errors import StaleUpstreamError
+from asr_kd.errors import ConfigError, StaleUpstreamError
 from asr_kd.integrity import checksum_path
 from asr_kd.models.adapters import BundleTeacher
 from asr_kd.models.bundle import load_bundle
@@ -182,3 +182,12 @@ def test_other_views_make_every_cache_and_system_stale(tmp_path):
     for unit in ("cache/teacher_k16/train", "cache/crossfit2_k16/train", "student/student_ctc",
                  "student/student_kd_ensemble"):
         assert plain.fingerprint(unit) != noisy.fingerprint(unit), unit
+
+
+def test_a_k_above_the_vocabulary_is_refused_before_anything_is_written(exp):
+    cfg = config(exp, "cache.k=100000")
+    plan = Plan(cfg)
+    vocab = len(ExpPaths(exp).tokens.read_text().splitlines())
+    with pytest.raises(ConfigError, match=f"cache.k=100000 is more than the teacher's {vocab} tokens"):
+        cache.build_cache(cfg, plan, plan.caches["teacher_k100000"], "train")
+    assert not ExpPaths(exp).cache_dir("teacher_k100000", "train").exists()

@@ -119,3 +119,13 @@ def test_cmvn_normalises_to_zero_mean_unit_variance():
     out = acc.finalize()(torch.tensor(np.concatenate(chunks), dtype=torch.float32))
     assert torch.allclose(out.mean(0), torch.zeros(3), atol=1e-4)
     assert torch.allclose(out.std(0, unbiased=False), torch.ones(3), atol=1e-3)
+
+
+def test_a_damaged_index_is_a_one_line_error_naming_it(tmp_path):
+    writer = FeatureWriter(tmp_path, 4, {"backend": "KaldiFbank"})
+    writer.add("a", np.zeros((3, 4), np.float32), "sha")
+    writer.close()
+    index = tmp_path / "index.json"
+    index.write_text(index.read_text()[:30])  # cut off, as by a full disk or a killed copy
+    with pytest.raises(DataError, match=f"{index}: not valid JSON .*delete it and re-run"):
+        FeatureStore(tmp_path)

@@ -1,16 +1,21 @@
 """stage=transcribe: prints partial results then the streaming recognizer's text; offline models work;
 it is a stage of its own, not part of stage=all."""
 
+import os
 import shutil
+import subprocess
+import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from hydra import compose, initialize_config_dir
 
 from asr_kd.config import instantiate
-from asr_kd.data.audio import load_audio, save_audio
+from asr_kd.data.audio import AudioError, load_audio, save_audio
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.decoding.offline import OfflineRecognizer
 from asr_kd.decoding.streaming import StreamingRecognizer
@@ -24,7 +29,8 @@ from asr_kd.stages import PIPELINE, STAGES, get_stage
 from asr_kd.stages.teacher import adopt_checkpoint
 from asr_kd.stages.transcribe import run
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+ROOT = str(Path(__file__).resolve().parent.parent)
+CONF = str(Path(ROOT) / "conf")
 MODELS = {
     "student_kd": {"_target_": "asr_kd.models.student.EmformerCTC", "input_dim": 80, "d_model": 32,
                    "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "chunk_frames": 4,
@@ -69,7 +75,7 @@ def test_streaming_transcript_with_partials(exp, capsys):
     assert text == rec.finalize() and text
     assert lines[-1] == text
     partials = [line.split("] ", 1) for line in lines[:-1]]
-    assert partials and all(len(p) == 2 and text.startswith(p[1]) for p in partials)
+    assert len(partials) > 1 and "".join(p[1] for p in partials) == text  # each line adds to the last
     times = [float(p[0].strip("[ s")) for p in partials]
     assert times == sorted(times) and times[-1] <= 1.2
 
@@ -130,3 +136,42 @@ def test_a_corrupted_model_is_refused_by_its_checksum(exp, tmp_path):
 def test_transcribe_is_a_stage_but_not_in_the_pipeline():
     assert "transcribe" in STAGES and "transcribe" not in PIPELINE
     assert get_stage("transcribe") is run
+
+
+def test_the_cli_writes_nothing_and_needs_no_exp_dir(exp, tmp_path):
+    blocked = tmp_path / "exp_is_a_file"
+    blocked.write_text("")
+    model = ExpPaths(exp).checkpoint("student_kd")
+    cmd = [sys.executable, "-m", "asr_kd.cli", "stage=transcribe", f"model={model}", f"audio={exp / 'a.wav'}",
+           f"exp_dir={blocked}"]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == run(config(exp, f"model={model}"))  # logs go to stderr
+    assert "asr_kd.stages.transcribe" in proc.stderr and "INFO" not in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp_is_a_file"] and not blocked.read_text()
+
+
+def test_nan_audio_is_a_one_line_error(exp, tmp_path):
+    wav = np.full(16000, 0.1, dtype=np.float32)
+    wav[8000] = np.nan
+    sf.write(tmp_path / "nan.wav", wav, 16000, subtype="FLOAT")
+    for streaming in ("true", "false"):
+        with pytest.raises(AudioError, match=r"nan.wav: NaN or infinite samples \(1, the first at 0.50 s\)"):
+            run(config(exp, f"audio={tmp_path / 'nan.wav'}", f"transcribe.streaming={streaming}"))
+
+
+def test_long_audio_streams_from_disk_in_bounded_memory(exp, tmp_path, capsys):
+    t = np.arange(60 * 16000) / 16000  # a minute: 3.8 MB as float32, read whole; 8.3 MB peak before
+    wav = (0.3 * np.sin(2 * np.pi * 300 * t) * (1 + np.sin(9 * t))).astype(np.float32)
+    sf.write(tmp_path / "long.wav", wav, 16000, subtype="PCM_16")
+    del t, wav
+    tracemalloc.start()
+    try:
+        text = run(config(exp, f"audio={tmp_path / 'long.wav'}", "transcribe.piece_ms=1000"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    out = capsys.readouterr().out
+    assert peak < 5e6, f"{peak / 1e6:.1f} MB"
+    assert out.endswith(text + "\n") and len(out) < 2 * len(text) + 20 * 60  # partials do not reprint

@@ -135,3 +135,11 @@ def test_folds_without_speakers_go_by_utterance():
     assert assign_folds(utts[::-1], 4) == folds
     with pytest.raises(DataError, match="3 train clip\\(s\\) cannot make 4 cross-fitting folds"):
         assign_folds(utts[:3], 4)
+
+
+def test_a_view_is_never_written_outside_its_folder(tmp_path):
+    utt = clips(tmp_path)[0]
+    hostile = Utterance("../../escaped", utt.audio, utt.duration, utt.text)  # e.g. a manifest read elsewhere
+    with pytest.raises(DataError, match="refusing to write outside"):
+        make_views([hostile], view_settings({"speed_perturb": [1.1]}), tmp_path / "exp" / "views", SR)
+    assert not list(tmp_path.rglob("*escaped*"))

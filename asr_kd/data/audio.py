@@ -8,8 +8,10 @@ message starts with the file's path.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +21,16 @@ import torchaudio.functional as AF
 
 from asr_kd.errors import UserError
 
-__all__ = ["AudioError", "load_audio", "read_span", "save_audio", "speed_perturb", "wav_truncation"]
+__all__ = ["AudioError", "load_audio", "stream_audio", "read_span", "save_audio", "speed_perturb",
+           "wav_truncation"]
 
 
 class AudioError(UserError, ValueError):
     """An audio file that cannot be used; the message names the file and the reason."""
 
 
-def read_span(
-    path: str | os.PathLike, start: float = 0.0, end: float | None = None
-) -> tuple[np.ndarray, int]:
-    """The samples of ``[start, end)`` seconds of ``path`` at its own rate: ``((N, C) float32, rate)``.
-
-    Raises :class:`AudioError` for a missing, unreadable, truncated or empty file, or an empty span.
-    """
+def _check_file(path: str | os.PathLike) -> None:
+    """Raise :class:`AudioError` for a missing, empty or truncated audio file, or a folder."""
     if os.path.isdir(path):
         raise AudioError(f"{path}: is a directory, not an audio file")
     if not os.path.isfile(path):
@@ -42,6 +40,26 @@ def read_span(
     truncated = wav_truncation(path)
     if truncated:
         raise AudioError(f"{path}: {truncated}")
+
+
+def _check_finite(wav: np.ndarray, path: str | os.PathLike, rate: int, first: int = 0) -> np.ndarray:
+    """``wav``, after checking that it holds no NaN or infinite sample (a float file can)."""
+    bad = np.flatnonzero(~np.isfinite(wav).all(axis=1))
+    if len(bad):
+        raise AudioError(f"{path}: NaN or infinite samples ({len(bad)}, the first at "
+                         f"{(first + bad[0]) / rate:.2f} s)")
+    return wav
+
+
+def read_span(
+    path: str | os.PathLike, start: float = 0.0, end: float | None = None
+) -> tuple[np.ndarray, int]:
+    """The samples of ``[start, end)`` seconds of ``path`` at its own rate: ``((N, C) float32, rate)``.
+
+    Raises :class:`AudioError` for a missing, unreadable, truncated or empty file, an empty span,
+    or NaN or infinite samples.
+    """
+    _check_file(path)
     try:
         with sf.SoundFile(path) as f:
             rate = f.samplerate
@@ -58,7 +76,7 @@ def read_span(
         raise AudioError(f"{path}: unreadable audio ({e})") from e
     if wav.shape[0] == 0:
         raise AudioError(f"{path}: no audio samples in [{start}, {end}) s")
-    return wav, rate
+    return _check_finite(wav, path, rate, first), rate
 
 
 def load_audio(
@@ -76,6 +94,52 @@ def load_audio(
     if rate != sample_rate:
         mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def stream_audio(path: str | os.PathLike, sample_rate: int = 16000,
+                 block_s: float = 10.0) -> Iterator[np.ndarray]:
+    """:func:`load_audio` of the whole file in consecutive blocks of about ``block_s`` seconds, read
+    and resampled one at a time: memory stays bounded whatever the file's length. A file that cannot
+    be read fails here, before the first block.
+
+    Each block is resampled with enough context on both sides, on the whole file's sample grid, so
+    the blocks put together are the whole file resampled at once (up to float rounding).
+    """
+    _check_file(path)
+    try:
+        f = sf.SoundFile(path)
+    except (sf.SoundFileError, RuntimeError, EOFError) as e:
+        raise AudioError(f"{path}: unreadable audio ({e})") from e
+    if f.frames == 0:
+        f.close()
+        raise AudioError(f"{path}: no audio samples")
+    return _blocks(f, path, sample_rate, block_s)
+
+
+def _blocks(f: sf.SoundFile, path: str | os.PathLike, sample_rate: int,
+            block_s: float) -> Iterator[np.ndarray]:
+    """The blocks of :func:`stream_audio` from the open file ``f`` (closed at the end)."""
+    rate, total = f.samplerate, f.frames
+    step = sample_rate // math.gcd(rate, sample_rate)  # output samples per `orig` input samples
+    orig = rate // math.gcd(rate, sample_rate)
+    width = math.ceil(6 * orig / (min(orig, step) * 0.99))  # torchaudio's sinc kernel half-width
+    context = 0 if rate == sample_rate else orig * (width // orig + 2)
+    block = orig * max(1, int(block_s * rate) // orig)
+    try:
+        with f:
+            for first in range(0, total, block):
+                last = min(first + block, total)
+                start = max(0, first - context)
+                f.seek(start)
+                wav = f.read(min(last + context, total) - start, dtype="float32", always_2d=True)
+                mono = _check_finite(wav, path, rate, start).mean(axis=1)
+                if rate != sample_rate:
+                    mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
+                    skip = (first - start) // orig * step
+                    mono = mono[skip : None if last == total else skip + (last - first) // orig * step]
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+    except (sf.SoundFileError, RuntimeError, EOFError) as e:
+        raise AudioError(f"{path}: unreadable audio ({e})") from e
 
 
 def speed_perturb(wav: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from pathlib import Path
 from asr_kd.errors import DataError
 from asr_kd.utils import file_hash, fingerprint, read_jsonl, write_jsonl
 
-__all__ = ["Utterance", "read_manifest", "write_manifest", "corpus_hash", "UNLABELED"]
+__all__ = ["Utterance", "read_manifest", "write_manifest", "corpus_hash", "check_id", "UNLABELED"]
 
 #: The split of untranscribed audio (``data/unlabeled.jsonl``): the one split whose texts are ``None``.
 UNLABELED = "unlabeled"
@@ -49,6 +49,13 @@ class Utterance:
         return asdict(self)
 
 
+def check_id(utt_id: str, where: str) -> None:
+    """Refuse an utterance id that could not be a file name (ids name the audio of augmented views)."""
+    if utt_id in ("", ".", "..") or any(c in utt_id for c in "/\\") or not utt_id.isprintable():
+        raise DataError(f"{where}: utterance id {utt_id!r} cannot name a file (no '/', '\\', control "
+                        "characters, '.' or '..')")
+
+
 def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     """Read a manifest; relative audio paths resolve against the manifest's folder.
 
@@ -60,9 +67,17 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     utts, seen = [], set()
     fields = set(Utterance.__dataclass_fields__)
     for lineno, row in enumerate(read_jsonl(path), 1):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         missing = {"id", "audio", "duration"} - row.keys()
         if missing:
             raise DataError(f"{path}:{lineno}: missing field(s) {sorted(missing)}")
+        wrong = [k for k in ("id", "audio") if not isinstance(row[k], str)]
+        wrong += [k for k in ("duration", "start", "end") if row.get(k) is not None
+                  and (isinstance(row[k], bool) or not isinstance(row[k], (int, float)))]
+        if wrong:
+            raise DataError(f"{path}:{lineno}: wrong type of {wrong} (ids, paths: strings; times: numbers)")
+        check_id(row["id"], f"{path}:{lineno}")
         if row["id"] in seen:
             raise DataError(f"{path}:{lineno}: duplicate utterance id {row['id']!r}")
         seen.add(row["id"])

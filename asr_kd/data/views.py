@@ -28,6 +28,7 @@ from tqdm import tqdm
 from asr_kd.data.audio import load_audio, save_audio, speed_perturb
 from asr_kd.data.manifest import Utterance
 from asr_kd.errors import ConfigError
+from asr_kd.paths import inside
 from asr_kd.utils import fingerprint
 
 __all__ = ["VIEW_SPLITS", "view_settings", "source_id", "speed_id", "noise_id",
@@ -143,7 +144,7 @@ def make_views(utts: list[Utterance], views: dict, folder: Path, sample_rate: in
             view = noise_id(utt.id, arg)
             made_from = fingerprint([utt.audio, utt.start, utt.end, noise_made_from, sample_rate])[:8]
             path = folder / f"nz{arg}" / f"{view}-{made_from}.flac"
-        if not path.is_file():
+        if not inside(path, folder).is_file():
             wav = load_audio(utt.audio, sample_rate, utt.start, utt.end)
             wav = speed_perturb(wav, arg, sample_rate) if kind == "sp" else add_noise(
                 wav, view, noise, sample_rate, files)

@@ -46,10 +46,10 @@ class StreamingRecognizer:
     ``chunk_frames`` streams at another chunk size than the model's default (for models trained
     with dynamic chunks). After each call, ``token_ids`` / ``token_frames`` hold the tokens emitted
     so far and the encoder frame each came from; after :meth:`finalize`, ``logits`` is the
-    utterance's ``(T', V)`` logits.
+    utterance's ``(T', V)`` logits (unless ``keep_logits=False``: memory bounded whatever the length).
     """
 
-    def __init__(self, bundle: Bundle, chunk_frames: int | None = None):
+    def __init__(self, bundle: Bundle, chunk_frames: int | None = None, keep_logits: bool = True):
         model = bundle.model
         if not getattr(model, "streaming", False):
             raise ValueError(f"{type(model).__name__} is not a streaming model")
@@ -57,6 +57,7 @@ class StreamingRecognizer:
         self.frontend = bundle_frontend(bundle)
         self.sample_rate: int = self.frontend.sample_rate
         self.chunk_frames: int = chunk_frames or model.chunk_frames
+        self.keep_logits = keep_logits
         self.algorithmic_latency_ms = algorithmic_latency_ms(model, bundle.frontend, self.chunk_frames)
         self.step = self.chunk_frames * model.subsampling_factor  # feature frames per chunk
         self.window = model.stream_window(self.chunk_frames)  # chunk + look-ahead
@@ -108,13 +109,11 @@ class StreamingRecognizer:
                 total_out = -(-self._frames_in // self.model.subsampling_factor)
                 while self._frames_out < total_out:
                     pad = torch.zeros(max(0, self.window - len(self._feats)), self.frontend.num_mel_bins)
-                    self._run_chunk(torch.cat([self._feats, pad])[: self.window])
+                    self._run_chunk(torch.cat([self._feats, pad])[: self.window], total_out)
                     self._feats = self._feats[self.step :]
-                logits = torch.cat(self._chunk_logits) if self._chunk_logits else self.logits
-                self.logits = logits[:total_out]
-            self.token_ids, self.token_frames = [], []
-            self._last_id = 0
-            self._emit(self.logits.argmax(-1).tolist(), 0)
+                if self._chunk_logits:
+                    self.logits = torch.cat(self._chunk_logits)[:total_out]
+            self._text = self.tokenizer.decode(self.token_ids)
         return self._text
 
     def _append(self, samples: np.ndarray) -> None:
@@ -141,10 +140,12 @@ class StreamingRecognizer:
         self._feats = torch.cat([self._feats, feats]) if len(self._feats) else feats
         self._frames_in += n
 
-    def _run_chunk(self, feats: torch.Tensor) -> None:
+    def _run_chunk(self, feats: torch.Tensor, total_out: int | None = None) -> None:
+        """Run one chunk; the frames of a zero-padded last chunk past ``total_out`` are dropped."""
         logits, self._state = self.model.stream_chunk(feats.unsqueeze(0), self._state)
-        logits = logits[0]
-        self._chunk_logits.append(logits)
+        logits = logits[0][: None if total_out is None else total_out - self._frames_out]
+        if self.keep_logits:
+            self._chunk_logits.append(logits)
         self._emit(logits.argmax(-1).tolist(), self._frames_out)
         self._frames_out += len(logits)
 
@@ -160,5 +161,5 @@ class StreamingRecognizer:
             previous = i
         if ids:
             self._last_id = ids[-1]
-        if new or self._finished:
+        if new:
             self._text = self.tokenizer.decode(self.token_ids)

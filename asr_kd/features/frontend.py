@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from asr_kd.errors import ConfigError
+
 __all__ = ["LogMelFrontend", "KaldiFbank", "LibrosaLogMel"]
 
 
@@ -24,6 +26,11 @@ class LogMelFrontend:
         frame_length_ms: float = 25.0,
         frame_shift_ms: float = 10.0,
     ):
+        if num_mel_bins < 4:  # torchaudio's Kaldi fbank needs more than 3
+            raise ConfigError(f"features.frontend.num_mel_bins must be >= 4, not {num_mel_bins}")
+        if not 0 < frame_shift_ms <= frame_length_ms:
+            raise ConfigError(f"features.frontend: need 0 < frame_shift_ms <= frame_length_ms, got "
+                              f"{frame_shift_ms} and {frame_length_ms}")
         self.num_mel_bins = num_mel_bins
         self.sample_rate = sample_rate
         self.frame_length_ms = frame_length_ms

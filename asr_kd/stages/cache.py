@@ -54,6 +54,7 @@ from asr_kd.distill.cache import (
     write_index,
     write_meta,
 )
+from asr_kd.errors import ConfigError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 from asr_kd.models.adapters import TeacherAdapter
@@ -153,6 +154,10 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
     frontend = FeatureStore(paths.features(split)).frontend
     subsampling = plan.cache_subsampling(spec, frontend["num_mel_bins"])
     teachers = load_cache_teachers(cfg.teacher, paths, spec)
+    vocab_size = len(next(iter(teachers.values())).tokens)
+    if spec.k is not None and spec.k > vocab_size:  # before anything is written
+        raise ConfigError(f"cache.k={spec.k} is more than the teacher's {vocab_size} tokens; use "
+                          f"1..{vocab_size}, or cache.k=null for the full distribution")
     meta = {**cache_meta_for(teachers, paths, spec, split, subsampling),
             "layout": {"shard_utts": spec.shard_utts}}
     teachers = [teacher.to(device) for teacher in teachers.values()]

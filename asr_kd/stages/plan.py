@@ -40,7 +40,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from asr_kd.config import check_types, compose_option, instantiate, to_dict
+from asr_kd.config import check_targets, check_types, compose_option, instantiate, to_dict
 from asr_kd.data.dataset import parse_split
 from asr_kd.data.views import view_settings
 from asr_kd.distill.cache import teacher_cache_meta
@@ -246,6 +246,11 @@ class Plan:
         self.teacher_train = _typed_train(cfg.train.teacher, "train.teacher")
         _typed_train(cfg.train.student, "train.student")  # named as the user wrote it, before any system
         view_settings(to_dict(cfg.data))  # augmented views checked before any work
+        instantiate(cfg.features.frontend, sample_rate=cfg.sample_rate)  # and the front end's settings
+        check_targets(cfg.teacher, "teacher")  # every model a run builds names an allowed class
+        for key, low in {"score.resamples": 1, "decode.lm.beam_size": 1, "export.piece_ms": 1}.items():
+            if (value := OmegaConf.select(cfg, key)) is not None and value < low:  # late stages: refused now
+                raise ConfigError(f"{key} must be >= {low}, got {value}")
         self.caches: dict[str, CacheSpec] = {}
         self.systems: dict[str, System] = {}
         if is_pretrained(cfg.teacher) and cfg.tokenizer.get("_target_") != TEACHER_TOKENIZER:
@@ -273,6 +278,7 @@ class Plan:
             cache = self._cache_for(settings, _sources(splits), where)
         option, changes = _option("student", node.get("student"), self.cfg.student, f"{where}.student")
         student = to_dict(OmegaConf.merge(option, self.cfg.get("student_overrides") or {}, changes))
+        check_targets(student, f"{where}.student")
         return System(name, student, objective, train, splits, cache)
 
     def _cache_for(self, node: DictConfig, splits: tuple[str, ...], where: str) -> str:
@@ -283,6 +289,12 @@ class Plan:
         if values["teachers"] != "single" and is_pretrained(self.cfg.teacher):
             raise ConfigError(f"{where}.cache.teachers={values['teachers']} trains fold teachers here, which "
                               "a pretrained teacher (teacher.adapter) cannot have; use cache.teachers=single")
+        if values["k"] is not None and values["k"] < 1:
+            raise ConfigError(f"{where}.cache.k must be >= 1 (at most the vocabulary size; null: the full "
+                              f"distribution), got {values['k']}")
+        for key in ("shard_utts", "max_frames"):
+            if values[key] < 1:
+                raise ConfigError(f"{where}.cache.{key} must be >= 1, got {values[key]}")
         if values["teachers"] != "single" and values["folds"] < 2:
             raise ConfigError(f"{where}.cache.folds must be >= 2 for {values['teachers']} teachers, "
                               f"got {values['folds']}")

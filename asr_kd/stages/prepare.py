@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> None:
         raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
     views = view_settings(data)
     importer = {k: v for k, v in data.items() if k not in PREPARE_KEYS}
-    splits = instantiate(importer, work_dir=paths.data_dir)
+    splits = instantiate(importer, "data", work_dir=paths.data_dir)
     if "train" not in splits:
         raise DataError(f"the {importer['_target_']} importer gave no 'train' split (got {sorted(splits)})")
     extra = read_untranscribed(data["unlabeled"] or [])

@@ -3,8 +3,9 @@
 Reads:  ``audio=FILE`` (any format/rate soundfile reads) and ``models/<model>/model.pt`` (or
         ``model=PATH/model.pt``: any bundle; the exp_dir is then not needed).
 Writes: nothing; the transcript goes to stdout. Streaming models (the students) are fed the audio
-        in pieces of ``transcribe.piece_ms`` and print each new partial result as it comes, then the
-        final one; offline models (the teacher) print the final result only.
+        in pieces of ``transcribe.piece_ms``, read from disk block by block (bounded memory, however
+        long the file), and print what each partial result adds as it comes (``[  1.20 s] new
+        words``), then the whole final text; offline models (the teacher) print the final text only.
 Run:    ``asr-kd stage=transcribe audio=FILE.wav [model=teacher|student_ctc|student_kd|PATH]
         [transcribe.streaming=false] [transcribe.piece_ms=10] [transcribe.realtime=true]``
 """
@@ -12,14 +13,17 @@ Run:    ``asr-kd stage=transcribe audio=FILE.wav [model=teacher|student_ctc|stud
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from asr_kd.data.audio import load_audio
+from asr_kd.data.audio import load_audio, stream_audio
 from asr_kd.decoding.offline import OfflineRecognizer
 from asr_kd.decoding.streaming import StreamingRecognizer
 from asr_kd.errors import ConfigError, MissingFileError
@@ -42,45 +46,71 @@ def model_path(cfg: DictConfig) -> Path:
     return path
 
 
-def transcribe_streaming(bundle: Bundle, wav, cfg: DictConfig, out=None) -> str:
-    """Feed ``wav`` in pieces, print each changed partial hypothesis with the audio time it came at
-    (to ``out``, default stdout)."""
+def transcribe_streaming(bundle: Bundle, blocks: Iterable[np.ndarray], cfg: DictConfig,
+                         out=None) -> tuple[str, float]:
+    """Feed the audio ``blocks`` in pieces; each time the hypothesis grows, print what it adds (to
+    ``out``, default stdout) with the audio time it came at. Memory stays bounded. Returns the final
+    text and the audio's duration (s)."""
     out = out or sys.stdout
-    rec = StreamingRecognizer(bundle, chunk_frames=cfg.transcribe.chunk_frames)
+    rec = StreamingRecognizer(bundle, chunk_frames=cfg.transcribe.chunk_frames, keep_logits=False)
     piece = max(1, int(rec.sample_rate * cfg.transcribe.piece_ms / 1000))
     log.info("streaming: %d ms chunks, algorithmic latency %.0f ms, %d ms pieces",
              rec.chunk_frames * bundle.model.subsampling_factor * bundle.frontend["frame_shift_ms"],
              rec.algorithmic_latency_ms, cfg.transcribe.piece_ms)
     shown, start = "", time.perf_counter()
-    for offset in range(0, len(wav), piece):
-        partial = rec.accept_waveform(wav[offset : offset + piece])
-        position = min(offset + piece, len(wav)) / rec.sample_rate
+    for samples in _pieces(blocks, piece):
+        partial = rec.accept_waveform(samples)
+        position = rec.samples_in / rec.sample_rate
         if cfg.transcribe.realtime:
             time.sleep(max(0.0, position - (time.perf_counter() - start)))
         if partial != shown:
-            print(f"[{position:6.2f} s] {partial}", file=out, flush=True)
+            print(f"[{position:6.2f} s] {_added(shown, partial)}", file=out, flush=True)
             shown = partial
-    return rec.finalize()
+    return rec.finalize(), rec.samples_in / rec.sample_rate
+
+
+def _pieces(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The samples of ``blocks`` in pieces of ``size`` (the last one shorter)."""
+    rest = np.zeros(0, dtype=np.float32)
+    for block in blocks:
+        rest = np.concatenate([rest, block])
+        whole = len(rest) - len(rest) % size
+        yield from (rest[i : i + size] for i in range(0, whole, size))
+        rest = rest[whole:]
+    if len(rest):
+        yield rest
+
+
+def _added(shown: str, partial: str) -> str:
+    """What ``partial`` adds to the ``shown`` hypothesis; should it change what was shown, the
+    hypothesis from the first changed word on, after ``…``."""
+    if partial.startswith(shown):
+        return partial[len(shown):]
+    common = len(os.path.commonprefix([shown, partial]))
+    return "…" + partial[partial.rfind(" ", 0, common) + 1:]
 
 
 def run(cfg: DictConfig) -> str:
     if not cfg.audio:
         raise ConfigError("stage=transcribe needs audio=FILE (e.g. `asr-kd stage=transcribe audio=a.wav`)")
+    if cfg.transcribe.piece_ms <= 0 or (cfg.transcribe.chunk_frames or 1) < 1:
+        raise ConfigError(f"transcribe.piece_ms must be > 0 and transcribe.chunk_frames >= 1 (or null), got "
+                          f"{cfg.transcribe.piece_ms} and {cfg.transcribe.chunk_frames}")
     path = model_path(cfg)
     bundle = load_bundle(path)
-    wav = load_audio(cfg.audio, bundle.frontend["sample_rate"])
+    rate = bundle.frontend["sample_rate"]
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.decode.threads)
     try:
         start = time.process_time()
         if bundle.model.streaming and cfg.transcribe.streaming:
-            text = transcribe_streaming(bundle, wav, cfg)
+            text, duration = transcribe_streaming(bundle, stream_audio(cfg.audio, rate), cfg)
         else:
-            text = OfflineRecognizer(bundle)(wav)
+            wav = load_audio(cfg.audio, rate)
+            text, duration = OfflineRecognizer(bundle)(wav), len(wav) / rate
         compute = time.process_time() - start
     finally:
         torch.set_num_threads(threads)
-    duration = len(wav) / bundle.frontend["sample_rate"]
     log.info("%s: %.2f s of audio, %s (%s), RTF %.4f", cfg.audio, duration, cfg.model, path,
              compute / max(duration, 1e-9))
     print(text, flush=True)

@@ -136,6 +136,14 @@ class TrainConfig:
             raise ConfigError(f"train steps must be >= 1, not {self.steps}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"train precision must be fp32 or bf16, not {self.precision!r}")
+        for key in ("max_frames", "peak_lr", "grad_clip", "eval_every", "threads"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ConfigError(f"train {key} must be > 0, not {getattr(self, key)}")
+        for key in ("warmup_steps", "weight_decay", "num_workers"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train {key} must be >= 0, not {getattr(self, key)}")
+        if not 0 <= self.final_lr_ratio <= 1:
+            raise ConfigError(f"train final_lr_ratio must lie in [0, 1], not {self.final_lr_ratio}")
         for key in ("checkpoint_every", "checkpoint_minutes"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train {key} must be >= 0 (0: off), not {getattr(self, key)}")

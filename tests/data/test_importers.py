@@ -6,6 +6,7 @@ import gzip
 import inspect
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from asr_kd.data.importers.kaldi import import_kaldi
 from asr_kd.data.importers.librispeech import import_librispeech
 from asr_kd.data.importers.ljspeech import import_ljspeech
 from asr_kd.data.importers.manifest import import_manifest
-from asr_kd.data.manifest import Utterance
+from asr_kd.data.manifest import Utterance, read_manifest
 from asr_kd.data.validate import validate_utterances
 from asr_kd.errors import DataError
 from asr_kd.scoring.text import cardinal
@@ -528,3 +529,23 @@ def test_untranscribed_sources_of_every_kind_with_prefixed_ids(tmp_path, caplog)
         read_untranscribed([tmp_path / "gone"])
     with pytest.raises(ValueError, match="no audio file in the folder"):
         read_untranscribed([text_file(tmp_path / "empty" / "a.txt", ["x"]).parent])
+
+
+@pytest.mark.parametrize("utt_id", ["../../escape", "a/b", "..", "a\\b", "a\nb"])
+def test_ids_that_cannot_name_a_file_are_refused_naming_the_line(tmp_path, utt_id):
+    audio(tmp_path / "a.wav")
+    text_file(tmp_path / "train.jsonl", [json.dumps({"id": utt_id, "audio": "a.wav", "text": "x"})])
+    message = f"train.jsonl:1: utterance id {utt_id!r} cannot name a file"
+    with pytest.raises(DataError, match=re.escape(message)):
+        import_manifest(tmp_path, {"train": tmp_path / "train.jsonl"})
+
+
+@pytest.mark.parametrize("line,message", [
+    ("[1, 2]", "expected a JSON object, got list"),
+    ('{"id": "a", "audio": "a.wav", "duration": "long"}', "wrong type of ['duration']"),
+    ('{"id": 7, "audio": "a.wav", "duration": 1.0}', "wrong type of ['id']"),
+])
+def test_a_bad_line_of_an_exp_manifest_is_one_line_naming_it(tmp_path, line, message):
+    text_file(tmp_path / "train.jsonl", ['{"id": "b", "audio": "b.wav", "duration": 1.0}', line])
+    with pytest.raises(DataError, match=re.escape(f"train.jsonl:2: {message}")):
+        read_manifest(tmp_path / "train.jsonl")

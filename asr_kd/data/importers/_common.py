@@ -8,7 +8,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from asr_kd.data.manifest import Utterance
+from asr_kd.data.manifest import Utterance, check_id
 from asr_kd.data.validate import REPLACEMENT_CHAR, lost_characters
 from asr_kd.errors import DataError, MissingFileError
 from asr_kd.scoring.text import normalize_text, spelled_characters
@@ -117,6 +117,7 @@ def make_utterance(
     ``source`` is where it was read (``file:line``), for messages about it. A missing speaker
     (``None``, blank) is ``None``; so is the text of untranscribed audio (``raw_text=None``).
     """
+    check_id(utt_id, source or str(audio))
     if duration is None:
         duration = end - start if end is not None else max(file_duration(audio) - start, 0.0)
     return Utterance(
