@@ -73,7 +73,8 @@ def _main(cfg: DictConfig) -> None:
         _sweep_job_dir(cfg)
         with open_dict(cfg):  # the command line's overrides, for the report's provenance
             cfg.overrides = list(HydraConfig.get().overrides.task)
-        with nullcontext() if cfg.stage in _READ_ONLY else exp_dir_lock(Path(cfg.exp_dir).absolute()):
+        part = cfg.stage == "cache" and cfg.cache.get("part") is not None  # beside its other parts
+        with nullcontext() if cfg.stage in _READ_ONLY else exp_dir_lock(Path(cfg.exp_dir).absolute(), part):
             if cfg.stage in (*PIPELINE, "all"):
                 from asr_kd.stages.plan import Plan
 

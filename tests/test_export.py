@@ -31,7 +31,7 @@ from asr_kd.errors import ConfigError, DataError
 from asr_kd.export.onnx import NAME_SCOPES, export_bundle, quantize_int8
 from asr_kd.features.frontend import KaldiFbank
 from asr_kd.paths import ExpPaths
-from asr_kd.runtime.folder import load_model
+from asr_kd.runtime.loader import load_model
 from asr_kd.runtime.onnx_transcriber import OnnxModel, read_tokens
 from asr_kd.runtime.sherpa import SherpaModel
 from asr_kd.stages import PIPELINE

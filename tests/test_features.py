@@ -80,7 +80,7 @@ def _features_exp(root: Path, wavs: dict[str, np.ndarray], *overrides: str):
 
 def test_non_finite_features_are_refused_and_nothing_is_written(tmp_path):
     bad = np.full(8000, 0.1, np.float32)
-    bad[4000] = np.nan
+    bad[4000:4400] = 3e38  # finite samples (NaN ones are refused at load) whose power overflows
     cfg = _features_exp(tmp_path, {"good": np.full(8000, 0.1, np.float32), "bad": bad})
     with pytest.raises(DataError, match=r"^bad \(.*bad.wav\): non-finite features"):
         features.run(cfg)
@@ -127,5 +127,8 @@ def test_a_damaged_index_is_a_one_line_error_naming_it(tmp_path):
     writer.close()
     index = tmp_path / "index.json"
     index.write_text(index.read_text()[:30])  # cut off, as by a full disk or a killed copy
+    with pytest.raises(DataError, match=f"{index}: checksum mismatch"):
+        FeatureStore(tmp_path)
+    Path(f"{index}.sha256").unlink()  # a store from before checksums: the JSON itself is named
     with pytest.raises(DataError, match=f"{index}: not valid JSON .*delete it and re-run"):
         FeatureStore(tmp_path)

@@ -67,9 +67,11 @@ def test_stages_do_not_import_stages():
 
 
 def test_runtime_needs_nothing_else_of_the_package():
+    """Only its own modules and asr_kd.errors (which imports nothing): no torch, no training code."""
     for module, imports in MODULES.items():
         if module.startswith("asr_kd.runtime"):
-            assert all(i.startswith("asr_kd.runtime") for i in imports), (module, imports)
+            outside = {i for i in imports if not i.startswith("asr_kd.runtime") and i != "asr_kd.errors"}
+            assert not outside, (module, outside)
 
 
 def test_no_import_cycles():

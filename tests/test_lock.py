@@ -50,3 +50,13 @@ def test_a_lock_file_left_behind_is_taken_over(tmp_path):
     (tmp_path / LOCK_NAME).write_text('{"pid": 1, "host": "gone", "command": "x", "started": "then"}\n')
     with exp_dir_lock(Path(tmp_path)):
         assert '"host": "gone"' not in (tmp_path / LOCK_NAME).read_text()
+
+
+def test_the_parts_of_a_cache_share_the_lock_and_exclude_a_whole_run(tmp_path, holder):
+    with pytest.raises(ExpDirBusyError, match=f"pid {holder.pid}"), exp_dir_lock(tmp_path, shared=True):
+        pass  # a part does not start beside a run that holds the directory
+    holder.kill()
+    holder.wait()
+    with exp_dir_lock(tmp_path, shared=True), exp_dir_lock(tmp_path, shared=True):  # two parts at once
+        with pytest.raises(ExpDirBusyError, match="the parts of a cache"), exp_dir_lock(tmp_path):
+            pass

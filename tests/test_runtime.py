@@ -31,7 +31,7 @@ from asr_kd.data.audio import save_audio
 from asr_kd.export.onnx import KALDI_FBANK_OPTIONS, export_bundle
 from asr_kd.features.frontend import KaldiFbank
 from asr_kd.runtime.fbank import StreamingFbank
-from asr_kd.runtime.folder import load_model
+from asr_kd.runtime.loader import load_model
 from asr_kd.runtime.server import TranscriptionServer
 
 ROOT = Path(__file__).resolve().parent.parent

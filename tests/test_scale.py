@@ -147,9 +147,9 @@ def test_submitit_tasks_are_the_ranks_of_one_process_group(tmp_path):
 def test_launcher_configs_compose_on_the_plugins_schema(launcher):
     from hydra import compose, initialize_config_dir
 
-    from asr_kd.cli import CONF_DIR
+    from asr_kd.config import CONF_DIR
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", [f"hydra/launcher={launcher}"], return_hydra_config=True)
     node = cfg.hydra.launcher
     assert node._target_.endswith({"slurm": "SlurmLauncher", "local": "LocalLauncher"}[launcher])

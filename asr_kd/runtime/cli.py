@@ -51,7 +51,7 @@ def transcribe_file(export_dir: str, audio: str, int8: bool = False, piece_ms: i
                     out=None) -> str:
     """Stream ``audio`` through the export in ``piece_ms`` pieces, printing what each partial adds;
     returns the final text."""
-    from asr_kd.runtime.folder import load_model
+    from asr_kd.runtime.loader import load_model
 
     out = out or sys.stdout
     stream, shown, seconds = load_model(export_dir, int8=int8, threads=threads).stream(), "", 0.0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from asr_kd.errors import DataError, MissingFileError
 
-__all__ = ["load_model", "open_export", "sha256"]
+__all__ = ["open_export", "sha256"]
 
 
 def sha256(path: Path) -> str:
@@ -37,16 +37,3 @@ def open_export(export_dir: str | Path, graph: str) -> dict:
             raise DataError(f"{folder / name}: SHA-256 differs from meta.json's (damaged or replaced "
                             f"file); export again")
     return meta
-
-
-def load_model(export_dir: str | Path, int8: bool = False, threads: int = 1):
-    """The recogniser of an export: sherpa-onnx for ``contract: wenet_ctc`` (asr_kd.runtime.sherpa),
-    else asr_kd's own graph runner (asr_kd.runtime.onnx_transcriber, for the Emformer)."""
-    graph = "model.int8.onnx" if int8 else "model.onnx"
-    if open_export(export_dir, graph).get("contract") == "wenet_ctc":
-        from asr_kd.runtime.sherpa import SherpaModel
-
-        return SherpaModel(export_dir, int8=int8, threads=threads)
-    from asr_kd.runtime.onnx_transcriber import OnnxModel
-
-    return OnnxModel(export_dir, int8=int8, threads=threads)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_kd.runtime.folder import load_model
+from asr_kd.runtime.loader import load_model
 
 __all__ = ["decode_set", "peak_rss_mb"]
 

@@ -43,7 +43,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from asr_kd.runtime.folder import load_model
+from asr_kd.runtime.loader import load_model
 
 __all__ = ["TranscriptionServer", "serve_forever", "MAX_MESSAGE_BYTES", "QUEUE_MESSAGES"]
 

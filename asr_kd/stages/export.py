@@ -43,7 +43,7 @@ from asr_kd.data.manifest import Utterance, read_manifest
 from asr_kd.decoding.streaming import algorithmic_latency_ms
 from asr_kd.export.onnx import export_bundle
 from asr_kd.models.bundle import load_bundle
-from asr_kd.runtime.folder import load_model
+from asr_kd.runtime.loader import load_model
 from asr_kd.scoring.wer import error_rates
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan

@@ -343,7 +343,7 @@ def test_lhotse_recordings_and_supervisions(tmp_path):
             recordings={"dev": tmp_path / "piped.jsonl"},
             supervisions={"dev": tmp_path / "sups.jsonl.gz"},
         )
-    with pytest.raises(ValueError, match="either cuts or"):
+    with pytest.raises(ValueError, match="give one of cuts, shar, or recordings"):
         import_lhotse(tmp_path, cuts={"dev": "a"}, recordings={"dev": "b"})
 
 
