@@ -67,7 +67,7 @@ SYSTEM_KEYS = ("objective", "student", "train", "splits", "cache", "seeds")
 TEACHER_RULES = ("single", "crossfit", "ensemble")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CacheSettings:
     """Types of the ``cache`` node (conf/cache/topk.yaml holds the values)."""
 
@@ -77,25 +77,18 @@ class CacheSettings:
     device: str
     teachers: str
     folds: int
-    part: int | None
-    parts: int
-
-
-@dataclass(frozen=True)
-class CacheSpec:
-    """One teacher posterior cache: top ``k`` (None: the full distribution) over ``splits``, from
-    the teacher(s) of rule ``teachers`` (:data:`TEACHER_RULES`; ``folds`` of them when not single)."""
-
-    name: str
-    k: int | None
-    shard_utts: int
-    max_frames: int
-    device: str
-    teachers: str
-    folds: int
-    splits: tuple[str, ...]
     part: int | None = None  # this job's part of the shards (None: all) of ``parts``; not in ``content``
     parts: int = 1
+
+
+@dataclass(kw_only=True)
+class CacheSpec(CacheSettings):
+    """One teacher posterior cache: its settings, named, over ``splits``: top ``k`` (None: the full
+    distribution), from the teacher(s) of rule ``teachers`` (:data:`TEACHER_RULES`; ``folds`` of them
+    when not single)."""
+
+    name: str
+    splits: tuple[str, ...]
 
     @property
     def content(self) -> dict:

@@ -27,7 +27,7 @@ from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.manifest import read_manifest
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.vocabulary import load_tokenizer
-from asr_kd.decoding.lm import LexiconBeamSearch, write_word_lm
+from asr_kd.decoding.lm import lm_searches
 from asr_kd.distill.cache import PosteriorCache, check_meta
 from asr_kd.distill.loss import FrameRateMismatchError
 from asr_kd.distill.targets import CachedTargets
@@ -125,10 +125,8 @@ def decode_pseudo_labels(cfg: DictConfig, paths: ExpPaths, system: System, teach
         raise ConfigError(f"{system.name}: pseudo_lm_weight decodes pseudo-labels with the word LM of "
                           f"decode.lm, which this config lacks (decode=beam_lm has it)")
     texts = [u.text for u in read_manifest(paths.manifest("train")) if u.text]
-    arpa, lexicon, _ = write_word_lm(texts, tokenizer, paths.model_dir(system.name) / "pseudo_lm",
-                                     lm_cfg.order, lm_cfg.discount)
-    search = LexiconBeamSearch(tokenizer, lexicon, arpa, beam_size=lm_cfg.beam_size, lm_weight=lm_weight,
-                               word_score=lm_cfg.word_score)
+    make_search, _ = lm_searches(texts, tokenizer, lm_cfg, paths.model_dir(system.name) / "pseudo_lm")
+    search = make_search(lm_weight, 0.0)  # no blank penalty: the teacher's posteriors as they are
     utterances = [(u.id, train_set.audio_sha(i), u.text is not None) for i, u in enumerate(train_set.utts)]
     count = teacher.decode_one_bests(utterances, search, tokenizer.encode, len(tokenizer))
     log.info("%s: %d pseudo-labels decoded with the LM", system.name, count)
