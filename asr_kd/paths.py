@@ -20,7 +20,8 @@ Stages talk to each other only through these files::
       models/teacher_fold<i>of<K>/  cross-fitting teachers, each trained on train minus fold i (stage
                                     teacher, only when a cache asks for them; asr_kd.stages.plan)
       models/folds<K>.json          the fold of each train clip and its views (asr_kd.data.folds)
-      cache/<name>/<split>/         teacher posterior caches, one per setting (asr_kd.distill.cache)
+      cache/<name>/<split>/         teacher posterior caches, one per setting (format: asr_kd.distill.cache;
+                                    teachers, metadata, opening: asr_kd.distill.teacher_cache)
       decode/<system>/<set>.jsonl   per-utterance hypotheses, references and timings; <system> is also
                                     <system>_streaming, <system>_lm (stage decode) and <system>_sherpa,
                                     <system>_sherpa_int8 (stage export: the exported fp32 and int8

@@ -12,7 +12,8 @@ Given an experiment directory where ``prepare``, ``features`` and ``teacher`` ha
     (``asr_kd.distill.cache.ShardWriter``: fp16 values + uint8/uint16 token ids; the mass outside
     the top k is derived, ``1 - sum(exp(values))``, so it costs 0 bytes), and the ratio to full
     fp32 posteriors, for the experiment's vocabulary (real teacher outputs, via the stage's
-    ``write_shard``) and for a 500-token BPE vocabulary (random posteriors: the size does not
+    ``write_shard``, asr_kd.distill.teacher_cache) and for a 500-token BPE vocabulary (random
+    posteriors: the size does not
     depend on the values); plus the error fp16 storage puts on that derived rest mass;
 (d) random-access reads of ``PosteriorCache`` (frames/s, utterances/s; page cache warm) and the
     time to open it with checksum verification.
@@ -47,11 +48,12 @@ import torch
 
 from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset, collate
 from asr_kd.distill.cache import PosteriorCache, ShardWriter, write_index
+from asr_kd.distill.teacher_cache import CacheSpec, write_shard
 from asr_kd.models.adapters import BundleTeacher
 from asr_kd.models.bundle import load_bundle
 from asr_kd.stages import cache as cache_stage
 from asr_kd.stages.base import exp_paths
-from asr_kd.stages.plan import CacheSpec, Plan
+from asr_kd.stages.plan import Plan
 
 REPO = Path(__file__).resolve().parent.parent
 KS = (1, 4, 16, None)
@@ -129,7 +131,7 @@ def bytes_real_teacher(bundle, dataset, items: list[int], max_frames: int, scrat
         folder = scratch / f"real_k{k}"
         folder.mkdir(parents=True)
         (folder / "meta.json").write_text(json.dumps({"k": k, "vocabulary": bundle.tokenizer.tokens}))
-        cache_stage.write_shard([BundleTeacher(bundle)], lambda _: (0,), dataset, 0, items, k, max_frames,
+        write_shard([BundleTeacher(bundle)], lambda _: (0,), dataset, 0, items, k, max_frames,
                                 folder, bundle.model.subsampling_factor, merge=1)
         keys = [PosteriorCache.key(dataset.utts[i].id, dataset.audio_sha(i)) for i in items]
         write_index(folder, [keys], parts=1)

@@ -140,10 +140,10 @@ def systems(cfg, paths, names: list[str]):
     from asr_kd.data.vocabulary import load_tokenizer
     from asr_kd.distill.objectives import CTCOnly
     from asr_kd.distill.targets import CachedTargets
+    from asr_kd.distill.teacher_cache import load_cache_teachers, open_cache
     from asr_kd.features.cmvn import GlobalCMVN
     from asr_kd.features.store import FeatureStore
-    from asr_kd.stages.plan import Plan, load_cache_teachers
-    from asr_kd.stages.student import open_cache
+    from asr_kd.stages.plan import Plan
 
     plan = Plan(cfg)
     tokenizer = load_tokenizer(paths.tokens)

@@ -22,6 +22,7 @@ from asr_kd.data.manifest import read_manifest
 from asr_kd.data.vocabulary import tokenizer_from_tokens
 from asr_kd.distill.cache import CacheMismatchError, PosteriorCache, teacher_cache_meta
 from asr_kd.distill.targets import CachedTargets
+from asr_kd.distill.teacher_cache import load_cache_teachers, open_cache
 from asr_kd.errors import ConfigError, StaleUpstreamError
 from asr_kd.integrity import checksum_path
 from asr_kd.models.adapters import BundleTeacher
@@ -29,8 +30,7 @@ from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import cache, features, prepare, teacher
 from asr_kd.stages.base import StageStamp
-from asr_kd.stages.plan import Plan, load_cache_teachers
-from asr_kd.stages.student import open_cache
+from asr_kd.stages.plan import Plan
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 TINY = ("recipe=smoke", "cache.folds=2", "data.noise.copies=1", "data.num_train=30", "data.num_dev=4",

@@ -57,6 +57,6 @@ def test_the_parts_of_a_cache_share_the_lock_and_exclude_a_whole_run(tmp_path, h
         pass  # a part does not start beside a run that holds the directory
     holder.kill()
     holder.wait()
-    with exp_dir_lock(tmp_path, shared=True), exp_dir_lock(tmp_path, shared=True):  # two parts at once
-        with pytest.raises(ExpDirBusyError, match="the parts of a cache"), exp_dir_lock(tmp_path):
-            pass
+    with exp_dir_lock(tmp_path, shared=True), exp_dir_lock(tmp_path, shared=True), \
+            pytest.raises(ExpDirBusyError, match="the parts of a cache"), exp_dir_lock(tmp_path):
+        pass  # two parts hold it at once; a whole run cannot

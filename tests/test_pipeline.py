@@ -18,10 +18,9 @@ from omegaconf import OmegaConf
 from asr_kd.data.manifest import read_manifest
 from asr_kd.distill.cache import CacheMismatchError
 from asr_kd.distill.loss import FrameRateMismatchError
+from asr_kd.distill.teacher_cache import CacheSpec, load_cache_teachers, open_cache
 from asr_kd.models.bundle import load_bundle
 from asr_kd.paths import ExpPaths
-from asr_kd.stages.plan import CacheSpec, load_cache_teachers
-from asr_kd.stages.student import open_cache
 
 STUDY = ("student_ctc", "student_kd", "student_kd_k4", "student_kd_T1")  # conf/study/smoke.yaml
 EXPORTED = {"student_kd_sherpa", "student_kd_sherpa_int8"}  # stage export (sherpa-onnx), the default

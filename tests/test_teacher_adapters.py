@@ -20,13 +20,13 @@ from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.distill.bridge import fit_frames, merge_factor, merge_frames
 from asr_kd.distill.cache import PosteriorCache
 from asr_kd.distill.loss import FrameRateMismatchError
+from asr_kd.distill.teacher_cache import load_cache_teachers, open_cache
 from asr_kd.errors import ConfigError, UnsafeFileError, UserError
 from asr_kd.models.adapters import TeacherLabels, map_labels, teacher_tokenizer
 from asr_kd.models.torchaudio_ctc import TorchaudioCTC, bundle_labels
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import get_stage
-from asr_kd.stages.plan import Plan, load_cache_teachers
-from asr_kd.stages.student import open_cache
+from asr_kd.stages.plan import Plan
 from asr_kd.stages.teacher import adopt_pretrained
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")

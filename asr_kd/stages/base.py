@@ -24,11 +24,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asr_kd.distill.cache import check_complete, missing_shards, read_index
+from asr_kd.distill.teacher_cache import model_name
 from asr_kd.errors import MissingUpstreamError, StaleUpstreamError
 from asr_kd.integrity import verify_checksum
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import PIPELINE
-from asr_kd.stages.plan import Plan, model_name
+from asr_kd.stages.plan import Plan
 from asr_kd.utils import read_json, write_json
 
 __all__ = ["exp_paths", "StageStamp", "MissingUpstreamError", "StaleUpstreamError", "share_upstream"]

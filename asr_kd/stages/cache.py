@@ -21,32 +21,23 @@ Shards are finished one by one, so a killed or requeued job redoes only its unfi
 features, vocabulary, k, views), another layout (``shard_utts``) or other utterances is unfinished
 (asr_kd.distill.cache.missing_shards), never mixed.
 
-Which teachers make a clip's posteriors (``cache.teachers``): ``single``, the teacher;
-``crossfit``, the fold teacher that never trained on the clip (its fold's, from the folds file),
-or for a clip of no fold (the ``unlabeled`` split, evaluation splits) all K fold teachers;
-``ensemble``, the teacher and all K fold teachers. Several teachers' distributions are averaged
-in probability space over the full vocabulary, then the log and the top k are taken.
+Which teachers make a clip's posteriors (``cache.teachers``), how they are averaged and what the
+cache must carry: asr_kd.distill.teacher_cache; this stage runs them over the shards.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import defaultdict
 from collections.abc import Callable
 
-import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from asr_kd.data.dataset import DurationBatchSampler, UtteranceDataset
-from asr_kd.data.folds import fold_of
+from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.tokenizer import CharTokenizer
-from asr_kd.distill.bridge import fit_frames, merge_frames
 from asr_kd.distill.cache import (
     PosteriorCache,
-    ShardWriter,
     missing_shards,
     read_index,
     shard_name,
@@ -54,12 +45,18 @@ from asr_kd.distill.cache import (
     write_index,
     write_meta,
 )
+from asr_kd.distill.teacher_cache import (
+    CacheSpec,
+    cache_meta_for,
+    load_cache_teachers,
+    member_rule,
+    write_shard,
+)
 from asr_kd.errors import ConfigError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
-from asr_kd.models.adapters import TeacherAdapter
 from asr_kd.stages.base import StageStamp
-from asr_kd.stages.plan import CacheSpec, Plan, cache_meta_for, load_cache_teachers
+from asr_kd.stages.plan import Plan
 from asr_kd.training.distributed import barrier, init_distributed, resolve_device
 from asr_kd.utils import read_json, write_json
 
@@ -85,62 +82,6 @@ def _prepare_folder(folder, meta: dict, ours: Callable[[int], bool], force: bool
     write_meta(folder, meta)
 
 
-@torch.no_grad()
-def write_shard(teachers: list[TeacherAdapter], members: Callable[[str], tuple[int, ...]],
-                dataset: UtteranceDataset, shard: int, items: list[int], k, max_frames: int, folder,
-                subsampling: int, merge: int):
-    """Teacher forward over ``items`` (dataset indices) in length-sorted batches, its posteriors brought
-    to the student's frame rate (``merge`` teacher frames per student frame); one shard. An
-    utterance's posteriors are those of ``teachers[m] for m in members(utt id)``, averaged."""
-    writer = ShardWriter(folder, shard, vocab_size=len(teachers[0].tokens), k=k)
-    groups = defaultdict(list)  # utterances with the same teachers are batched together
-    for i in items:
-        groups[members(dataset.utts[i].id)].append(i)
-    for group, group_items in sorted(groups.items()):
-        lengths = [dataset.num_frames(i) for i in group_items]
-        for batch_pos in DurationBatchSampler(lengths, max_frames, shuffle=False):
-            batch_items = [group_items[p] for p in batch_pos]
-            log_probs, out_lengths = _average([teachers[m] for m in group], dataset, batch_items)
-            for row, i in enumerate(batch_items):
-                utt = dataset.utts[i]
-                student_frames = -(-dataset.num_frames(i) // subsampling)
-                row_log_probs = merge_frames(log_probs[row, : int(out_lengths[row])], merge)
-                row_log_probs = fit_frames(row_log_probs, student_frames, utt.id)
-                if k is not None:
-                    values, indices = row_log_probs.topk(k, dim=-1)
-                    values, indices = values.cpu().numpy(), indices.cpu().numpy()
-                else:
-                    values, indices = row_log_probs.cpu().numpy(), None
-                writer.add(PosteriorCache.key(utt.id, dataset.audio_sha(i)), values, indices)
-    writer.close()
-
-
-def _average(teachers: list[TeacherAdapter], dataset: UtteranceDataset,
-             items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The log of the mean of ``teachers``' frame posteriors (probability space, full vocabulary)."""
-    outputs = []
-    for teacher in teachers:
-        x, x_lengths = teacher.inputs(dataset, items)
-        outputs.append(teacher.log_posteriors(x.to(teacher.device), x_lengths.to(teacher.device)))
-    if len(outputs) == 1:
-        return outputs[0]
-    stacked = torch.stack([log_probs.float() for log_probs, _ in outputs])
-    return torch.logsumexp(stacked, 0) - math.log(len(outputs)), outputs[0][1]
-
-
-def _members(spec: CacheSpec, folds: dict | None) -> Callable[[str], tuple[int, ...]]:
-    """Which of ``spec.members`` (by position) make an utterance's posteriors (module docstring)."""
-    everyone = tuple(range(len(spec.members)))
-    if spec.teachers != "crossfit":
-        return lambda utt_id: everyone
-
-    def out_of_fold(utt_id: str) -> tuple[int, ...]:
-        fold = fold_of(folds, utt_id)
-        return everyone if fold is None else (fold - 1,)  # members are the fold teachers, in order
-
-    return out_of_fold
-
-
 def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> None:
     """Write cache ``spec`` of ``split`` (skipped when its stamp is up to date and no shard is missing)."""
     stamp = StageStamp(cfg, f"cache/{spec.name}/{split}", plan)
@@ -161,7 +102,7 @@ def build_cache(cfg: DictConfig, plan: Plan, spec: CacheSpec, split: str) -> Non
     meta = {**cache_meta_for(teachers, paths, spec, split, subsampling),
             "layout": {"shard_utts": spec.shard_utts}}
     teachers = [teacher.to(device) for teacher in teachers.values()]
-    members = _members(spec, read_json(paths.folds(spec.folds)) if spec.teachers == "crossfit" else None)
+    members = member_rule(spec, read_json(paths.folds(spec.folds)) if spec.teachers == "crossfit" else None)
     cmvn = GlobalCMVN.load(paths.cmvn)  # the batches' lengths; a bundle teacher normalises with its own
     dataset = UtteranceDataset.from_exp(paths, split, cmvn, CharTokenizer(teachers[0].tokens))
     order = sorted(range(len(dataset)), key=lambda i: dataset.utts[i].id)

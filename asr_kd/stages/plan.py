@@ -43,67 +43,23 @@ from omegaconf import DictConfig, OmegaConf
 from asr_kd.config import check_targets, check_types, compose_option, instantiate, to_dict
 from asr_kd.data.dataset import parse_split
 from asr_kd.data.views import view_settings
-from asr_kd.distill.cache import teacher_cache_meta
 from asr_kd.distill.objectives import Objective
+from asr_kd.distill.teacher_cache import TEACHER_RULES, CacheSettings, CacheSpec, cache_name
 from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.export.onnx import FORMAT_VERSION as EXPORT_FORMAT
-from asr_kd.features.store import FeatureStore
-from asr_kd.models.adapters import BundleTeacher, TeacherAdapter, is_pretrained, load_teacher
-from asr_kd.models.bundle import load_bundle
+from asr_kd.models.adapters import is_pretrained
 from asr_kd.paths import ExpPaths
 from asr_kd.scoring.report import VARIANTS
 from asr_kd.stages import PIPELINE
 from asr_kd.training.loop import TrainConfig
-from asr_kd.utils import file_hash, fingerprint, path_hash, read_json
+from asr_kd.utils import file_hash, fingerprint, path_hash
 
-__all__ = ["System", "CacheSpec", "Plan", "SYSTEM_KEYS", "TEACHER_RULES", "model_name",
-           "load_cache_teachers", "cache_meta_for"]
+__all__ = ["System", "Plan", "SYSTEM_KEYS"]
 
 #: The tokenizer that adopts a pretrained teacher's labels (conf/tokenizer/teacher.yaml).
 TEACHER_TOKENIZER = "asr_kd.models.adapters.teacher_tokenizer"
 #: The keys a ``systems.<name>`` node may hold.
 SYSTEM_KEYS = ("objective", "student", "train", "splits", "cache", "seeds")
-#: ``cache.teachers``: one teacher, cross-fitted fold teachers, or the ensemble of all of them.
-TEACHER_RULES = ("single", "crossfit", "ensemble")
-
-
-@dataclass(kw_only=True)
-class CacheSettings:
-    """Types of the ``cache`` node (conf/cache/topk.yaml holds the values)."""
-
-    k: int | None
-    shard_utts: int
-    max_frames: int
-    device: str
-    teachers: str
-    folds: int
-    part: int | None = None  # this job's part of the shards (None: all) of ``parts``; not in ``content``
-    parts: int = 1
-
-
-@dataclass(kw_only=True)
-class CacheSpec(CacheSettings):
-    """One teacher posterior cache: its settings, named, over ``splits``: top ``k`` (None: the full
-    distribution), from the teacher(s) of rule ``teachers`` (:data:`TEACHER_RULES`; ``folds`` of them
-    when not single)."""
-
-    name: str
-    splits: tuple[str, ...]
-
-    @property
-    def content(self) -> dict:
-        """The settings that decide what the cache holds and how it is laid out (not how fast it is made)."""
-        content = {"k": self.k, "shard_utts": self.shard_utts}
-        return content if self.teachers == "single" else {**content, "teachers": self.teachers,
-                                                          "folds": self.folds}
-
-    @property
-    def members(self) -> tuple[str, ...]:
-        """The teacher units whose posteriors the cache holds (``teacher``, ``teacher/fold1of4``...)."""
-        folds = tuple(f"teacher/fold{i}of{self.folds}" for i in range(1, self.folds + 1))
-        return {"single": ("teacher",), "crossfit": folds, "ensemble": ("teacher", *folds)}[self.teachers]
-
-
 @dataclass(frozen=True)
 class System:
     """One student system, resolved: everything that decides its weights."""
@@ -146,35 +102,6 @@ def _learned(train: dict) -> dict:
 def _sources(splits: tuple[str, ...]) -> tuple[str, ...]:
     """The split names behind ``splits`` (``unlabeled:1200`` -> ``unlabeled``), each once."""
     return tuple(dict.fromkeys(parse_split(s)[0] for s in splits))
-
-
-def _cache_name(k: int | None, teachers: str, folds: int) -> str:
-    return f"{'teacher' if teachers == 'single' else f'{teachers}{folds}'}_{'full' if k is None else f'k{k}'}"
-
-
-def model_name(unit: str) -> str:
-    """The ``models/<name>`` of teacher unit ``unit`` (``teacher/fold1of4`` -> ``teacher_fold1of4``)."""
-    return unit.replace("/", "_")
-
-
-def load_cache_teachers(teacher: DictConfig, paths: ExpPaths, spec: CacheSpec) -> dict[str, TeacherAdapter]:
-    """The teachers of cache ``spec`` in experiment ``paths`` (unit -> adapter): the run's ``teacher``,
-    or the fold teachers (and the teacher) of a crossfit/ensemble cache."""
-    if spec.teachers == "single":
-        return {"teacher": load_teacher(teacher, paths)}
-    return {unit: BundleTeacher(load_bundle(paths.checkpoint(model_name(unit)))) for unit in spec.members}
-
-
-def cache_meta_for(teachers: dict[str, TeacherAdapter], paths: ExpPaths, spec: CacheSpec, split: str,
-                   subsampling: int) -> dict:
-    """The metadata (asr_kd.distill.cache) cache ``spec`` of ``split`` made by ``teachers`` must carry
-    for students that subsample the features ``subsampling`` times: what the cache stage writes and
-    students check."""
-    views = read_json(paths.views).get(split, {}) if paths.views.exists() else {}
-    folds_sha = None if spec.teachers == "single" else file_hash(paths.folds(spec.folds))
-    frontend = FeatureStore(paths.features(split)).frontend
-    return teacher_cache_meta(teachers, frontend, file_hash(paths.cmvn), subsampling, spec.k, views,
-                              spec.teachers, folds_sha)
 
 
 def _option(group: str, value, default: DictConfig, where: str) -> tuple[DictConfig, DictConfig]:
@@ -294,7 +221,7 @@ class Plan:
         if values["parts"] < 1 or not (values["part"] is None or 0 <= values["part"] < values["parts"]):
             raise ConfigError(f"{where}.cache.part must be null or in 0..parts-1, and parts >= 1; got "
                               f"part={values['part']} parts={values['parts']}")
-        name = _cache_name(values["k"], values["teachers"], values["folds"])
+        name = cache_name(values["k"], values["teachers"], values["folds"])
         spec = CacheSpec(name=name, splits=splits, **values)
         known = self.caches.get(name)
         if known is not None:

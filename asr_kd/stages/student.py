@@ -28,41 +28,20 @@ from asr_kd.data.manifest import read_manifest
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.vocabulary import load_tokenizer
 from asr_kd.decoding.lm import lm_searches
-from asr_kd.distill.cache import PosteriorCache, check_meta
-from asr_kd.distill.loss import FrameRateMismatchError
 from asr_kd.distill.targets import CachedTargets
+from asr_kd.distill.teacher_cache import load_cache_teachers, open_cache
 from asr_kd.errors import ConfigError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
-from asr_kd.models.adapters import TeacherAdapter
 from asr_kd.models.bundle import count_parameters, save_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages.base import StageStamp
-from asr_kd.stages.plan import CacheSpec, Plan, System, cache_meta_for, load_cache_teachers
+from asr_kd.stages.plan import Plan, System
 from asr_kd.training import seed_everything
 from asr_kd.training.distributed import barrier, is_main_process
 from asr_kd.training.loop import train
 
 log = logging.getLogger(__name__)
-
-
-def open_cache(paths: ExpPaths, spec: CacheSpec, split: str, student_subsampling: int,
-               frame_shift_ms: float, teachers: dict[str, TeacherAdapter]) -> PosteriorCache:
-    """Cache ``spec`` of ``split``, checked against the ``teachers`` that make it (the run's teacher,
-    or the fold teachers and folds of a crossfit/ensemble cache: asr_kd.stages.plan.load_cache_teachers),
-    the features, the split's views and the student's frame rate (``student_subsampling`` x the
-    features' ``frame_shift_ms``)."""
-    cache = PosteriorCache(paths.cache_dir(spec.name, split))
-    student_shift = student_subsampling * frame_shift_ms
-    if student_shift != cache.meta["frame_shift_ms"]:
-        raise FrameRateMismatchError(
-            f"the student emits a frame every {student_shift} ms, the teacher cache {spec.name} every "
-            f"{cache.meta['frame_shift_ms']} ms (teacher frames of "
-            f"{cache.meta.get('teacher_frame_shift_ms', cache.meta['frame_shift_ms']):g} ms, merged "
-            f"{cache.meta.get('merge', 1)} to 1); re-run `asr-kd stage=cache force=true` for this student"
-        )
-    check_meta(cache.meta, cache_meta_for(teachers, paths, spec, split, student_subsampling), cache.folder)
-    return cache
 
 
 def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:

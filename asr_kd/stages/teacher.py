@@ -30,6 +30,7 @@ from asr_kd.data.manifest import read_manifest
 from asr_kd.data.tokenizer import CharTokenizer
 from asr_kd.data.vocabulary import load_tokenizer
 from asr_kd.distill.objectives import CTCOnly
+from asr_kd.distill.teacher_cache import model_name
 from asr_kd.errors import UserError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
@@ -37,7 +38,7 @@ from asr_kd.integrity import checksummed, discard
 from asr_kd.models.adapters import BundleTeacher, is_pretrained, load_teacher
 from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
 from asr_kd.stages.base import StageStamp
-from asr_kd.stages.plan import Plan, model_name
+from asr_kd.stages.plan import Plan
 from asr_kd.training import seed_everything
 from asr_kd.training.distributed import barrier, is_main_process
 from asr_kd.training.loop import TrainConfig, train
