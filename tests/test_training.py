@@ -62,6 +62,8 @@ def test_time_warp_moves_frames_but_keeps_length_and_padding():
 class _TinySet(torch.utils.data.Dataset):
     """Random 'utterances' of ``lengths`` frames x 4 features, each with a 3-token transcript."""
 
+    frame_shift_s = 0.01
+
     def __init__(self, lengths=(12,) * 8):
         g = torch.Generator().manual_seed(0)
         self.items = [

@@ -108,6 +108,11 @@ class UtteranceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utts)
 
+    @property
+    def frame_shift_s(self) -> float:
+        """Seconds of audio per feature frame (the front end's frame shift)."""
+        return self.store.frontend["frame_shift_ms"] / 1000
+
     def num_frames(self, i: int) -> int:
         return self.store.num_frames(self.utts[i].id)
 

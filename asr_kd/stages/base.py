@@ -19,20 +19,35 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
+from torch import nn
 
+from asr_kd.config import instantiate
+from asr_kd.data.dataset import UtteranceDataset
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.vocabulary import load_tokenizer
 from asr_kd.distill.cache import check_complete, missing_shards, read_index
+from asr_kd.distill.objectives import Objective
 from asr_kd.distill.teacher_cache import model_name
 from asr_kd.errors import MissingUpstreamError, StaleUpstreamError
+from asr_kd.features.cmvn import GlobalCMVN
+from asr_kd.features.store import FeatureStore
 from asr_kd.integrity import verify_checksum
+from asr_kd.models.bundle import count_parameters, save_bundle
 from asr_kd.paths import ExpPaths
 from asr_kd.stages import PIPELINE
 from asr_kd.stages.plan import Plan
+from asr_kd.training import seed_everything
+from asr_kd.training.distributed import barrier, is_main_process
+from asr_kd.training.loop import TrainConfig, train
 from asr_kd.utils import read_json, write_json
 
-__all__ = ["exp_paths", "StageStamp", "MissingUpstreamError", "StaleUpstreamError", "share_upstream"]
+__all__ = ["exp_paths", "StageStamp", "MissingUpstreamError", "StaleUpstreamError", "share_upstream",
+           "ModelToFit", "fit_and_save"]
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +188,46 @@ def share_upstream(source: ExpPaths, job: ExpPaths) -> None:
             os.link(stamp, job.root / "stamps" / stamp.relative_to(stamps))
     log.info("%s: a sweep job; data, features, teacher and caches shared (hard links) from %s",
              job.root, source.root)
+
+
+@dataclass
+class ModelToFit:
+    """What training a model of this experiment starts from: the vocabulary, the features' front end
+    and CMVN, and the model built from its config (input size added) after seeding, so its initial
+    weights follow the seed. Teacher and students are trained the same way from here."""
+
+    paths: ExpPaths
+    tokenizer: CharTokenizer
+    frontend: dict
+    cmvn: GlobalCMVN
+    model_config: dict
+    model: nn.Module
+
+    @classmethod
+    def build(cls, paths: ExpPaths, model: dict, seed: int) -> ModelToFit:
+        tokenizer = load_tokenizer(paths.tokens)
+        frontend = FeatureStore(paths.features("train")).frontend
+        model_config = {**model, "input_dim": frontend["num_mel_bins"]}
+        seed_everything(seed)
+        built = instantiate(model_config, vocab_size=len(tokenizer))
+        return cls(paths, tokenizer, frontend, GlobalCMVN.load(paths.cmvn), model_config, built)
+
+
+def fit_and_save(stamp: StageStamp, fit: ModelToFit, objective: Objective, train_set: UtteranceDataset,
+                 dev_set: str, train_cfg: TrainConfig, name: str, meta: dict | None = None,
+                 after_save: Callable[[], None] | None = None) -> dict[str, float]:
+    """Train ``fit.model`` (asr_kd.training.loop.train: resumable under the unit's fingerprint), save
+    it as the bundle ``models/<name>/model.pt`` with ``meta`` and its dev metrics, run ``after_save``,
+    then mark ``stamp`` done (rank 0); returns the dev metrics."""
+    paths = fit.paths
+    dev = UtteranceDataset.from_exp(paths, dev_set, fit.cmvn, fit.tokenizer)
+    metrics = train(fit.model, objective, train_set, dev, train_cfg, paths.model_dir(name), name=name,
+                    resume_key=stamp.fingerprint)
+    if is_main_process():
+        save_bundle(paths.checkpoint(name), fit.model, fit.model_config, fit.tokenizer, fit.frontend,
+                    fit.cmvn, {"dev": metrics, **(meta or {})})
+        if after_save is not None:
+            after_save()
+        stamp.done({"params": count_parameters(fit.model), "dev": metrics})
+    barrier()
+    return metrics

@@ -22,24 +22,17 @@ import logging
 
 from omegaconf import DictConfig
 
-from asr_kd.config import instantiate
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.manifest import read_manifest
 from asr_kd.data.tokenizer import CharTokenizer
-from asr_kd.data.vocabulary import load_tokenizer
 from asr_kd.decoding.lm import lm_searches
 from asr_kd.distill.targets import CachedTargets
 from asr_kd.distill.teacher_cache import load_cache_teachers, open_cache
 from asr_kd.errors import ConfigError
-from asr_kd.features.cmvn import GlobalCMVN
-from asr_kd.features.store import FeatureStore
-from asr_kd.models.bundle import count_parameters, save_bundle
+from asr_kd.models.bundle import count_parameters
 from asr_kd.paths import ExpPaths
-from asr_kd.stages.base import StageStamp
+from asr_kd.stages.base import ModelToFit, StageStamp, fit_and_save
 from asr_kd.stages.plan import Plan, System
-from asr_kd.training import seed_everything
-from asr_kd.training.distributed import barrier, is_main_process
-from asr_kd.training.loop import train
 
 log = logging.getLogger(__name__)
 
@@ -49,27 +42,23 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
     if stamp.is_done():
         return
     paths = stamp.paths
-    tokenizer = load_tokenizer(paths.tokens)
-    frontend = FeatureStore(paths.features("train")).frontend
-    cmvn = GlobalCMVN.load(paths.cmvn)
     train_cfg = system.train_config()
     objective = system.build_objective()
-    model_config = {**system.student["model"], "input_dim": frontend["num_mel_bins"]}
-    seed_everything(train_cfg.seed)  # before the model is built: its initial weights follow the seed
-    model = instantiate(model_config, vocab_size=len(tokenizer))
+    fit = ModelToFit.build(paths, system.student["model"], train_cfg.seed)
+    model, tokenizer = fit.model, fit.tokenizer
     log.info("%s: %.2fM parameters, objective %s", system.name, count_parameters(model) / 1e6, objective)
     teacher = None
     if objective.needs_teacher:
         spec = plan.caches[system.cache]
         teachers = load_cache_teachers(cfg.teacher, paths, spec)  # once for all its splits
-        caches = [open_cache(paths, spec, split, model.subsampling_factor, frontend["frame_shift_ms"],
+        caches = [open_cache(paths, spec, split, model.subsampling_factor, fit.frontend["frame_shift_ms"],
                              teachers) for split in system.sources]
         teacher = CachedTargets(caches, pseudo_labels=objective.pseudo_labels)
         if train_cfg.spec_augment and train_cfg.spec_augment.get("time_warp", 0) > 0:
             log.warning("%s: time warping moves frames away from their cached teacher targets; "
                         "it is off for this distilled system (masks stay on)", system.name)
             train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}
-    train_set = UtteranceDataset.from_exp(paths, system.splits, cmvn, tokenizer, teacher)
+    train_set = UtteranceDataset.from_exp(paths, system.splits, fit.cmvn, tokenizer, teacher)
     lm_weight = objective.pseudo_lm_weight
     if objective.pseudo_labels != "none":
         log.info("%s: CTC targets of %s utterances are the teacher's 1-best from the cache (%s)", system.name,
@@ -77,21 +66,8 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
                  "greedy" if lm_weight is None else f"beam search, LM weight {lm_weight:g}")
         if lm_weight is not None:
             decode_pseudo_labels(cfg, paths, system, teacher, train_set, tokenizer, lm_weight)
-    metrics = train(
-        model,
-        objective,
-        train_set,
-        UtteranceDataset.from_exp(paths, cfg.dev_set, cmvn, tokenizer),
-        train_cfg,
-        paths.model_dir(system.name),
-        name=system.name,
-        resume_key=stamp.fingerprint,
-    )
-    if is_main_process():
-        meta = {"dev": metrics, "system": system.config}
-        save_bundle(paths.checkpoint(system.name), model, model_config, tokenizer, frontend, cmvn, meta)
-        stamp.done({"params": count_parameters(model), "dev": metrics})
-    barrier()
+    fit_and_save(stamp, fit, objective, train_set, cfg.dev_set, train_cfg, system.name,
+                 {"system": system.config})
 
 
 def decode_pseudo_labels(cfg: DictConfig, paths: ExpPaths, system: System, teacher: CachedTargets,

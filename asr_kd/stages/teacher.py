@@ -23,7 +23,7 @@ import shutil
 
 from omegaconf import DictConfig
 
-from asr_kd.config import instantiate, to_dict
+from asr_kd.config import to_dict
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.folds import assign_folds, fold_of
 from asr_kd.data.manifest import read_manifest
@@ -32,16 +32,13 @@ from asr_kd.data.vocabulary import load_tokenizer
 from asr_kd.distill.objectives import CTCOnly
 from asr_kd.distill.teacher_cache import model_name
 from asr_kd.errors import UserError
-from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore
 from asr_kd.integrity import checksummed, discard
 from asr_kd.models.adapters import BundleTeacher, is_pretrained, load_teacher
-from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
-from asr_kd.stages.base import StageStamp
+from asr_kd.models.bundle import count_parameters, load_bundle
+from asr_kd.stages.base import ModelToFit, StageStamp, fit_and_save
 from asr_kd.stages.plan import Plan
-from asr_kd.training import seed_everything
-from asr_kd.training.distributed import barrier, is_main_process
-from asr_kd.training.loop import TrainConfig, train
+from asr_kd.training.loop import TrainConfig
 from asr_kd.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -131,24 +128,11 @@ def _train_teacher(cfg: DictConfig, stamp: StageStamp, name: str, utts: list | N
     """Train the teacher's model with the teacher's recipe (seed: the unit's) as ``models/<name>``,
     on ``utts`` (None: all of train)."""
     paths = stamp.paths
-    tokenizer = load_tokenizer(paths.tokens)
-    store = FeatureStore(paths.features("train"))
-    frontend = store.frontend
-    cmvn = GlobalCMVN.load(paths.cmvn)
     train_cfg = TrainConfig(**{**stamp.plan.teacher_train, "seed": stamp.settings["train"]["seed"]})
-    model_config = {**to_dict(cfg.teacher.model), "input_dim": frontend["num_mel_bins"]}
-    seed_everything(train_cfg.seed)  # before the model is built: its initial weights follow the seed
-    model = instantiate(model_config, vocab_size=len(tokenizer))
-    log.info("%s: %s, %.2fM parameters", name, model_config["_target_"], count_parameters(model) / 1e6)
-    dev = UtteranceDataset.from_exp(paths, cfg.dev_set, cmvn, tokenizer)
-    data = (UtteranceDataset.from_exp(paths, "train", cmvn, tokenizer) if utts is None
-            else UtteranceDataset(utts, store, cmvn, tokenizer))
-    metrics = train(model, CTCOnly(), data, dev, train_cfg, paths.model_dir(name), name=name,
-                    resume_key=stamp.fingerprint)
-    if is_main_process():
-        meta = {"dev": metrics}
-        save_bundle(paths.checkpoint(name), model, model_config, tokenizer, frontend, cmvn, meta)
-        if name == "teacher":
-            _record_bundle_teacher(paths)
-        stamp.done({"params": count_parameters(model), "dev": metrics})
-    barrier()
+    fit = ModelToFit.build(paths, to_dict(cfg.teacher.model), train_cfg.seed)
+    log.info("%s: %s, %.2fM parameters", name, fit.model_config["_target_"],
+             count_parameters(fit.model) / 1e6)
+    data = (UtteranceDataset.from_exp(paths, "train", fit.cmvn, fit.tokenizer) if utts is None
+            else UtteranceDataset(utts, FeatureStore(paths.features("train")), fit.cmvn, fit.tokenizer))
+    fit_and_save(stamp, fit, CTCOnly(), data, cfg.dev_set, train_cfg, name,
+                 after_save=(lambda: _record_bundle_teacher(paths)) if name == "teacher" else None)

@@ -308,26 +308,68 @@ def _rank0_says(flag: bool, device: torch.device, world: int) -> bool:
     return bool(value.item())
 
 
-def _checkpoints(folder: Path) -> list[Path]:
-    """The checkpoints ``ckpt-<step>.pt`` in ``folder``, oldest first."""
-    return sorted(folder.glob("ckpt-[0-9]*.pt"))
+class Checkpointer:
+    """Resumable training state in ``folder``: ``ckpt-<step>.pt`` (model, optimiser, step, epoch and
+    batch position, every rank's random states, ``resume_key``), written atomically with its
+    checksum every ``cfg.checkpoint_every`` steps and/or ``cfg.checkpoint_minutes``, the newest
+    ``cfg.keep_checkpoints`` kept; read back only when saved under the same ``resume_key``; all
+    deleted when training completes."""
 
+    def __init__(self, folder: Path, cfg: TrainConfig, resume_key: str, name: str):
+        self.folder, self.cfg, self.resume_key, self.name = folder, cfg, resume_key, name
+        self.last_saved = time.monotonic()
 
-def _load_checkpoint(folder: Path, resume_key: str, name: str) -> dict | None:
-    """The newest readable checkpoint in ``folder`` if it was saved under ``resume_key``, else None.
-    One that fails its checksum or would run code is refused (asr_kd.integrity)."""
-    for path in reversed(_checkpoints(folder)):
-        try:
-            state = load_torch(path, f"delete it (and {path.name}.sha256) to resume from the one before")
-        except (OSError, UnreadableFileError) as e:
-            log.warning("%s: cannot read %s (%s); trying the one before", name, path, e)
-            continue
-        if not isinstance(state, dict) or state.get("resume_key") != resume_key:
-            log.warning("%s: %s was saved for other settings or inputs; starting afresh", name, path)
-            return None
-        log.info("%s: resuming from step %d (%s)", name, state["step"], path)
-        return state
-    return None
+    def _files(self) -> list[Path]:
+        """The checkpoints ``ckpt-<step>.pt``, oldest first."""
+        return sorted(self.folder.glob("ckpt-[0-9]*.pt"))
+
+    def load(self) -> dict | None:
+        """The newest readable checkpoint if it was saved under ``resume_key``, else None. One that
+        fails its checksum or would run code is refused (asr_kd.integrity)."""
+        for path in reversed(self._files()):
+            try:
+                state = load_torch(path, f"delete it (and {path.name}.sha256) to resume from the one before")
+            except (OSError, UnreadableFileError) as e:
+                log.warning("%s: cannot read %s (%s); trying the one before", self.name, path, e)
+                continue
+            if not isinstance(state, dict) or state.get("resume_key") != self.resume_key:
+                log.warning("%s: %s was saved for other settings or inputs; starting afresh", self.name, path)
+                return None
+            log.info("%s: resuming from step %d (%s)", self.name, state["step"], path)
+            return state
+        return None
+
+    def tidy(self, resumed_step: int | None) -> None:
+        """Remove what the resumed run (from ``resumed_step``; None: afresh) will not use: other
+        settings' checkpoints, unreadable ones or newer ones, and saves cut short by kill -9."""
+        for path in self._files():
+            if resumed_step is None or int(path.stem.split("-")[1]) > resumed_step:
+                discard(path)
+        for path in self.folder.glob(".ckpt-*.tmp"):
+            path.unlink()
+
+    def due(self, step: int, device: torch.device, world: int) -> bool:
+        """Whether to save after ``step`` (every N steps, or N minutes as rank 0's clock says)."""
+        if self.cfg.checkpoint_every > 0 and step % self.cfg.checkpoint_every == 0:
+            return True
+        if self.cfg.checkpoint_minutes > 0:
+            return _rank0_says(time.monotonic() - self.last_saved >= 60 * self.cfg.checkpoint_minutes,
+                               device, world)
+        return False
+
+    def save(self, state: dict, rank: int) -> None:
+        """Write ``state`` (rank 0) as ``ckpt-<step>.pt`` and drop the oldest beyond ``keep_checkpoints``."""
+        if rank == 0:
+            with checksummed(self.folder / f"ckpt-{state['step']:08d}.pt") as tmp:
+                torch.save({**state, "resume_key": self.resume_key}, tmp)
+            for old in self._files()[: -self.cfg.keep_checkpoints]:
+                discard(old)
+        self.last_saved = time.monotonic()
+
+    def finish(self) -> None:
+        """Training completed: no checkpoint is needed any more."""
+        for path in self._files():
+            discard(path)
 
 
 def train(
@@ -346,12 +388,9 @@ def train(
     are seeded from ``cfg.seed`` (+ the rank) before the first step; seed before building the model
     too (:func:`seed_everything`) for a run that reproduces from its initial weights on.
 
-    ``out_dir/ckpt-<step>.pt`` (model, optimiser, step, epoch and batch position, every rank's random
-    states, ``resume_key``) is written atomically every ``cfg.checkpoint_every`` steps and/or
-    ``cfg.checkpoint_minutes``, the newest ``cfg.keep_checkpoints`` kept. A killed run resumes from
-    the newest readable one and ends with the weights an uninterrupted run would have; checkpoints
-    saved under another ``resume_key`` (other settings or inputs) are ignored and removed. All are
-    deleted when training completes.
+    Checkpoints in ``out_dir`` (:class:`Checkpointer`): a killed run resumes from the newest readable
+    one and ends with the weights an uninterrupted run would have; checkpoints saved under another
+    ``resume_key`` (other settings or inputs) are ignored and removed.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -370,7 +409,8 @@ def train(
     optimizer = make_optimizer(core, cfg, device)
     augment = SpecAugment(**cfg.spec_augment) if cfg.spec_augment is not None else None
     step, epoch, position = 0, 0, 0  # position: batches of this epoch already taken (this rank's)
-    state = _load_checkpoint(out_dir, resume_key, name)
+    checkpoints = Checkpointer(out_dir, cfg, resume_key, name)
+    state = checkpoints.load()
     if state is not None:
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -382,12 +422,8 @@ def train(
                         "step %d, but not as the uninterrupted run would have", name, len(state["rng"]),
                         world, step)
     barrier()  # every rank has read its checkpoint before rank 0 tidies up
-    if rank == 0:  # what the resumed run would not use: other settings, unreadable, or newer than it
-        for path in _checkpoints(out_dir):
-            if state is None or int(path.stem.split("-")[1]) > step:
-                discard(path)
-        for path in out_dir.glob(".ckpt-*.tmp"):  # a save cut short by kill -9
-            path.unlink()
+    if rank == 0:
+        checkpoints.tidy(None if state is None else step)
     log.info(
         "%s: %d steps on %s (%s, %d rank(s)), %d torch thread(s), %d loader worker(s)",
         name, cfg.steps, device, cfg.precision, world, threads, cfg.num_workers,
@@ -398,8 +434,8 @@ def train(
     dev_metrics: dict[str, float] = {}
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=rank != 0, dynamic_ncols=True)
-    start, audio_seconds, frame_shift = time.perf_counter(), 0.0, 0.01
-    last_saved, skipped = time.monotonic(), 0
+    start, audio_seconds, skipped = time.perf_counter(), 0.0, 0
+    frame_shift = train_set.frame_shift_s  # seconds of audio per feature frame (the throughput's clock)
     while step < cfg.steps:
         loader.batch_sampler.set_epoch(epoch, start=position)
         for batch in loader:
@@ -437,25 +473,15 @@ def train(
                 dev_metrics = evaluate_wer(core, dev_set)
                 metrics.write(step, {f"dev_{k}": v for k, v in dev_metrics.items() if k != "words"})
                 log.info("%s step %d: dev WER %.2f%%", name, step, 100 * dev_metrics["wer"])
-            due = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-            if cfg.checkpoint_minutes > 0 and not due:
-                due = _rank0_says(time.monotonic() - last_saved >= 60 * cfg.checkpoint_minutes, device, world)
-            if due and step < cfg.steps:
+            if step < cfg.steps and checkpoints.due(step, device, world):
                 rng = _gather(_rng_state(device), world)
-                if rank == 0:
-                    with checksummed(out_dir / f"ckpt-{step:08d}.pt") as tmp:
-                        torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "step": step, "epoch": epoch, "position": position, "rng": rng,
-                                    "resume_key": resume_key}, tmp)
-                    for old in _checkpoints(out_dir)[: -cfg.keep_checkpoints]:
-                        discard(old)
-                last_saved = time.monotonic()
+                checkpoints.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                                  "step": step, "epoch": epoch, "position": position, "rng": rng}, rank)
         epoch, position = epoch + 1, 0
     bar.close()
     metrics.close()
     if rank == 0:
-        for path in _checkpoints(out_dir):
-            discard(path)
+        checkpoints.finish()
     core.to("cpu").eval()
     return dev_metrics
 
