@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from asr_kd.data.manifest import Utterance
-from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import ConfigError
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.features.store import FeatureStore, StoreUnion
@@ -75,7 +75,7 @@ class UtteranceDataset(Dataset):
         utts: Sequence[Utterance],
         store: FeatureStore | StoreUnion,
         cmvn: GlobalCMVN,
-        tokenizer: CharTokenizer,
+        tokenizer: Tokenizer,
         teacher: Callable[[str, str, bool], dict[str, torch.Tensor]] | None = None,
     ):
         missing = [u.id for u in utts if u.id not in store]
@@ -92,7 +92,7 @@ class UtteranceDataset(Dataset):
         paths,
         splits: str | Sequence[str],
         cmvn: GlobalCMVN,
-        tokenizer: CharTokenizer,
+        tokenizer: Tokenizer,
         teacher: Callable[[str, str, bool], dict[str, torch.Tensor]] | None = None,
     ) -> UtteranceDataset:
         """The dataset of one split, or several read as one, of an experiment directory

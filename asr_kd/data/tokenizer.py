@@ -11,12 +11,28 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
-__all__ = ["CharTokenizer", "BLANK", "WORD_START", "read_tokens"]
+__all__ = ["Tokenizer", "CharTokenizer", "BLANK", "WORD_START", "read_tokens"]
 
 BLANK = "<blk>"
 #: sentencepiece's word-start mark; normalised text never holds it, so it tells BPE pieces apart.
 WORD_START = "\u2581"
+
+
+class Tokenizer(Protocol):
+    """What every vocabulary gives (:class:`CharTokenizer`, :class:`asr_kd.data.bpe.BpeTokenizer`, a
+    pretrained teacher's labels): ``tokens`` (index 0 the blank), text <-> ids, and ``tokens.txt``."""
+
+    tokens: list[str]
+
+    def __len__(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+    def save(self, path: str | os.PathLike) -> None: ...
 
 
 class CharTokenizer:

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from asr_kd.data.dataset import UtteranceDataset
-from asr_kd.data.tokenizer import BLANK, CharTokenizer
+from asr_kd.data.tokenizer import BLANK, CharTokenizer, Tokenizer
 from asr_kd.decoding.offline import emissions
 from asr_kd.errors import ConfigError
 from asr_kd.models.adapters import TeacherAdapter
@@ -112,7 +112,7 @@ def _prob(probs: list[dict], backoffs: list[dict], gram: tuple) -> float:
     return backoffs[n - 2].get(gram[:-1], 1.0) * _prob(probs, backoffs, gram[1:])
 
 
-def write_lexicon(words: Iterable[str], tokenizer: CharTokenizer, path: str | os.PathLike) -> list[str]:
+def write_lexicon(words: Iterable[str], tokenizer: Tokenizer, path: str | os.PathLike) -> list[str]:
     """``word w o r d |`` per line (``|``: the word boundary); returns the words kept, sorted.
 
     Words with a character outside the vocabulary are left out (they could never be spelled).
@@ -124,7 +124,7 @@ def write_lexicon(words: Iterable[str], tokenizer: CharTokenizer, path: str | os
 
 
 def write_word_lm(
-    texts: Sequence[str], tokenizer: CharTokenizer, folder: str | os.PathLike, order: int = 3,
+    texts: Sequence[str], tokenizer: Tokenizer, folder: str | os.PathLike, order: int = 3,
     discount: float = 0.7,
 ) -> tuple[Path, Path, list[str]]:
     """The word n-gram LM (``lm.arpa``) and lexicon (``lexicon.txt``) of ``texts`` in ``folder``;
@@ -156,7 +156,7 @@ class LexiconBeamSearch:
 
     def __init__(
         self,
-        tokenizer: CharTokenizer,
+        tokenizer: Tokenizer,
         lexicon: str | os.PathLike,
         arpa: str | os.PathLike,
         beam_size: int = 50,
@@ -188,7 +188,7 @@ class LexiconBeamSearch:
 
 
 def lm_searches(
-    train_texts: Sequence[str], tokenizer: CharTokenizer, lm_cfg, lm_dir: str | os.PathLike
+    train_texts: Sequence[str], tokenizer: Tokenizer, lm_cfg, lm_dir: str | os.PathLike
 ) -> tuple[Callable[[float, float], LexiconBeamSearch], list[str]]:
     """The lexicon and n-gram LM of ``train_texts`` written to ``lm_dir`` (``decode.lm``: ``order``,
     ``discount``, ``beam_size``, ``word_score``); a maker of beam searches on them by LM weight and

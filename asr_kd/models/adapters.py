@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from asr_kd.config import instantiate
 from asr_kd.data.audio import load_audio
 from asr_kd.data.dataset import UtteranceDataset
-from asr_kd.data.tokenizer import BLANK, CharTokenizer
+from asr_kd.data.tokenizer import BLANK, CharTokenizer, Tokenizer
 from asr_kd.data.vocabulary import tokenizer_from_tokens
 from asr_kd.errors import ConfigError
 from asr_kd.models.bundle import Bundle, count_parameters, load_bundle
@@ -74,7 +74,7 @@ def map_labels(labels: TeacherLabels) -> tuple[list[str], list[int]]:
     return list(tokens), order
 
 
-def teacher_tokenizer(texts, labels: TeacherLabels | None) -> CharTokenizer:
+def teacher_tokenizer(texts, labels: TeacherLabels | None) -> Tokenizer:
     """``tokenizer=teacher``: the pretrained teacher's labels, mapped (texts are not read)."""
     if labels is None:
         raise ConfigError("tokenizer=teacher needs a pretrained teacher (teacher=torchaudio_ctc or "
@@ -116,7 +116,7 @@ class TeacherAdapter(ABC):
         return self
 
     @property
-    def tokenizer(self) -> CharTokenizer:
+    def tokenizer(self) -> Tokenizer:
         return tokenizer_from_tokens(self.tokens)
 
     @property

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from asr_kd.config import instantiate
-from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.data.vocabulary import tokenizer_from_tokens
 from asr_kd.features.cmvn import GlobalCMVN
 from asr_kd.integrity import checksummed, load_torch
@@ -30,7 +30,7 @@ class Bundle:
     """A loaded model with its tokenizer, front-end config and CMVN."""
 
     model: nn.Module
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     frontend: dict
     cmvn: GlobalCMVN
     model_config: dict
@@ -50,7 +50,7 @@ def save_bundle(
     path: str | os.PathLike,
     model: nn.Module,
     model_config: dict,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     frontend: dict,
     cmvn: GlobalCMVN,
     meta: dict | None = None,

@@ -28,7 +28,7 @@ from torch import nn
 
 from asr_kd.config import instantiate
 from asr_kd.data.dataset import UtteranceDataset
-from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.data.vocabulary import load_tokenizer
 from asr_kd.distill.cache import check_complete, missing_shards, read_index
 from asr_kd.distill.objectives import Objective
@@ -197,7 +197,7 @@ class ModelToFit:
     weights follow the seed. Teacher and students are trained the same way from here."""
 
     paths: ExpPaths
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     frontend: dict
     cmvn: GlobalCMVN
     model_config: dict

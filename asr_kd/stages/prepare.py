@@ -50,7 +50,7 @@ from omegaconf import DictConfig
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.importers.untranscribed import read_untranscribed
 from asr_kd.data.manifest import UNLABELED, Utterance, corpus_hash, write_manifest
-from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.data.validate import describe, reject, summarize_rejects, validate_corpus, write_rejects
 from asr_kd.data.views import VIEW_SPLITS, make_views, view_settings
 from asr_kd.errors import ConfigError, DataError
@@ -129,7 +129,7 @@ def _check_not_empty(kept: dict[str, list[Utterance]], rejects: list[dict]) -> N
 
 
 def _spellable(
-    utts: list[Utterance], tokenizer: CharTokenizer, on_error: str
+    utts: list[Utterance], tokenizer: Tokenizer, on_error: str
 ) -> tuple[list[Utterance], list]:
     """Utterances whose transcript the vocabulary can encode, and reject records for the others."""
     good, bad = [], []

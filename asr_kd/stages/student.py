@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.manifest import read_manifest
-from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.decoding.lm import lm_searches
 from asr_kd.distill.targets import CachedTargets
 from asr_kd.distill.teacher_cache import load_cache_teachers, open_cache
@@ -71,7 +71,7 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
 
 
 def decode_pseudo_labels(cfg: DictConfig, paths: ExpPaths, system: System, teacher: CachedTargets,
-                         train_set: UtteranceDataset, tokenizer: CharTokenizer, lm_weight: float) -> None:
+                         train_set: UtteranceDataset, tokenizer: Tokenizer, lm_weight: float) -> None:
     """The teacher's 1-bests of ``train_set``'s pseudo-labelled utterances by CTC beam search on its
     cached posteriors with the word LM of the train transcripts (``decode.lm``'s order, discount,
     beam; written to ``models/<system>/pseudo_lm/``), instead of greedy."""

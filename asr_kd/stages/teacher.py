@@ -27,7 +27,7 @@ from asr_kd.config import to_dict
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.folds import assign_folds, fold_of
 from asr_kd.data.manifest import read_manifest
-from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.data.vocabulary import load_tokenizer
 from asr_kd.distill.objectives import CTCOnly
 from asr_kd.distill.teacher_cache import model_name
@@ -44,7 +44,7 @@ from asr_kd.utils import write_json
 log = logging.getLogger(__name__)
 
 
-def adopt_checkpoint(path: str, paths, tokenizer: CharTokenizer, frontend: dict) -> dict:
+def adopt_checkpoint(path: str, paths, tokenizer: Tokenizer, frontend: dict) -> dict:
     """Copy an existing teacher bundle in after checking it fits this experiment's data."""
     bundle = load_bundle(path)
     if bundle.tokenizer.tokens != tokenizer.tokens:
@@ -59,7 +59,7 @@ def adopt_checkpoint(path: str, paths, tokenizer: CharTokenizer, frontend: dict)
     return {"params": count_parameters(bundle.model), "adopted_from": str(path)}
 
 
-def adopt_pretrained(cfg: DictConfig, paths, tokenizer: CharTokenizer) -> dict:
+def adopt_pretrained(cfg: DictConfig, paths, tokenizer: Tokenizer) -> dict:
     """Check a pretrained teacher loads and spells this run's vocabulary (prepared with
     ``tokenizer=teacher``); its description."""
     teacher = load_teacher(cfg.teacher, paths)
