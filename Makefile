@@ -21,7 +21,7 @@ demo: setup
 test: setup browser
 	$(PY) -m pytest
 
-# tests/test_runtime.py runs the server's web page in headless Chromium: as root with apt-get, install
+# tests/runtime/test_runtime.py runs the server's web page in headless Chromium: as root with apt-get, install
 # Debian's chromium when it is missing; otherwise say how (ASR_KD_NO_BROWSER=1 skips that test).
 browser:
 	@if [ "$$ASR_KD_NO_BROWSER" = 1 ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; \

@@ -1,6 +1,6 @@
 """Audio files for tests: a clean tone, and the broken files real corpora contain.
 
-Each ``broken`` maker writes one bad file into a folder and returns its path; tests/test_audio.py
+Each ``broken`` maker writes one bad file into a folder and returns its path; tests/data/test_audio.py
 checks that loading each is a clear error, tests/data/test_validate.py that validation catches it.
 """
 

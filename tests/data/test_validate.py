@@ -47,7 +47,7 @@ def check(utts: list[Utterance], **kw) -> tuple[list[Utterance], list[dict]]:
     return validate_utterances(utts, max_duration=kw.pop("max_duration", 10.0), **kw)
 
 
-# --- every format validates (loading itself: tests/test_audio.py) ---------------------------------
+# --- every format validates (loading itself: tests/data/test_audio.py) ---------------------------------
 
 
 @pytest.mark.parametrize("ext,subtype", FORMATS)

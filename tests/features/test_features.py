@@ -18,7 +18,7 @@ from asr_kd.paths import ExpPaths
 from asr_kd.stages import features
 from asr_kd.stages.base import StageStamp
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 @pytest.mark.parametrize("frontend", [KaldiFbank(), LibrosaLogMel()])

@@ -32,7 +32,7 @@ from asr_kd.stages import cache, features, prepare, teacher
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 TINY = ("recipe=smoke", "cache.folds=2", "data.noise.copies=1", "data.num_train=30", "data.num_dev=4",
         "data.num_test=4", "data.on_error=skip", "train.teacher.steps=5", "train.teacher.warmup_steps=2",
         "train.teacher.eval_every=5")

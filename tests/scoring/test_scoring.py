@@ -23,7 +23,7 @@ from asr_kd.stages import score as score_stage
 from asr_kd.stages.plan import Plan
 from asr_kd.utils import write_json, write_jsonl
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 VOCAB = "set an alarm for seven play some music turn off the lights call mom what time is it".split()
 PNG = b"\x89PNG"
 
@@ -392,6 +392,6 @@ def test_cli_passes_command_line_overrides_to_the_stage(tmp_path):
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert f"OVERRIDES {args}" in out.stdout

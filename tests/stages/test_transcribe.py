@@ -29,7 +29,7 @@ from asr_kd.stages import PIPELINE, STAGES, get_stage
 from asr_kd.stages.teacher import adopt_checkpoint
 from asr_kd.stages.transcribe import run
 
-ROOT = str(Path(__file__).resolve().parent.parent)
+ROOT = str(Path(__file__).resolve().parents[2])
 CONF = str(Path(ROOT) / "conf")
 MODELS = {
     "student_kd": {"_target_": "asr_kd.models.student.EmformerCTC", "input_dim": 80, "d_model": 32,

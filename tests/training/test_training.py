@@ -20,7 +20,7 @@ from asr_kd.errors import ChecksumError, ConfigError, DataError, UnsafeFileError
 from asr_kd.training import seed_everything
 from asr_kd.training.loop import SpecAugment, TrainConfig, _rng_state, _set_rng_state, _time_warp, train
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 DEFAULTS = OmegaConf.to_container(OmegaConf.load(CONF / "train" / "default.yaml").teacher)
 
 

@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_conformer_stream import CONFIG as CONFORMER
-from test_export import speech_like, varied_bundle
-from test_streaming import make_bundle
+from model_fixtures import CONFORMER, make_bundle, speech_like, varied_bundle
 from websockets.asyncio.server import serve
 
 from asr_kd.data.audio import save_audio
@@ -34,7 +32,7 @@ from asr_kd.runtime.fbank import StreamingFbank
 from asr_kd.runtime.loader import load_model
 from asr_kd.runtime.server import TranscriptionServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Runs asr-kd-onnx with torch and every asr_kd module outside asr_kd.runtime made unimportable.
 NO_TORCH = """

@@ -29,7 +29,7 @@ from asr_kd.stages import get_stage
 from asr_kd.stages.plan import Plan
 from asr_kd.stages.teacher import adopt_pretrained
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 W2V = torchaudio.pipelines.WAV2VEC2_ASR_BASE_960H
 #: wav2vec2_base-shaped, shrunk: the same seven convolutions (320-sample stride: 20 ms), 2 thin layers.
 TINY_PARAMS = {**W2V._params,

@@ -9,7 +9,8 @@ import pytest
 import torch
 from audio_fixtures import tone
 from hydra import compose, initialize_config_dir
-from test_streaming import assert_matches_full, make_bundle, stream
+from model_fixtures import CONFORMER as CONFIG
+from model_fixtures import assert_matches_full, make_bundle, stream
 
 from asr_kd.config import instantiate
 from asr_kd.decoding.streaming import StreamingRecognizer
@@ -17,10 +18,7 @@ from asr_kd.models import ChunkConformerCTC
 from asr_kd.models.bundle import count_parameters, load_bundle, save_bundle
 from asr_kd.models.conformer_stream import _rotate, chunk_attention_mask, rotary_angles
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
-CONFIG = {"_target_": "asr_kd.models.conformer_stream.ChunkConformerCTC", "input_dim": 80, "d_model": 32,
-          "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "conv_kernel": 5, "chunk_frames": 4,
-          "left_chunks": 2}
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

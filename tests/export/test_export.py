@@ -18,9 +18,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from test_conformer_stream import CONFIG as CONFORMER
-from test_streaming import CONFIG as EMFORMER
-from test_streaming import make_bundle
+from model_fixtures import CONFORMER, EMFORMER, make_bundle, speech_like, varied_bundle
 
 import asr_kd
 import asr_kd.export.onnx as export_onnx
@@ -39,28 +37,11 @@ from asr_kd.stages.export import run
 from asr_kd.stages.plan import Plan
 from asr_kd.utils import read_jsonl
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 #: The state names of the Emformer's graph (asr_kd's contract).
 EMFORMER_STATES = ["conv_cache", "cached_key", "cached_val", "processed_frames"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
-    return (0.3 * np.sin(2 * np.pi * (200 + 150 * np.sin(3 * t)) * t) * (1 + np.sin(7 * t))
-            + rng.normal(0, 0.02, t.size)).astype(np.float32)
-
-
-def varied_bundle(folder: Path, config: dict = EMFORMER):
-    """make_bundle's tiny model with a random head and no bias, so frames pick varied tokens."""
-    bundle = make_bundle(folder, config)
-    with torch.no_grad():
-        torch.manual_seed(1)
-        bundle.model.head.weight.normal_(0, 1.0)
-        bundle.model.head.bias.zero_()
-    return bundle
 
 
 @pytest.fixture(scope="module")

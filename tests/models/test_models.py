@@ -10,7 +10,7 @@ from asr_kd.config import instantiate
 from asr_kd.models import ConformerCTC, EmformerCTC
 from asr_kd.models.subsampling import subsampled_lengths
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def tiny_student(**kw) -> EmformerCTC:

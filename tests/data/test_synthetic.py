@@ -25,7 +25,7 @@ from asr_kd.stages import prepare
 from asr_kd.stages.prepare import PREPARE_KEYS
 from asr_kd.utils import read_json
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def _yaml_settings() -> dict:
