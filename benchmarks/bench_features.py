@@ -45,9 +45,9 @@ import soundfile as sf
 import torch
 
 from asr_kd.data.audio import load_audio
-from asr_kd.data.manifest import Utterance, write_manifest
+from asr_kd.data.manifest import Utterance, audio_sha, write_manifest
 from asr_kd.features.frontend import KaldiFbank, LibrosaLogMel, LogMelFrontend
-from asr_kd.stages.features import audio_sha, extract_split
+from asr_kd.stages.features import extract_split
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RECORDINGS = REPO.parent / "shared" / "data" / "fsdd" / "recordings"

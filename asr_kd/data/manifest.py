@@ -26,7 +26,8 @@ from pathlib import Path
 from asr_kd.errors import DataError
 from asr_kd.utils import file_hash, fingerprint, read_jsonl, write_jsonl
 
-__all__ = ["Utterance", "read_manifest", "write_manifest", "corpus_hash", "check_id", "UNLABELED"]
+__all__ = ["Utterance", "read_manifest", "write_manifest", "corpus_hash", "audio_sha", "check_id",
+           "UNLABELED"]
 
 #: The split of untranscribed audio (``data/unlabeled.jsonl``): the one split whose texts are ``None``.
 UNLABELED = "unlabeled"
@@ -91,6 +92,11 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
 def write_manifest(path: str | os.PathLike, utts: Iterable[Utterance]) -> None:
     """Write utterances as JSON lines, atomically."""
     write_jsonl(path, (u.to_dict() for u in utts))
+
+
+def audio_sha(utt: Utterance) -> str:
+    """Content hash of an utterance's audio (file bytes plus the span): the features' and caches' key."""
+    return file_hash(utt.audio, prefix=f"{utt.start}:{utt.end}:".encode())
 
 
 def corpus_hash(splits: Mapping[str, Sequence[Utterance]]) -> str:

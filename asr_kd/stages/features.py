@@ -24,20 +24,15 @@ from tqdm import tqdm
 
 from asr_kd.config import instantiate, to_dict
 from asr_kd.data.audio import load_audio
-from asr_kd.data.manifest import Utterance, read_manifest
+from asr_kd.data.manifest import Utterance, audio_sha, read_manifest
 from asr_kd.errors import DataError
 from asr_kd.features.cmvn import CMVNAccumulator
 from asr_kd.features.frontend import LogMelFrontend
 from asr_kd.features.store import FeatureWriter
 from asr_kd.stages.base import StageStamp
-from asr_kd.utils import file_hash, read_json
+from asr_kd.utils import read_json
 
 log = logging.getLogger(__name__)
-
-
-def audio_sha(utt: Utterance) -> str:
-    """Content hash of an utterance's audio (file bytes plus the span), the cache's key."""
-    return file_hash(utt.audio, prefix=f"{utt.start}:{utt.end}:".encode())
 
 
 class _FeatureJobs(Dataset):
