@@ -44,22 +44,22 @@ EMFORMER_STATES = ["conv_cache", "cached_key", "cached_val", "processed_frames"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def _export(folder: Path, config: dict):
+    """A tiny random bundle of ``config`` (head bias spread: varied greedy output), its export, its meta."""
+    bundle = make_bundle(folder, config)
+    return bundle, folder / "onnx", export_bundle(bundle, folder / "onnx", system="tiny")
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A tiny random Emformer bundle and its export (asr_kd's contract)."""
-    folder = tmp_path_factory.mktemp("emformer")
-    bundle = make_bundle(folder, EMFORMER)
-    meta = export_bundle(bundle, folder / "onnx", system="tiny")
-    return bundle, folder / "onnx", meta
+    """The Emformer in asr_kd's contract."""
+    return _export(tmp_path_factory.mktemp("emformer"), EMFORMER)
 
 
 @pytest.fixture(scope="module")
 def sherpa_export(tmp_path_factory):
-    """A tiny random chunked Conformer (head bias spread: varied greedy output) and its export."""
-    folder = tmp_path_factory.mktemp("conformer")
-    bundle = make_bundle(folder, CONFORMER)
-    meta = export_bundle(bundle, folder / "onnx", system="tiny")
-    return bundle, folder / "onnx", meta
+    """The chunked Conformer in sherpa-onnx's WeNet contract."""
+    return _export(tmp_path_factory.mktemp("conformer"), CONFORMER)
 
 
 def pytorch_text(bundle, wav: np.ndarray) -> str:
