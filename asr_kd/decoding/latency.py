@@ -8,6 +8,12 @@
 * :func:`emission_latencies` matches hypothesis words to reference words (identical words on the
   longest-matching alignment, :class:`difflib.SequenceMatcher`) and returns emission - end per
   matched word; wrong or missing words have no latency.
+* :func:`symbol_delays_ms` is icefall's "symbol delay" of an offline CTC decode: per reference
+  token, its emission time in the model's own forced alignment of the transcript minus its time in
+  a reference model's (the teacher's) forced alignment. A token's anchor in either alignment is its
+  first frame there, the onset of its CTC spike (:func:`token_frames`).
+  :func:`delay_summary` gives their mean and p90, :func:`frame_offset` the teacher-to-student
+  shift in frames that follows from them.
 
 Works for any tokenizer whose ``decode`` turns a token prefix into a text prefix (characters, BPE).
 """
@@ -17,10 +23,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torchaudio.functional as AF
 
-__all__ = ["word_times", "word_end_times", "emission_latencies"]
+__all__ = ["word_times", "word_end_times", "emission_latencies", "encode", "token_frames", "symbol_delays_ms",
+           "delay_summary", "frame_offset"]
 
 
 def word_times(
@@ -54,21 +62,70 @@ def word_end_times(
     ``frame_s``: seconds per frame of ``log_probs``. ``None`` if ``text`` cannot be aligned (more
     tokens than frames allow).
     """
-    try:
-        targets = tokenizer.encode(text)
-    except KeyError:  # a character the model cannot emit
+    targets = encode(tokenizer, text)
+    if targets is None:
         return None
-    if not targets:
-        return [], []
+    spans = _align(log_probs, targets)
+    if spans is None:
+        return None
+    return word_times(tokenizer, targets, [span.end * frame_s for span in spans])
+
+
+def encode(tokenizer, text: str) -> list[int] | None:
+    """Token ids of ``text``, ``None`` if it holds a character the model cannot emit."""
     try:
-        labels, scores = AF.forced_align(log_probs.float().log_softmax(-1).unsqueeze(0),
-                                         torch.tensor([targets], dtype=torch.int32), blank=0)
+        return tokenizer.encode(text)
+    except KeyError:
+        return None
+
+
+def _align(log_probs: torch.Tensor, targets: Sequence[int]) -> list[AF.TokenSpan] | None:
+    """One span per token of ``targets`` in the CTC forced alignment on ``log_probs`` (T, V) (logits or
+    log-posteriors; blank 0), ``None`` if they cannot be aligned (more tokens than frames allow)."""
+    if not targets:
+        return []
+    try:
+        labels, scores = AF.forced_align(log_probs.detach().float().log_softmax(-1).unsqueeze(0).cpu(),
+                                         torch.tensor([list(targets)], dtype=torch.int32), blank=0)
     except RuntimeError:
         return None
     spans = AF.merge_tokens(labels[0], scores[0].exp())
-    if len(spans) != len(targets):
+    return spans if len(spans) == len(targets) else None
+
+
+def token_frames(log_probs: torch.Tensor, targets: Sequence[int]) -> list[int] | None:
+    """First frame of each token of ``targets`` (its spike's onset) in the forced alignment on
+    ``log_probs`` (T, V); ``None`` if they cannot be aligned."""
+    spans = _align(log_probs, targets)
+    return None if spans is None else [span.start for span in spans]
+
+
+def symbol_delays_ms(
+    log_probs: torch.Tensor, targets: Sequence[int], ref_frames: Sequence[int], frame_ms: float,
+    ref_frame_ms: float | None = None,
+) -> list[float] | None:
+    """Per token, ms from its first frame in ``ref_frames`` (at ``ref_frame_ms``, default ``frame_ms``)
+    to its first frame in this model's own forced alignment (``log_probs`` at ``frame_ms``)."""
+    frames = token_frames(log_probs, targets)
+    if frames is None or len(frames) != len(ref_frames):
         return None
-    return word_times(tokenizer, targets, [span.end * frame_s for span in spans])
+    ref_ms = frame_ms if ref_frame_ms is None else ref_frame_ms
+    return [f * frame_ms - r * ref_ms for f, r in zip(frames, ref_frames, strict=True)]
+
+
+def delay_summary(delays_ms: Sequence[float]) -> dict[str, float | None]:
+    """``{"mean", "p90"}`` of per-token delays pooled over a test set (``None`` when there are none)."""
+    if not delays_ms:
+        return {"mean": None, "p90": None}
+    return {"mean": float(np.mean(delays_ms)), "p90": float(np.percentile(delays_ms, 90))}
+
+
+def frame_offset(
+    student_delays_ms: Sequence[float], teacher_delays_ms: Sequence[float], frame_ms: float
+) -> int:
+    """Frames to delay the teacher's targets by for this student: round((mean student delay - mean
+    teacher delay) / ``frame_ms``)."""
+    return round((float(np.mean(student_delays_ms)) - float(np.mean(teacher_delays_ms))) / frame_ms)
 
 
 def emission_latencies(

@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from asr_kd.data.tokenizer import CharTokenizer
+from asr_kd.decoding.latency import delay_summary, encode, frame_offset, symbol_delays_ms, token_frames
+
+FRAME_MS = 40.0
+
+
+def spikes(n_frames: int, vocab: int, frames: list[int], tokens: list[int]) -> torch.Tensor:
+    """(T, V) logits: blank everywhere except token ``tokens[k]`` at frame ``frames[k]``."""
+    logits = torch.full((n_frames, vocab), -10.0)
+    logits[:, 0] = 0.0
+    for frame, token in zip(frames, tokens, strict=True):
+        logits[frame, token] = 10.0
+    return logits
+
+
+def test_student_two_frames_later_than_teacher():
+    tok = CharTokenizer.from_texts(["abcd "])
+    ids = encode(tok, "ab cd")
+    teacher = spikes(12, len(tok), [1, 2, 4, 5, 6], ids)
+    student = spikes(12, len(tok), [3, 4, 6, 7, 8], ids)
+    ref = token_frames(teacher, ids)
+    assert ref == [1, 2, 4, 5, 6]
+    assert symbol_delays_ms(teacher, ids, ref, FRAME_MS) == [0.0] * 5
+    delays = symbol_delays_ms(student, ids, ref, FRAME_MS)
+    assert delays == pytest.approx([2 * FRAME_MS] * 5)
+    # A reference at half the frame shift (20 ms) counts in time, not in frames.
+    at_20ms = symbol_delays_ms(student, ids, [2, 4, 8, 10, 12], FRAME_MS, ref_frame_ms=20.0)
+    assert at_20ms == pytest.approx([80.0] * 5)
+    assert frame_offset(delays, [0.0] * 5, FRAME_MS) == 2
+
+
+def test_delay_summary_mean_and_p90():
+    summary = delay_summary([float(ms) for ms in range(0, 110, 10)])  # 0, 10, ..., 100
+    assert summary == pytest.approx({"mean": 50.0, "p90": 90.0})
+    assert delay_summary([]) == {"mean": None, "p90": None}
+    assert frame_offset([100.0, 140.0], [20.0, 40.0], FRAME_MS) == 2  # (120 - 30) / 40 = 2.25
+
+
+def test_unalignable_text_is_none():
+    tok = CharTokenizer.from_texts(["abcd "])
+    assert encode(tok, "xyz") is None  # characters the model cannot emit
+    ids = encode(tok, "ab cd")
+    short = spikes(3, len(tok), [0, 1, 2], ids[:3])
+    assert token_frames(short, ids) is None  # more tokens than frames
+    assert symbol_delays_ms(short, ids, [0, 1, 2, 3, 4], FRAME_MS) is None
+    assert token_frames(short, []) == []
