@@ -13,7 +13,8 @@
   a reference model's (the teacher's) forced alignment. A token's anchor in either alignment is its
   first frame there, the onset of its CTC spike (:func:`token_frames`).
   :func:`delay_summary` gives their mean and p90, :func:`frame_offset` the teacher-to-student
-  shift in frames that follows from them.
+  shift in frames that follows from them. :class:`SymbolDelays` measures a whole test set (stage
+  decode: the teacher's alignments, then each student's delays against them).
 
 Works for any tokenizer whose ``decode`` turns a token prefix into a text prefix (characters, BPE).
 """
@@ -28,7 +29,7 @@ import torch
 import torchaudio.functional as AF
 
 __all__ = ["word_times", "word_end_times", "emission_latencies", "encode", "token_frames", "symbol_delays_ms",
-           "delay_summary", "frame_offset"]
+           "delay_summary", "frame_offset", "SymbolDelays"]
 
 
 def word_times(
@@ -138,3 +139,41 @@ def emission_latencies(
         for n in range(block.size):
             out.append(hyp_times[block.b + n] - ref_ends[block.a + n])
     return out
+
+
+class SymbolDelays:
+    """A test set's forced alignments on one model (``reference`` ``None``: the teacher's, kept in
+    :attr:`alignments`), or this model's symbol delays against a reference's such alignments."""
+
+    def __init__(self, tokenizer, frame_ms: float, reference: dict | None = None):
+        self.tokenizer, self.frame_ms, self.reference = tokenizer, frame_ms, reference
+        self.alignments: dict[str, dict | None] = {}  # utterance -> {"tokens", "frames"} or None
+        self.delays_ms: list[float] = []
+        self.utterances = 0  # measured: aligned on both models, with the same tokens
+
+    def add(self, utt_id: str, text: str, log_probs: torch.Tensor) -> None:
+        """Align ``text`` on ``log_probs`` (T, V); skip it where it cannot be aligned on either model."""
+        ids = encode(self.tokenizer, text)
+        tokens = None if ids is None else [self.tokenizer.tokens[i] for i in ids]
+        if self.reference is None:
+            frames = None if ids is None else token_frames(log_probs, ids)
+            self.alignments[utt_id] = None if frames is None else {"tokens": tokens, "frames": frames}
+            return
+        ref = self.reference["utterances"].get(utt_id)
+        if ref is None or tokens != ref["tokens"]:  # a tokenizer unlike the reference's skips it too
+            return
+        delays = symbol_delays_ms(log_probs, ids, ref["frames"], self.frame_ms, self.reference["frame_ms"])
+        if delays is not None:
+            self.delays_ms += delays
+            self.utterances += 1
+
+    def to_json(self) -> dict:
+        """The reference file: ``{"frame_ms", "utterances": {id: {"tokens", "frames"} | null}}``."""
+        return {"frame_ms": self.frame_ms, "utterances": self.alignments}
+
+    def summary(self) -> dict:
+        """The decode summary's ``symbol_delay_ms`` (mean), ``symbol_delay_p90_ms`` and
+        ``symbol_delay_utts`` (utterances measured)."""
+        stats = delay_summary(self.delays_ms)
+        return {"symbol_delay_ms": stats["mean"], "symbol_delay_p90_ms": stats["p90"],
+                "symbol_delay_utts": self.utterances}

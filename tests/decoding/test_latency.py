@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from asr_kd.data.tokenizer import CharTokenizer
-from asr_kd.decoding.latency import delay_summary, encode, frame_offset, symbol_delays_ms, token_frames
+from asr_kd.decoding.latency import (
+    SymbolDelays,
+    delay_summary,
+    encode,
+    frame_offset,
+    symbol_delays_ms,
+    token_frames,
+)
 
 FRAME_MS = 40.0
 
@@ -47,3 +54,28 @@ def test_unalignable_text_is_none():
     assert token_frames(short, ids) is None  # more tokens than frames
     assert symbol_delays_ms(short, ids, [0, 1, 2, 3, 4], FRAME_MS) is None
     assert token_frames(short, []) == []
+
+
+def test_symbol_delays_of_a_test_set_against_the_teacher():
+    tok = CharTokenizer.from_texts(["abcd "])
+    ids = encode(tok, "ab cd")
+    texts = {"u1": "ab cd", "u2": "ab cd", "u3": "xyz"}  # u3 cannot be encoded
+    with torch.inference_mode():  # as the decode stage computes them
+        teacher_scores = spikes(12, len(tok), [1, 2, 4, 5, 6], ids)
+        student_scores = spikes(12, len(tok), [3, 4, 6, 7, 8], ids)
+    teacher = SymbolDelays(tok, FRAME_MS)
+    for utt, text in texts.items():
+        teacher.add(utt, text, teacher_scores if utt != "u2" else teacher_scores[:3])  # u2: too short
+    reference = teacher.to_json()
+    assert reference["utterances"] == {"u1": {"tokens": list("ab cd"), "frames": [1, 2, 4, 5, 6]},
+                                       "u2": None, "u3": None}
+    student = SymbolDelays(tok, FRAME_MS, reference)
+    for utt, text in texts.items():
+        student.add(utt, text, student_scores)
+    assert student.summary() == pytest.approx({"symbol_delay_ms": 80.0, "symbol_delay_p90_ms": 80.0,
+                                               "symbol_delay_utts": 1})
+    other = SymbolDelays(CharTokenizer(["<blk>", "d", "c", "b", "a", " "]), FRAME_MS, reference)  # other ids
+    other.add("u1", "ab cd", spikes(12, 6, [3, 4, 6, 7, 8], encode(other.tokenizer, "ab cd")))
+    assert other.summary()["symbol_delay_ms"] == pytest.approx(80.0)
+    assert SymbolDelays(tok, FRAME_MS, {"frame_ms": FRAME_MS, "utterances": {}}).summary() == {
+        "symbol_delay_ms": None, "symbol_delay_p90_ms": None, "symbol_delay_utts": 0}
