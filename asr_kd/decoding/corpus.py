@@ -25,8 +25,10 @@ def decode_offline(
     bundle: Bundle | TeacherAdapter,
     dataset: UtteranceDataset,
     search: Callable[[torch.Tensor], str] | None = None,
+    on_scores: Callable[[str, str, torch.Tensor], None] | None = None,
 ) -> list[dict]:
-    """Full-context decode, one utterance at a time (as a device would run it); greedy by default."""
+    """Full-context decode, one utterance at a time (as a device would run it); greedy by default.
+    ``on_scores(id, text, scores)``, if given, sees each utterance's ``(T, V)`` scores, off the clock."""
     search = search or greedy_search(bundle)
     rows = []
     with torch.inference_mode():  # warm-up: one-time allocations stay out of the timings
@@ -38,6 +40,8 @@ def decode_offline(
             scores = emissions(bundle, dataset, i)
         hyp = search(scores)
         rows.append({"id": utt.id, "ref": utt.text, "hyp": hyp, "duration": utt.duration, **clock.read()})
+        if on_scores is not None:
+            on_scores(utt.id, utt.text, scores)
     return rows
 
 

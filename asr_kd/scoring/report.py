@@ -6,6 +6,7 @@ systems, size, speed and provenance, as JSON and Markdown (plots: asr_kd.scoring
     {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms",
                                   ["lm_weight", "blank_penalty" (``_lm`` systems)],
                                   ["peak_rss_mb" (exported)],
+                                  ["symbol_delay_ms", "symbol_delay_p90_ms" (students, greedy)],
                                   "wer_ci95", "words", "sub", "del", "ins", "per_speaker"}}},
      "systems": {SYSTEM: {"params", "size_mb", "kind"}},
      "comparisons": [{"test_set", "a", "b", "delta", "ci95", "p", "p_improve", "p_wilcoxon"}],
@@ -23,7 +24,11 @@ Keys, once:
   ``kind``: ``streaming`` or ``offline``.
 - ``rtf``: CPU seconds per audio second on one thread; ``latency_ms``: the algorithmic latency of
   streamed decodes (chunk + look-ahead + feature window), ``null`` for offline ones, which wait for
-  the end of the utterance. ``utterances``: how many were decoded.
+  the end of the utterance. ``symbol_delay_ms``, ``symbol_delay_p90_ms``: mean and p90 over the
+  test set's tokens of when a student's greedy offline decode emits each token of the transcript
+  (its first frame in the student's own CTC forced alignment) minus when the teacher does (its
+  first frame in the teacher's), in ms (asr_kd.decoding.latency); absent where not measured.
+  ``utterances``: how many were decoded.
 - ``<system>_streaming`` is a streamed decode, ``<system>_lm`` a beam search with the train
   transcripts' word LM and lexicon (``decode=beam_lm``) at ``lm_weight``, chosen for that system
   on the dev set. ``<system>_sherpa`` and ``<system>_sherpa_int8`` (the chunked Conformer, through
@@ -184,7 +189,8 @@ def score_test_set(
             "wer": e.wer, "cer": e.cer, "params": size["params"],
             "size_mb": d.summary.get("size_mb", size["size_mb"]),  # an exported graph's file
             "rtf": d.summary["rtf"], "utterances": len(e.ids), "latency_ms": d.summary.get("latency_ms"),
-            **{k: d.summary[k] for k in ("lm_weight", "blank_penalty", "peak_rss_mb") if k in d.summary},
+            **{k: d.summary[k] for k in ("lm_weight", "blank_penalty", "peak_rss_mb", "symbol_delay_ms",
+                                         "symbol_delay_p90_ms") if k in d.summary},
             "wer_ci95": list(boot.interval(name)), "words": int(e.words.sum()),
             "sub": int(e.sub.sum()), "del": int(e.dele.sum()), "ins": int(e.ins.sum()),
             "per_speaker": _per_speaker(e.errors[aligned[name]], first.words, labels),

@@ -8,6 +8,10 @@ Writes: ``decode/<system>/<set>.jsonl``: one line per utterance ``{"id", "ref", 
         ``decode.threads`` threads; ``wall_s``: elapsed seconds), plus a last line
         ``{"summary": {...}}`` whose ``rtf`` is CPU-based (stable on a shared machine),
         ``rtf_wall`` elapsed-based and (streamed decodes only) ``latency_ms`` algorithmic.
+        Each student's greedy offline summary also holds its symbol delay against the teacher
+        (asr_kd.decoding.latency.SymbolDelays): ``symbol_delay_ms`` (mean), ``symbol_delay_p90_ms``
+        and ``symbol_delay_utts`` (utterances aligned on both), from the forced alignments of the
+        transcripts that the teacher's decode keeps in ``decode/teacher/<set>.align_frames.json``.
         Streaming decodes are the systems ``<system>_streaming``, LM decodes ``<system>_lm``
         (the LM and lexicon, rebuilt from the train transcripts: ``decode/lm/``; their summary
         holds the ``lm_weight`` and ``blank_penalty`` used, chosen per system on ``dev_set`` among
@@ -25,6 +29,7 @@ chunk size than the model's, for students trained with dynamic chunks).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -32,6 +37,7 @@ from omegaconf import DictConfig
 from asr_kd.data.dataset import UtteranceDataset
 from asr_kd.data.manifest import read_manifest
 from asr_kd.decoding.corpus import decode_offline, decode_streaming, summarize
+from asr_kd.decoding.latency import SymbolDelays
 from asr_kd.decoding.lm import lm_searches, oov_rate, tune_lm_weight
 from asr_kd.decoding.streaming import algorithmic_latency_ms
 from asr_kd.features.cmvn import GlobalCMVN
@@ -39,7 +45,7 @@ from asr_kd.models.adapters import TeacherAdapter, is_pretrained, load_teacher
 from asr_kd.models.bundle import Bundle, load_bundle
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan
-from asr_kd.utils import write_jsonl
+from asr_kd.utils import read_json, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,22 @@ def load_decoded(cfg: DictConfig, paths, system: str) -> tuple[Bundle | TeacherA
         bundle = load_bundle(paths.checkpoint(system))
         return bundle, bundle.cmvn
     return load_teacher(cfg.teacher, paths), GlobalCMVN.load(paths.cmvn)
+
+
+def align_frames_path(paths, test_set: str) -> Path:
+    """``decode/teacher/<set>.align_frames.json``: the teacher's forced alignments of the transcripts."""
+    return paths.decode("teacher", test_set).with_suffix(".align_frames.json")
+
+
+def symbol_delays(paths, system: str, test_set: str, bundle: Bundle | TeacherAdapter) -> SymbolDelays | None:
+    """The teacher's alignments of ``test_set`` to collect, or ``system``'s symbol delays against them;
+    ``None`` when the teacher's have not been written."""
+    frame_ms = (bundle.frame_shift_ms if isinstance(bundle, TeacherAdapter)
+                else bundle.frontend["frame_shift_ms"] * bundle.model.subsampling_factor)
+    if system == "teacher":
+        return SymbolDelays(bundle.tokenizer, frame_ms)
+    reference = align_frames_path(paths, test_set)
+    return SymbolDelays(bundle.tokenizer, frame_ms, read_json(reference)) if reference.exists() else None
 
 
 def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
@@ -82,7 +104,8 @@ def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
     try:
         for test_set in cfg.test_sets:
             dataset = UtteranceDataset.from_exp(paths, test_set, cmvn, bundle.tokenizer)
-            runs = {system: (decode_offline, (bundle, dataset))}
+            delays = symbol_delays(paths, system, test_set, bundle)
+            runs = {system: (decode_offline, (bundle, dataset, None, delays and delays.add))}
             if lm_search is not None:
                 runs[f"{system}_lm"] = (decode_offline, (bundle, dataset, lm_search))
             if bundle.streaming and cfg.decode.streaming:
@@ -93,6 +116,11 @@ def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
                 summary = summarize(rows)
                 if name.endswith("_lm"):
                     summary.update(lm_settings)
+                if name == system and delays is not None:
+                    if delays.reference is None:
+                        write_json(align_frames_path(paths, test_set), delays.to_json())
+                    else:
+                        summary.update(delays.summary())
                 if decode is decode_streaming:  # chunk + look-ahead + feature window
                     summary["latency_ms"] = algorithmic_latency_ms(bundle.model, bundle.frontend,
                                                                    cfg.decode.chunk_frames)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +80,30 @@ def test_symbol_delays_of_a_test_set_against_the_teacher():
     assert other.summary()["symbol_delay_ms"] == pytest.approx(80.0)
     assert SymbolDelays(tok, FRAME_MS, {"frame_ms": FRAME_MS, "utterances": {}}).summary() == {
         "symbol_delay_ms": None, "symbol_delay_p90_ms": None, "symbol_delay_utts": 0}
+
+
+def test_decode_stage_measures_a_student_against_the_teacher_alignments(tmp_path):
+    from model_fixtures import make_bundle
+
+    from asr_kd.data.dataset import UtteranceDataset
+    from asr_kd.data.manifest import Utterance
+    from asr_kd.decoding.corpus import decode_offline
+    from asr_kd.paths import ExpPaths
+    from asr_kd.stages.decode import align_frames_path, symbol_delays
+    from asr_kd.utils import write_json
+
+    bundle = make_bundle(tmp_path)
+    rng = np.random.default_rng(0)
+    feats = {utt: rng.normal(10, 3, (n, 80)).astype(np.float32) for utt, n in (("u1", 48), ("u2", 8))}
+    utts = [Utterance("u1", "u1.wav", 0.5, "ab c"),
+            Utterance("u2", "u2.wav", 0.1, "abcde abcde")]  # more tokens than u2's frames: skipped
+    dataset = UtteranceDataset(utts, feats, bundle.cmvn, bundle.tokenizer)
+    paths = ExpPaths(tmp_path)
+    assert symbol_delays(paths, "student", "test", bundle) is None  # no teacher alignments yet
+    teacher = symbol_delays(paths, "teacher", "test", bundle)
+    decode_offline(bundle, dataset, None, teacher.add)
+    assert teacher.alignments["u2"] is None and len(teacher.alignments["u1"]["frames"]) == 4
+    write_json(align_frames_path(paths, "test"), teacher.to_json())
+    student = symbol_delays(paths, "student", "test", bundle)  # the same model: no delay
+    decode_offline(bundle, dataset, None, student.add)
+    assert student.summary() == {"symbol_delay_ms": 0.0, "symbol_delay_p90_ms": 0.0, "symbol_delay_utts": 1}

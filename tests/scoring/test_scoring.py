@@ -82,6 +82,7 @@ def fake_experiment(root: Path, kd_rate: dict[str, float]) -> ExpPaths:
                 "rtf": 0.01 if name != "teacher" else 0.05,
                 "latency_ms": 320.0 if name.endswith(("_streaming", "_onnx")) else None,
                 **({"size_mb": 0.5, "peak_rss_mb": 61.0} if name.endswith("_onnx") else {}),
+                **({"symbol_delay_ms": 80.0, "symbol_delay_p90_ms": 120.0} if name == "student_kd" else {}),
             }
             write_jsonl(paths.decode(name, test_set), [*rows, {"summary": summary}])
     write_jsonl(
@@ -155,6 +156,9 @@ def test_report_entries_keep_old_keys_and_gain_intervals_counts_and_speakers(sco
         exported = systems["student_kd_onnx"]  # its own size (the graph file) and memory
         assert (exported["size_mb"], exported["peak_rss_mb"], exported["params"]) == (0.5, 61.0, 10)
         assert "peak_rss_mb" not in systems["student_kd_streaming"]
+        kd = systems["student_kd"]  # the symbol delay against the teacher, where decode measured it
+        assert (kd["symbol_delay_ms"], kd["symbol_delay_p90_ms"]) == (80.0, 120.0)
+        assert "symbol_delay_ms" not in systems["student_ctc"]
         for r in systems.values():
             assert {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms"} <= set(r)
             assert r["wer"] == pytest.approx((r["sub"] + r["del"] + r["ins"]) / r["words"])
