@@ -162,6 +162,8 @@ def test_torchaudio_teacher_caches_teaches_and_is_reported(torchaudio_exp, tiny_
     assert teacher["vocabulary"] == (exp / "data/tokens.txt").read_text().replace("<space>", " ").splitlines()
     for test_set in cfg.test_sets:  # the teacher and each student decoded and scored
         assert {"teacher", "student_ctc", "student_kd"} <= set(report["test_sets"][test_set])
+        assert "symbol_delay_ms" in report["test_sets"][test_set]["student_ctc"]  # vs the 20 ms teacher
+        assert (exp / "decode/teacher" / f"{test_set}.align_frames.json").is_file()
     assert report["systems"]["teacher"]["params"] == teacher["params"]
     assert report["systems"]["teacher"]["config"]["adapter"]["bundle"] == "TINY_W2V_ASR"
 
