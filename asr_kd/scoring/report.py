@@ -27,7 +27,8 @@ Keys, once:
   the end of the utterance. ``symbol_delay_ms``, ``symbol_delay_p90_ms``: mean and p90 over the
   test set's tokens of when a student's greedy offline decode emits each token of the transcript
   (its first frame in the student's own CTC forced alignment) minus when the teacher does (its
-  first frame in the teacher's), in ms (asr_kd.decoding.latency); absent where not measured.
+  first frame in the teacher's), in ms (asr_kd.decoding.latency); absent where not measured, ``null``
+  where no utterance could be aligned on both.
   ``utterances``: how many were decoded.
 - ``<system>_streaming`` is a streamed decode, ``<system>_lm`` a beam search with the train
   transcripts' word LM and lexicon (``decode=beam_lm``) at ``lm_weight``, chosen for that system
