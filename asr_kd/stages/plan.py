@@ -4,6 +4,7 @@ with the settings it depends on and the units it reads, all resolved from the co
 Units of work (a stamp each, ``stamps/<unit>.json``)::
 
     prepare -> features -> teacher -> cache/<cache>/<split> -> student/<system> -> decode/<system> -> score
+                          teacher -> decode/teacher -> decode/<system> (symbol delays against its alignments)
                        -> teacher/fold<i>of<K> ->         student/<system> -> export/<system> -> score
     export/<system>: ONNX graphs of a streaming system of ``export.systems`` and their decodes of the
     test sets; of a name that is no system of the plan, whatever models/<name>/model.pt holds (a
@@ -288,7 +289,10 @@ class Plan:
     def _decode_unit(self, name: str) -> tuple[dict, tuple[str, ...]]:
         cfg = self.cfg
         settings = {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set}
-        return settings, ("teacher" if name == "teacher" else f"student/{name}", "features")
+        if name == "teacher":
+            return settings, ("teacher", "features")
+        # a student's symbol delay is measured against the teacher decode's forced alignments
+        return settings, (f"student/{name}", "features", "decode/teacher")
 
     def _export_unit(self, name: str) -> tuple[dict, tuple[str, ...]]:
         cfg = self.cfg
