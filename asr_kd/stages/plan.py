@@ -288,7 +288,8 @@ class Plan:
 
     def _decode_unit(self, name: str) -> tuple[dict, tuple[str, ...]]:
         cfg = self.cfg
-        settings = {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set}
+        settings = {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set,
+                    "symbol_delays": 1}  # what a decode writes: decodes made before delays existed are redone
         if name == "teacher":
             return settings, ("teacher", "features")
         # a student's symbol delay is measured against the teacher decode's forced alignments
