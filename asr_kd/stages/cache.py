@@ -10,7 +10,7 @@ Writes: ``cache/<name>/<split>/`` (format in asr_kd.distill.cache; ``<name>``: `
         ``cache`` settings, asr_kd.stages.plan) and its ``summary.json``.
 Run:    ``asr-kd stage=cache [cache.k=16|null] [cache.device=auto|cpu|cuda]``; under ``torchrun``
         each rank writes its own shards. On a cluster, ``asr-kd stage=cache cache.parts=N
-        'cache.part=range(N)' hydra/launcher=submitit_slurm --multirun`` maps the shards over a job
+        'cache.part=range(N)' hydra/launcher=slurm --multirun`` maps the shards over a job
         array: job I writes shards ``s % N == I`` into the shared exp_dir; the job that finds every
         shard finished verifies the whole and stamps it (docs/scaling.md).
 
