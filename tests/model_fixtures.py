@@ -1,6 +1,7 @@
 """Tiny streaming models and audio that several test modules share: the Emformer and chunked
 Conformer configs, a saved-and-loaded bundle, streaming helpers and speech-like audio."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,16 @@ def varied_bundle(folder: Path, config: dict = EMFORMER):
         bundle.model.head.weight.normal_(0, 1.0)
         bundle.model.head.bias.zero_()
     return bundle
+
+
+def damaged_export(export_dir: Path, copy: Path, how: str) -> Path:
+    """A copy of ``export_dir`` whose ``model.onnx`` has 256 bytes flipped (``how="flip"``) or lost
+    its second half (``"truncate"``): what a runtime must refuse before loading."""
+    shutil.copytree(export_dir, copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    if how == "flip":
+        data[4000:4256] = bytes(b ^ 0x5A for b in data[4000:4256])
+    else:
+        data = data[: len(data) // 2]
+    (copy / "model.onnx").write_bytes(bytes(data))
+    return copy

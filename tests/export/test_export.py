@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from model_fixtures import CONFORMER, EMFORMER, make_bundle, speech_like, varied_bundle
+from model_fixtures import CONFORMER, EMFORMER, damaged_export, make_bundle, speech_like, varied_bundle
 
 import asr_kd
 import asr_kd.export.onnx as export_onnx
@@ -149,16 +149,7 @@ def test_kill_9_during_export_leaves_the_old_folder(sherpa_export, tmp_path):
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_damaged_graph_is_refused_before_loading(sherpa_export, tmp_path, damage):
     _, folder, _ = sherpa_export
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for f in folder.iterdir():
-        (copy / f.name).write_bytes(f.read_bytes())
-    data = bytearray((copy / "model.onnx").read_bytes())
-    if damage == "flip":
-        data[5000:5256] = bytes(b ^ 0xFF for b in data[5000:5256])
-    else:
-        data = data[: len(data) // 2]
-    (copy / "model.onnx").write_bytes(bytes(data))
+    copy = damaged_export(folder, tmp_path / "copy", damage)
     with pytest.raises(DataError, match="model.onnx: SHA-256 differs"):
         load_model(copy)
     load_model(copy, int8=True)  # the other graph is intact

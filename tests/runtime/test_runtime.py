@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_fixtures import CONFORMER, make_bundle, speech_like, varied_bundle
+from model_fixtures import CONFORMER, damaged_export, make_bundle, speech_like, varied_bundle
 from websockets.asyncio.server import serve
 
 from asr_kd.data.audio import save_audio
@@ -173,13 +173,8 @@ def test_transcriber_names_bad_input_in_one_line(export_dir, wav_file, tmp_path,
 
         sf.write(audio := tmp_path / "nan.wav", np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
     else:
-        shutil.copytree(export_dir, folder := tmp_path / "copy")
-        data = bytearray((folder / "model.onnx").read_bytes())
-        if case == "flipped graph":
-            data[4000:4256] = bytes(b ^ 0x5A for b in data[4000:4256])
-        else:
-            data = data[: len(data) // 3]
-        (folder / "model.onnx").write_bytes(bytes(data))
+        how = "flip" if case == "flipped graph" else "truncate"
+        folder = damaged_export(export_dir, tmp_path / "copy", how)
     result = asr_kd_onnx(folder, audio)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("asr-kd-onnx: ") and result.stderr.count("\n") == 1, result.stderr
