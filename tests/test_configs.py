@@ -241,3 +241,15 @@ def test_every_shipped_target_is_allowed():
     targets = {line.split(":", 1)[1].strip() for y in CONF.rglob("*.yaml")
                for line in y.read_text().splitlines() if line.strip().startswith("_target_:")}
     assert targets <= ALLOWED_TARGETS
+
+
+def test_later_settings_enter_a_systems_fingerprint_only_when_used():
+    plan = Plan(_compose("recipe=smoke",
+                         "+systems.a={objective: {from: kd, delay_window: 2}, labelled: 0.25}"))
+    assert plan.systems["a"].objective["delay_window"] == 2 and plan.systems["a"].config["labelled"] == 0.25
+    kd = plan.systems["student_kd"]
+    assert "delay_window" not in kd.objective and "labelled" not in kd.config  # as fingerprinted before
+    assert kd.build_objective().delay_window == 0
+    for bad in ("labelled: 1.5", "labelled: 0", "objective: {from: kd, delay_window: -1}"):
+        with pytest.raises(ConfigError, match="systems.b"):
+            Plan(_compose(f"+systems.b={{{bad}}}"))

@@ -72,8 +72,13 @@ def test_report_json_contract(smoke):
             assert r["size_mb"] == pytest.approx(size / 1e6)  # fp32 weights, or the exported graph's file
         assert systems["student_kd_sherpa_int8"]["size_mb"] < systems["student_kd_sherpa"]["size_mb"]
         assert systems["student_kd_sherpa"]["peak_rss_mb"] > 0
+        for name in (*STUDY, *(f"{s}_streaming" for s in STUDY)):  # greedy decodes, offline and streamed
+            assert {"symbol_delay_ms", "symbol_offset_frames"} <= set(systems[name])
+            offset = systems[name]["symbol_offset_frames"]
+            assert offset is None or isinstance(offset, int)
     seen = report["test_sets"]["test_seen"]
     assert seen["student_kd"]["params"] < seen["teacher"]["params"]
+    assert report["systems"]["teacher"]["dev_wer"] >= 0 and report["systems"]["student_kd"]["dev_wer"] >= 0
     # each system's resolved config is recorded
     assert report["systems"]["student_kd_k4"]["config"]["cache"] == "teacher_k4"
     assert report["systems"]["student_kd_T1"]["config"]["objective"]["temperature"] == 1.0
@@ -271,6 +276,28 @@ def test_sequence_kd_trains_on_the_teachers_1best(smoke):
     )
     assert "CTC targets of all utterances are the teacher's 1-best" in run.stdout + run.stderr
     assert paths.checkpoint("student_seq").exists()
+
+
+def test_a_labelled_share_hides_the_rest_of_the_transcripts(smoke):
+    from asr_kd.data.dataset import UtteranceDataset
+
+    paths = ExpPaths(smoke)
+    teacher = load_bundle(paths.checkpoint("teacher"))
+    full = UtteranceDataset.from_exp(paths, "train", teacher.cmvn, teacher.tokenizer)
+    half = UtteranceDataset.from_exp(paths, "train", teacher.cmvn, teacher.tokenizer, labelled=0.5)
+    assert [u.id for u in half.utts] == [u.id for u in full.utts]
+    n = round(len(full) / 2)
+    assert [u.text for u in half.utts[:n]] == [u.text for u in full.utts[:n]]
+    assert all(u.text is None for u in half.utts[n:]) and not half[n]["labelled"]
+    only = UtteranceDataset.from_exp(paths, "train", teacher.cmvn, teacher.tokenizer, labelled=0.5,
+                                     keep_untranscribed=False)
+    assert [u.id for u in only.utts] == [u.id for u in full.utts[:n]]
+    run = asr_kd("stage=student", "recipe=smoke", f"exp_dir={smoke}", "~systems",
+                 "+systems.half_ctc={objective: ctc_only, labelled: 0.5}",
+                 "+systems.half_pseudo={objective: pseudo, labelled: 0.5}")
+    out = run.stdout + run.stderr
+    assert "half_pseudo: CTC targets of untranscribed utterances are the teacher's 1-best" in out
+    assert trained_systems(run) == {"half_ctc", "half_pseudo"}
 
 
 def test_lm_pseudo_labels_are_decoded_once_per_system(smoke):

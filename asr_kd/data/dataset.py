@@ -94,14 +94,24 @@ class UtteranceDataset(Dataset):
         cmvn: GlobalCMVN,
         tokenizer: Tokenizer,
         teacher: Callable[[str, str, bool], dict[str, torch.Tensor]] | None = None,
+        labelled: float | None = None,
+        keep_untranscribed: bool = True,
     ) -> UtteranceDataset:
         """The dataset of one split, or several read as one, of an experiment directory
         (an :class:`asr_kd.paths.ExpPaths`); a split may be ``<split>:<N>``, its first N utterances
-        (:func:`parse_split`)."""
+        (:func:`parse_split`). ``labelled`` (0..1): only the first such share of each split keeps its
+        transcripts, the rest become untranscribed audio (dropped unless ``keep_untranscribed``)."""
         from asr_kd.data.manifest import read_manifest
 
         parsed = [parse_split(s) for s in ([splits] if isinstance(splits, str) else splits)]
-        utts = [u for split, limit in parsed for u in read_manifest(paths.manifest(split))[:limit]]
+        utts = []
+        for split, limit in parsed:
+            part = read_manifest(paths.manifest(split))[:limit]
+            if labelled is not None:
+                keep = round(labelled * len(part))
+                hidden = [replace(u, text=None) for u in part[keep:]]
+                part = part[:keep] + (hidden if keep_untranscribed else [])
+            utts += part
         stores = [FeatureStore(paths.features(split)) for split, _ in parsed]
         return cls(utts, stores[0] if len(stores) == 1 else StoreUnion(stores), cmvn, tokenizer, teacher)
 

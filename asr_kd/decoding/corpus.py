@@ -46,9 +46,11 @@ def decode_offline(
 
 
 def decode_streaming(
-    bundle: Bundle, dataset: UtteranceDataset, piece_ms: float, chunk_frames: int | None = None
+    bundle: Bundle, dataset: UtteranceDataset, piece_ms: float, chunk_frames: int | None = None,
+    on_scores: Callable[[str, str, torch.Tensor], None] | None = None,
 ) -> list[dict]:
-    """Feed each utterance's audio in ``piece_ms`` pieces through the streaming recognizer."""
+    """Feed each utterance's audio in ``piece_ms`` pieces through the streaming recognizer;
+    ``on_scores`` as :func:`decode_offline`'s, on the streamed logits."""
     recognizer = StreamingRecognizer(bundle, chunk_frames=chunk_frames)
     sr = recognizer.sample_rate
     piece = max(1, int(sr * piece_ms / 1000))
@@ -64,6 +66,8 @@ def decode_streaming(
             recognizer.accept_waveform(wav[offset : offset + piece])
         hyp = recognizer.finalize()
         rows.append({"id": utt.id, "ref": utt.text, "hyp": hyp, "duration": len(wav) / sr, **clock.read()})
+        if on_scores is not None:
+            on_scores(utt.id, utt.text, recognizer.logits)
     return rows
 
 

@@ -13,7 +13,8 @@
   a reference model's (the teacher's) forced alignment. A token's anchor in either alignment is its
   first frame there, the onset of its CTC spike (:func:`token_frames`).
   :func:`delay_summary` gives their mean and p90, :func:`frame_offset` the teacher-to-student
-  shift in frames that follows from them. :class:`SymbolDelays` measures a whole test set (stage
+  shift in frames that follows from them (what ``distill.shift_frames`` should be for this student
+  at this chunk). :class:`SymbolDelays` measures a whole test set (stage
   decode: the teacher's alignments, then each student's delays against them).
 
 Works for any tokenizer whose ``decode`` turns a token prefix into a text prefix (characters, BPE).
@@ -172,8 +173,10 @@ class SymbolDelays:
         return {"frame_ms": self.frame_ms, "utterances": self.alignments}
 
     def summary(self) -> dict:
-        """The decode summary's ``symbol_delay_ms`` (mean), ``symbol_delay_p90_ms`` and
-        ``symbol_delay_utts`` (utterances measured)."""
+        """The decode summary's ``symbol_delay_ms`` (mean), ``symbol_delay_p90_ms``,
+        ``symbol_delay_utts`` (utterances measured) and ``symbol_offset_frames`` (the teacher-to-this-
+        model offset in this model's frames, :func:`frame_offset`; the teacher's delay to itself is 0)."""
         stats = delay_summary(self.delays_ms)
+        offset = frame_offset(self.delays_ms, [0.0], self.frame_ms) if self.delays_ms else None
         return {"symbol_delay_ms": stats["mean"], "symbol_delay_p90_ms": stats["p90"],
-                "symbol_delay_utts": self.utterances}
+                "symbol_delay_utts": self.utterances, "symbol_offset_frames": offset}

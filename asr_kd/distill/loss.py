@@ -4,7 +4,8 @@ objectives by asr_kd.distill.objectives).
 Distillation terms:
 
 * ``kd``: frame-level KL to the teacher (below). ``shift_frames`` delays the targets for a
-  streaming student that emits later than the offline teacher; ``blank_weight`` <
+  streaming student that emits later than the offline teacher (``delay_window``: by the best of a
+  window of delays, per utterance); ``blank_weight`` <
   1 with ``blank_threshold`` down-weights blank-dominated frames (``blank_weight = 0``: KD on
   the teacher's spike frames only); with ``symmetric`` a frame is blank-dominated only when the
   student's blank probability exceeds the threshold too, so a student that fires where the
@@ -90,48 +91,70 @@ def kd_loss(
     blank_weight: float = 1.0,
     blank_threshold: float = 0.9,
     symmetric: bool = False,
+    delay_window: int = 0,
 ) -> torch.Tensor:
     """KL(teacher_T || student_T) per frame, summed over valid frames, averaged over the batch.
 
     ``student_logits`` (B, T, V); ``teacher_values``/``teacher_indices`` (B, T, K); ``lengths``
     (B,) frames valid in both. ``shift_frames`` delays the targets: student frame t learns from
     teacher frame t - shift (the first ``shift`` frames get no KD), for students that emit later
-    than the offline teacher. ``blank_weight`` scales frames where the teacher's blank
-    probability exceeds ``blank_threshold`` (1.0 = plain KD), and the student's too if ``symmetric``.
+    than the offline teacher. ``delay_window`` > 0 makes the delay tolerant: each utterance takes
+    the shift in ``shift_frames .. shift_frames + delay_window`` where its mean KL per frame is
+    lowest (the choice is not differentiated), so a student whose emissions lag by a varying amount
+    (chunk size, position in the chunk) is matched where it can fire, as Delayed-KD's alignment
+    buffer does. ``blank_weight`` scales frames where the teacher's blank probability exceeds
+    ``blank_threshold`` (1.0 = plain KD), and the student's too if ``symmetric``.
     """
     b, t, _ = student_logits.shape
     t = min(t, teacher_values.shape[1])
     student_logits, teacher_values, teacher_indices = (
         student_logits[:, :t], teacher_values[:, :t].float(), teacher_indices[:, :t]
     )
-    blank_prob = _blank_prob(teacher_values, teacher_indices)
-    if shift_frames:
-        teacher_values = _delay(teacher_values, shift_frames)
-        teacher_indices = _delay(teacher_indices, shift_frames)
-        blank_prob = _delay(blank_prob, shift_frames)
-    mask = torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]
-    mask &= torch.arange(t, device=lengths.device)[None, :] >= shift_frames
-    weights = mask.float()
-    if blank_weight != 1.0:
-        blank = blank_prob > blank_threshold
-        if symmetric:
-            blank &= student_logits.detach().float().softmax(-1)[..., 0] > blank_threshold
-        weights = weights * torch.where(blank, blank_weight, 1.0)
-
+    if topk_mode not in ("residual", "renorm"):
+        raise ValueError(f"topk_mode must be 'residual' or 'renorm', not {topk_mode!r}")
     s_logp = (student_logits.float() / temperature).log_softmax(-1)
+    student_blank = None
+    if symmetric:
+        student_blank = student_logits.detach().float().softmax(-1)[..., 0] > blank_threshold
+    frames = torch.arange(t, device=lengths.device)[None, :]
+    best_kl = best_mean = None
+    for shift in range(shift_frames, shift_frames + delay_window + 1):
+        if shift >= t:
+            break
+        values, indices = (_delay(teacher_values, shift), _delay(teacher_indices, shift)) if shift else (
+            teacher_values, teacher_indices)
+        weights = ((frames < lengths[:, None]) & (frames >= shift)).float()
+        if blank_weight != 1.0:
+            blank = _blank_prob(values, indices) > blank_threshold
+            if student_blank is not None:
+                blank &= student_blank
+            weights = weights * torch.where(blank, blank_weight, 1.0)
+        kl = _frame_kl(s_logp, values, indices, temperature, topk_mode) * weights  # (B, T)
+        mean = kl.detach().sum(1) / weights.sum(1).clamp(min=1.0)
+        if best_kl is None:
+            best_kl, best_mean = kl, mean
+        else:
+            better = mean < best_mean
+            best_kl = torch.where(better[:, None], kl, best_kl)
+            best_mean = torch.minimum(mean, best_mean)
+    if best_kl is None:  # every utterance shorter than the shift
+        return student_logits.sum() * 0.0
+    return best_kl.sum() * temperature**2 / b
+
+
+def _frame_kl(s_logp: torch.Tensor, teacher_values: torch.Tensor, teacher_indices: torch.Tensor,
+              temperature: float, topk_mode: str) -> torch.Tensor:
+    """(B, T) KL of the student's ``s_logp`` (already at temperature) to the top-k targets."""
     s_top = s_logp.gather(-1, teacher_indices)
     t_top = teacher_values / temperature
     if topk_mode == "renorm":
         t_logp, s_logp_k = t_top.log_softmax(-1), s_top.log_softmax(-1)
-    elif topk_mode == "residual":
+    else:
         t_rest = _log_rest(teacher_values) / temperature
         t_logp = torch.cat([t_top, t_rest.unsqueeze(-1)], -1).log_softmax(-1)
         s_rest = _log1mexp(torch.logsumexp(s_top, -1))
         s_logp_k = torch.cat([s_top, s_rest.unsqueeze(-1)], -1)
-    else:
-        raise ValueError(f"topk_mode must be 'residual' or 'renorm', not {topk_mode!r}")
-    kl = (t_logp.exp() * (t_logp - s_logp_k)).sum(-1)  # (B, T)
-    return (kl * weights).sum() * temperature**2 / b
+    return (t_logp.exp() * (t_logp - s_logp_k)).sum(-1)
 
 
 def guided_ctc_loss(

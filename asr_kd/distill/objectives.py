@@ -19,6 +19,7 @@ the CTC term too (Distil-Whisper filters its pseudo-labels the same way, against
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -35,6 +36,10 @@ class Objective:
     needs_teacher: bool = False
     pseudo_labels: str = "none"
     pseudo_lm_weight: float | None = None
+    #: Settings added after systems were fingerprinted, with the value that means "as before": left out
+    #: of a system's resolved objective at that value (asr_kd.stages.plan), so existing experiments
+    #: keep their fingerprints and are not retrained.
+    LATER_SETTINGS: ClassVar[dict] = {}
 
     def __call__(
         self, logits: torch.Tensor, lengths: torch.Tensor, batch: Batch, progress: float
@@ -117,7 +122,8 @@ class Distillation(Objective):
 @dataclass
 class FrameKD(Distillation):
     """Frame-level KL to the cached teacher posteriors (asr_kd.distill.loss.kd_loss: temperature,
-    top-k handling, delayed targets, blank weighting; ``symmetric``: a frame is blank-dominated
+    top-k handling, delayed targets (``shift_frames``, or the best of ``shift_frames ..
+    shift_frames + delay_window`` per utterance), blank weighting; ``symmetric``: a frame is blank-dominated
     only when teacher *and* student say so, the frame selection that lets KD train without CTC,
     Hilmes et al. 2025)."""
 
@@ -127,6 +133,8 @@ class FrameKD(Distillation):
     blank_weight: float = 1.0
     blank_threshold: float = 0.9
     symmetric: bool = False
+    delay_window: int = 0
+    LATER_SETTINGS: ClassVar[dict] = {"delay_window": 0}
 
     def __post_init__(self):
         super().__post_init__()
@@ -134,11 +142,14 @@ class FrameKD(Distillation):
             raise ConfigError(f"topk_mode must be 'residual' or 'renorm', not {self.topk_mode!r}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, not {self.temperature}")
+        if self.shift_frames < 0 or self.delay_window < 0:
+            raise ConfigError(f"shift_frames ({self.shift_frames}) and delay_window ({self.delay_window}) "
+                              "must be >= 0 frames")
 
     def term(self, logits, lengths, batch):
         return kd_loss(logits, lengths, batch.teacher_values, batch.teacher_indices, self.temperature,
                        self.topk_mode, self.shift_frames, self.blank_weight, self.blank_threshold,
-                       self.symmetric)
+                       self.symmetric, self.delay_window)
 
 
 @dataclass

@@ -15,13 +15,20 @@ the runs whose own paired test (report.json ``comparisons``) found ``a`` better,
 ``p`` is each run's own p. ``pooled`` (``stage=compare folds=true``: the runs are folds with disjoint
 test sets) tests the mean difference over the runs that have both decodes with a stratified paired
 bootstrap (asr_kd.scoring.significance.pooled_compare), in report.json's units.
+
+With ``sweep`` (``stage=compare sweep=<CTC-only system>``: runs that differ in their teacher, a
+teacher-strength sweep) ``compare.json`` also holds ``"sweep": {"baseline", "runs": {RUN: {"teacher_gap",
+"gains": {SYSTEM: gain}}}}`` from report.json's ``systems.<name>.dev_wer``: ``teacher_gap`` = the
+baseline's dev WER minus the teacher's (positive: the teacher knows more), each ``gain`` = the baseline's
+dev WER minus the distilled system's (positive: distillation paid); fractions, as report.json's.
 """
 
 from __future__ import annotations
 
 import statistics
 
-__all__ = ["METRICS", "aggregate_reports", "render_compare_markdown"]
+__all__ = ["METRICS", "aggregate_reports", "render_compare_markdown", "teacher_gains",
+           "render_sweep_markdown"]
 
 #: The per-system figures aggregated across runs.
 METRICS = ("wer", "cer", "rtf")
@@ -100,3 +107,29 @@ def render_compare_markdown(agg: dict) -> str:
             lines.append(row)
         lines.append("")
     return "\n".join(lines)
+
+
+def teacher_gains(reports: dict[str, dict], baseline: str) -> dict:
+    """The ``sweep`` entry (module docstring): per run, the teacher's dev gap to ``baseline`` and every
+    other system's dev gain over it; systems without a dev WER, and runs without the baseline's, are
+    left out."""
+    runs = {}
+    for run, report in reports.items():
+        dev = {name: s.get("dev_wer") for name, s in report["systems"].items()}
+        if dev.get(baseline) is None or dev.get("teacher") is None:
+            continue
+        gains = {name: dev[baseline] - wer for name, wer in dev.items()
+                 if wer is not None and name not in ("teacher", baseline)}
+        runs[run] = {"teacher_gap": dev[baseline] - dev["teacher"], "gains": gains}
+    return {"baseline": baseline, "runs": runs}
+
+
+def render_sweep_markdown(sweep: dict) -> str:
+    """The sweep table: one row per run, the teacher's dev gap and each system's dev gain, in points."""
+    systems = list(dict.fromkeys(n for r in sweep["runs"].values() for n in r["gains"]))
+    lines = [f"## Distillation gain against the teacher's gap (dev WER points over {sweep['baseline']})", "",
+             "| run | teacher gap | " + " | ".join(systems) + " |", "|---|---:|" + "---:|" * len(systems)]
+    for run, r in sweep["runs"].items():
+        gains = [f"{100 * r['gains'][n]:+.2f}" if n in r["gains"] else "-" for n in systems]
+        lines.append(f"| {run} | {100 * r['teacher_gap']:+.2f} | " + " | ".join(gains) + " |")
+    return "\n".join([*lines, ""])

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from asr_kd.utils import atomic_path
 
-__all__ = ["plot_report", "plot_pareto", "plot_training_curves", "curve_panels", "pareto_front"]
+__all__ = ["plot_report", "plot_pareto", "plot_training_curves", "curve_panels", "pareto_front", "plot_gains"]
 
 #: train_log.jsonl keys that are not loss terms.
 _NOT_LOSSES = {"step", "lr", "grad_norm", "x_realtime"}
@@ -140,5 +140,25 @@ def plot_training_curves(logs: dict[str, list[dict]], path: str | os.PathLike) -
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_gains(sweep: dict, path: str | os.PathLike) -> None:
+    """A teacher-strength sweep (asr_kd.scoring.aggregate.teacher_gains): each distilled system's dev
+    gain over the CTC-only baseline against the teacher's dev gap to it, one line per system."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    systems = list(dict.fromkeys(n for r in sweep["runs"].values() for n in r["gains"]))
+    for name in systems:
+        points = sorted((100 * r["teacher_gap"], 100 * r["gains"][name]) for r in sweep["runs"].values()
+                        if name in r["gains"])
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel(f"teacher gap: dev WER of {sweep['baseline']} - teacher's (points)")
+    ax.set_ylabel(f"gain: dev WER of {sweep['baseline']} - system's (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     _save(fig, path)

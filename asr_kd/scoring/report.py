@@ -6,9 +6,10 @@ systems, size, speed and provenance, as JSON and Markdown (plots: asr_kd.scoring
     {"test_sets": {SET: {SYSTEM: {"wer", "cer", "params", "size_mb", "rtf", "utterances", "latency_ms",
                                   ["lm_weight", "blank_penalty" (``_lm`` systems)],
                                   ["peak_rss_mb" (exported)],
-                                  ["symbol_delay_ms", "symbol_delay_p90_ms" (students, greedy)],
+                                  ["symbol_delay_ms", "symbol_delay_p90_ms", "symbol_offset_frames"
+                                   (students, greedy offline and streamed)],
                                   "wer_ci95", "words", "sub", "del", "ins", "per_speaker"}}},
-     "systems": {SYSTEM: {"params", "size_mb", "kind"}},
+     "systems": {SYSTEM: {"params", "size_mb", "kind", "config", "dev_wer"}},
      "comparisons": [{"test_set", "a", "b", "delta", "ci95", "p", "p_improve", "p_wilcoxon"}],
      "bootstrap": {"resamples", "seed", "min_speakers", "interval",
                    "blocked_by": {SET: "speaker" | "utterance"}},
@@ -21,14 +22,17 @@ Keys, once:
 
 - ``wer``, ``cer``: corpus error rates, fractions (0.05 = 5 %), after the one text normalisation.
 - ``params``, ``size_mb``: the model's parameter count and fp32 weights in MB (1e6 bytes);
-  ``kind``: ``streaming`` or ``offline``.
+  ``kind``: ``streaming`` or ``offline``; ``dev_wer``: the model's last evaluation on the dev set in
+  its training log (what settings are chosen on), ``null`` for a model not trained here.
 - ``rtf``: CPU seconds per audio second on one thread; ``latency_ms``: the algorithmic latency of
   streamed decodes (chunk + look-ahead + feature window), ``null`` for offline ones, which wait for
   the end of the utterance. ``symbol_delay_ms``, ``symbol_delay_p90_ms``: mean and p90 over the
-  test set's tokens of when a student's greedy offline decode emits each token of the transcript
-  (its first frame in the student's own CTC forced alignment) minus when the teacher does (its
-  first frame in the teacher's), in ms (asr_kd.decoding.latency); absent where not measured, ``null``
-  where no utterance could be aligned on both.
+  test set's tokens of when a student's greedy decode (offline, or streamed at the decode's chunk)
+  emits each token of the transcript (its first frame in the student's own CTC forced alignment)
+  minus when the teacher does (its first frame in the teacher's), in ms
+  (asr_kd.decoding.latency); ``symbol_offset_frames``: that mean in the student's frames, rounded:
+  the ``distill.shift_frames`` that would align the teacher's targets to this student. Absent where
+  not measured, ``null`` where no utterance could be aligned on both.
   ``utterances``: how many were decoded.
 - ``<system>_streaming`` is a streamed decode, ``<system>_lm`` a beam search with the train
   transcripts' word LM and lexicon (``decode=beam_lm``) at ``lm_weight``, chosen for that system
@@ -191,7 +195,7 @@ def score_test_set(
             "size_mb": d.summary.get("size_mb", size["size_mb"]),  # an exported graph's file
             "rtf": d.summary["rtf"], "utterances": len(e.ids), "latency_ms": d.summary.get("latency_ms"),
             **{k: d.summary[k] for k in ("lm_weight", "blank_penalty", "peak_rss_mb", "symbol_delay_ms",
-                                         "symbol_delay_p90_ms") if k in d.summary},
+                                         "symbol_delay_p90_ms", "symbol_offset_frames") if k in d.summary},
             "wer_ci95": list(boot.interval(name)), "words": int(e.words.sum()),
             "sub": int(e.sub.sum()), "del": int(e.dele.sum()), "ins": int(e.ins.sum()),
             "per_speaker": _per_speaker(e.errors[aligned[name]], first.words, labels),
@@ -243,6 +247,11 @@ def render_markdown(report: dict) -> str:
         memory = [f"{name} {r['peak_rss_mb']:.0f} MB" for name, r in systems.items() if "peak_rss_mb" in r]
         lines += ["", f"Peak resident memory of the ONNX decodes (torch-free runtime): {', '.join(memory)}"
                   ] if memory else []
+        delays = [f"{name} {r['symbol_delay_ms']:.0f} ms (p90 {r['symbol_delay_p90_ms']:.0f}, offset "
+                  f"{r.get('symbol_offset_frames')} frames)"
+                  for name, r in systems.items() if r.get("symbol_delay_ms") is not None]
+        lines += ["", f"Symbol delay against the teacher's forced alignments: {', '.join(delays)}"
+                  ] if delays else []
         verdicts = [verdict(c) for c in report.get("comparisons", []) if c["test_set"] == test_set]
         if verdicts:
             lines += ["", f"Paired comparisons (bootstrap by {blocked_by.get(test_set, 'utterance')}):", ""]

@@ -2,11 +2,15 @@
 
 Reads:  ``<run>/report.json`` of every directory in ``runs`` (each scored by ``stage=score``); with
         ``folds=true`` also their ``decode/<system>/<set>.jsonl``.
-Writes: ``compare.json`` (contract in asr_kd.scoring.aggregate) and ``compare.md`` in ``exp_dir``.
+Writes: ``compare.json`` (contract in asr_kd.scoring.aggregate) and ``compare.md`` in ``exp_dir``
+        (with ``sweep``: also ``compare_sweep.png``).
 Run:    ``asr-kd stage=compare runs=[exp/seed0,exp/seed1,exp/seed2] exp_dir=exp/seeds``
         ``asr-kd stage=compare runs=[exp/xval/george,...] folds=true exp_dir=exp/xval``: the runs are
         cross-validation folds (disjoint test sets), so each comparison's mean over them is tested too
         (a stratified paired bootstrap; recipes/fsdd/cross_speaker.sh).
+        ``asr-kd stage=compare runs=[exp/demo,exp/demo/teacher_steps400] sweep=student_ctc_q``: runs
+        that differ in their teacher; also each distilled system's dev gain over that CTC-only system
+        against the teacher's dev gap to it (``compare_sweep.png``; recipes/demo/teacher_sweep.sh).
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ from omegaconf import DictConfig
 
 from asr_kd.errors import MissingUpstreamError
 from asr_kd.paths import ExpPaths
-from asr_kd.scoring.aggregate import aggregate_reports, render_compare_markdown
+from asr_kd.scoring.aggregate import (
+    aggregate_reports,
+    render_compare_markdown,
+    render_sweep_markdown,
+    teacher_gains,
+)
+from asr_kd.scoring.plots import plot_gains
 from asr_kd.scoring.report import read_decode
 from asr_kd.scoring.significance import Bootstrap, pooled_compare
 from asr_kd.stages.base import exp_paths
@@ -66,7 +76,15 @@ def run(cfg: DictConfig) -> None:
                                       cfg.score.seed + k) for k, r in enumerate(c["delta"]["runs"])]
             c["pooled"] = dataclasses.asdict(pooled_compare(strata, c["a"], c["b"]))
     root = exp_paths(cfg).root
+    markdown = render_compare_markdown(agg)
+    if cfg.sweep:
+        agg["sweep"] = teacher_gains(reports, cfg.sweep)
+        if not agg["sweep"]["runs"]:
+            raise ValueError(f"sweep: no run's report.json has the dev WER of the teacher and of {cfg.sweep} "
+                             "(systems.<name>.dev_wer, written by stage=score)")
+        markdown += "\n" + render_sweep_markdown(agg["sweep"])
+        plot_gains(agg["sweep"], root / "compare_sweep.png")
     write_json(root / "compare.json", agg)
     with atomic_path(root / "compare.md") as tmp:
-        tmp.write_text(render_compare_markdown(agg), encoding="utf-8")
-    log.info("compare: %d runs -> %s\n%s", len(reports), root / "compare.md", render_compare_markdown(agg))
+        tmp.write_text(markdown, encoding="utf-8")
+    log.info("compare: %d runs -> %s\n%s", len(reports), root / "compare.md", markdown)

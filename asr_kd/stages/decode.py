@@ -8,10 +8,12 @@ Writes: ``decode/<system>/<set>.jsonl``: one line per utterance ``{"id", "ref", 
         ``decode.threads`` threads; ``wall_s``: elapsed seconds), plus a last line
         ``{"summary": {...}}`` whose ``rtf`` is CPU-based (stable on a shared machine),
         ``rtf_wall`` elapsed-based and (streamed decodes only) ``latency_ms`` algorithmic.
-        Each student's greedy offline summary also holds its symbol delay against the teacher
-        (asr_kd.decoding.latency.SymbolDelays): ``symbol_delay_ms`` (mean), ``symbol_delay_p90_ms``
-        and ``symbol_delay_utts`` (utterances aligned on both), from the forced alignments of the
-        transcripts that the teacher's decode keeps in ``decode/teacher/<set>.align_frames.json``.
+        Each student's greedy summaries (offline and streamed) also hold its symbol delay against the
+        teacher (asr_kd.decoding.latency.SymbolDelays): ``symbol_delay_ms`` (mean), ``symbol_delay_p90_ms``,
+        ``symbol_delay_utts`` (utterances aligned on both) and ``symbol_offset_frames`` (the shift of
+        the teacher's targets that would align them to this student at this chunk; a stale
+        ``shift_frames`` is logged), from the forced alignments of the transcripts that the teacher's
+        decode keeps in ``decode/teacher/<set>.align_frames.json``.
         Streaming decodes are the systems ``<system>_streaming``, LM decodes ``<system>_lm``
         (the LM and lexicon, rebuilt from the train transcripts: ``decode/lm/``; their summary
         holds the ``lm_weight`` and ``blank_penalty`` used, chosen per system on ``dev_set`` among
@@ -74,6 +76,18 @@ def symbol_delays(paths, system: str, test_set: str, bundle: Bundle | TeacherAda
     return SymbolDelays(bundle.tokenizer, frame_ms, read_json(reference)) if reference.exists() else None
 
 
+def warn_stale_shift(plan: Plan, system: str, decode: str, test_set: str, offset: int | None) -> None:
+    """Say when a system trained on targets delayed by a fixed ``shift_frames`` emits, as decoded here
+    (e.g. streamed at another chunk than it was trained for), at another offset from the teacher:
+    the shift is stale for this chunk (``delay_window`` adapts the delay per utterance instead)."""
+    objective = plan.systems[system].objective if system in plan.systems else {}
+    shift, window = objective.get("shift_frames", 0), objective.get("delay_window", 0)
+    if offset is not None and shift and not shift <= offset <= shift + window:
+        log.warning("decode: %s was trained on targets delayed %d frame(s), but %s on %s emits %d frame(s) "
+                    "after the teacher: the shift is stale for this chunk (re-measure it, or use "
+                    "distill.delay_window)", system, shift, decode, test_set, offset)
+
+
 def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
     stamp = StageStamp(cfg, f"decode/{system}", plan)
     if stamp.is_done():
@@ -104,23 +118,24 @@ def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
     try:
         for test_set in cfg.test_sets:
             dataset = UtteranceDataset.from_exp(paths, test_set, cmvn, bundle.tokenizer)
-            delays = symbol_delays(paths, system, test_set, bundle)
-            runs = {system: (decode_offline, (bundle, dataset, None, delays and delays.add))}
+            runs = {system: (decode_offline, (bundle, dataset, None))}
             if lm_search is not None:
                 runs[f"{system}_lm"] = (decode_offline, (bundle, dataset, lm_search))
             if bundle.streaming and cfg.decode.streaming:
                 args = (bundle, dataset, cfg.decode.piece_ms, cfg.decode.chunk_frames)
                 runs[f"{system}_streaming"] = (decode_streaming, args)
             for name, (decode, args) in runs.items():
-                rows = decode(*args)
+                delays = None if name.endswith("_lm") else symbol_delays(paths, system, test_set, bundle)
+                rows = decode(*args, on_scores=delays and delays.add)
                 summary = summarize(rows)
                 if name.endswith("_lm"):
                     summary.update(lm_settings)
-                if name == system and delays is not None:
+                if delays is not None:
                     if delays.reference is None:
                         write_json(align_frames_path(paths, test_set), delays.to_json())
                     else:
                         summary.update(delays.summary())
+                        warn_stale_shift(plan, system, name, test_set, summary["symbol_offset_frames"])
                 if decode is decode_streaming:  # chunk + look-ahead + feature window
                     summary["latency_ms"] = algorithmic_latency_ms(bundle.model, bundle.frontend,
                                                                    cfg.decode.chunk_frames)

@@ -15,7 +15,10 @@ A **system** is a student trained one way. ``systems.<name>`` in the config hold
 any other; default: the top-level ``distill``), ``student`` (a ``student/`` option; default: the
 top-level ``student``), ``train`` (overrides of ``train.student``: steps, seed...), ``splits`` (what
 it trains on; default ``[train]``; ``unlabeled`` is the untranscribed audio, ``unlabeled:1200`` its
-first 1,200 utterances), ``cache`` (overrides of the top-level ``cache``: ``k``, ``teachers``...) and
+first 1,200 utterances), ``labelled`` (e.g. 0.25: it sees the transcripts of the first quarter of each
+split only, the rest is untranscribed audio to it, while the teacher trained on them all: the
+strong-teacher, small-labelled-set regime; an objective that reads no teacher drops that rest),
+``cache`` (overrides of the top-level ``cache``: ``k``, ``teachers``...) and
 ``seeds`` (``[1, 2]``: repeats of the system named ``<name>_seed1``, ``<name>_seed2``, each with
 that ``train.seed``). One rule: every part is the run's setting with the system's own on top.
 ``objective`` and ``student`` name an option (``student: conformer_full_small``), or an option with
@@ -60,7 +63,7 @@ __all__ = ["System", "Plan", "SYSTEM_KEYS"]
 #: The tokenizer that adopts a pretrained teacher's labels (conf/tokenizer/teacher.yaml).
 TEACHER_TOKENIZER = "asr_kd.models.adapters.teacher_tokenizer"
 #: The keys a ``systems.<name>`` node may hold.
-SYSTEM_KEYS = ("objective", "student", "train", "splits", "cache", "seeds")
+SYSTEM_KEYS = ("objective", "student", "train", "splits", "labelled", "cache", "seeds")
 @dataclass(frozen=True)
 class System:
     """One student system, resolved: everything that decides its weights."""
@@ -71,6 +74,7 @@ class System:
     train: dict  # TrainConfig fields
     splits: tuple[str, ...]
     cache: str | None  # the CacheSpec it reads, None when its objective needs no teacher
+    labelled: float | None = None  # share of each split whose transcripts it sees (None: all)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -80,8 +84,9 @@ class System:
     @property
     def config(self) -> dict:
         """The resolved system config (recorded in stamps and reports)."""
+        labelled = {} if self.labelled is None else {"labelled": self.labelled}  # absent: fingerprints kept
         return {"student": self.student, "objective": self.objective, "train": self.train,
-                "splits": list(self.splits), "cache": self.cache}
+                "splits": list(self.splits), "cache": self.cache, **labelled}
 
     def build_objective(self) -> Objective:
         return instantiate(self.objective)
@@ -189,7 +194,9 @@ class Plan:
         objective_node = OmegaConf.merge(*_option("distill", node.get("objective"), self.cfg.distill,
                                                   f"{where}.objective"))
         built = instantiate(objective_node, _where_=f"{where}.objective")
-        objective = {"_target_": objective_node._target_, **dataclasses.asdict(built)}  # typed, complete
+        objective = {"_target_": objective_node._target_,  # typed, complete but for LATER_SETTINGS unused
+                     **{k: v for k, v in dataclasses.asdict(built).items()
+                        if not (k in built.LATER_SETTINGS and v == built.LATER_SETTINGS[k])}}
         train = _typed_train(OmegaConf.merge(self.cfg.train.student, node.get("train") or {}),
                              f"{where}.train")
         splits = tuple(node.get("splits") or ("train",))
@@ -200,7 +207,12 @@ class Plan:
         option, changes = _option("student", node.get("student"), self.cfg.student, f"{where}.student")
         student = to_dict(OmegaConf.merge(option, self.cfg.get("student_overrides") or {}, changes))
         check_targets(student, f"{where}.student")
-        return System(name, student, objective, train, splits, cache)
+        labelled = node.get("labelled")
+        if labelled is not None and not (isinstance(labelled, float | int) and 0 < labelled <= 1):
+            raise ConfigError(f"{where}.labelled is the share of each split whose transcripts it sees, "
+                              f"in (0, 1]; got {labelled!r}")
+        return System(name, student, objective, train, splits, cache,
+                      None if labelled is None else float(labelled))
 
     def _cache_for(self, node: DictConfig, splits: tuple[str, ...], where: str) -> str:
         values = to_dict(check_types(CacheSettings, node, f"{where}.cache"))
@@ -289,7 +301,7 @@ class Plan:
     def _decode_unit(self, name: str) -> tuple[dict, tuple[str, ...]]:
         cfg = self.cfg
         settings = {"decode": to_dict(cfg.decode), "test_sets": list(cfg.test_sets), "dev_set": cfg.dev_set,
-                    "symbol_delays": 1}  # what a decode writes: decodes made before delays existed are redone
+                    "symbol_delays": 2}  # what a decode writes: decodes made before delays existed are redone
         if name == "teacher":
             return settings, ("teacher", "features")
         # a student's symbol delay is measured against the teacher decode's forced alignments

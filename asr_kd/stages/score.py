@@ -16,6 +16,7 @@ Comparisons: every student against the CTC-only baseline, plus the pairs of ``sc
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -53,6 +54,12 @@ def load_decodes(paths: ExpPaths, test_set: str, systems: list[str]) -> dict[str
     return decodes
 
 
+def final_dev_wer(train_log: Path) -> float | None:
+    """The dev WER of a model's last evaluation in its training log (``None``: not trained here)."""
+    rows = [r for r in read_jsonl(train_log) if "dev_wer" in r] if train_log.exists() else []
+    return rows[-1]["dev_wer"] if rows else None
+
+
 def run(cfg: DictConfig) -> None:
     plan = Plan(cfg)
     systems = plan.decoded
@@ -72,7 +79,8 @@ def run(cfg: DictConfig) -> None:
             params, streaming = count_parameters(model), model.streaming
         config = plan.systems[system].config if system in plan.systems else plan.settings("teacher")
         sizes[system] = {"params": params, "size_mb": 4 * params / 1e6,
-                         "kind": "streaming" if streaming else "offline", "config": config}
+                         "kind": "streaming" if streaming else "offline", "config": config,
+                         "dev_wer": final_dev_wer(paths.model_dir(system) / "train_log.jsonl")}
     report = {"test_sets": {}, "systems": sizes, "comparisons": [], "teacher": teacher}
     blocked_by = {}
     for test_set in cfg.test_sets:

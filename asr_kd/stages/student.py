@@ -58,7 +58,8 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
             log.warning("%s: time warping moves frames away from their cached teacher targets; "
                         "it is off for this distilled system (masks stay on)", system.name)
             train_cfg.spec_augment = {**train_cfg.spec_augment, "time_warp": 0}
-    train_set = UtteranceDataset.from_exp(paths, system.splits, fit.cmvn, tokenizer, teacher)
+    train_set = UtteranceDataset.from_exp(paths, system.splits, fit.cmvn, tokenizer, teacher, system.labelled,
+                                          keep_untranscribed=objective.needs_teacher)
     lm_weight = objective.pseudo_lm_weight
     if objective.pseudo_labels != "none":
         log.info("%s: CTC targets of %s utterances are the teacher's 1-best from the cache (%s)", system.name,

@@ -74,12 +74,13 @@ def test_symbol_delays_of_a_test_set_against_the_teacher():
     for utt, text in texts.items():
         student.add(utt, text, student_scores)
     assert student.summary() == pytest.approx({"symbol_delay_ms": 80.0, "symbol_delay_p90_ms": 80.0,
-                                               "symbol_delay_utts": 1})
+                                               "symbol_delay_utts": 1, "symbol_offset_frames": 2})
     other = SymbolDelays(CharTokenizer(["<blk>", "d", "c", "b", "a", " "]), FRAME_MS, reference)  # other ids
     other.add("u1", "ab cd", spikes(12, 6, [3, 4, 6, 7, 8], encode(other.tokenizer, "ab cd")))
     assert other.summary()["symbol_delay_ms"] == pytest.approx(80.0)
     assert SymbolDelays(tok, FRAME_MS, {"frame_ms": FRAME_MS, "utterances": {}}).summary() == {
-        "symbol_delay_ms": None, "symbol_delay_p90_ms": None, "symbol_delay_utts": 0}
+        "symbol_delay_ms": None, "symbol_delay_p90_ms": None, "symbol_delay_utts": 0,
+        "symbol_offset_frames": None}
 
 
 def test_decode_stage_measures_a_student_against_the_teacher_alignments(tmp_path):
@@ -106,4 +107,5 @@ def test_decode_stage_measures_a_student_against_the_teacher_alignments(tmp_path
     write_json(align_frames_path(paths, "test"), teacher.to_json())
     student = symbol_delays(paths, "student", "test", bundle)  # the same model: no delay
     decode_offline(bundle, dataset, None, student.add)
-    assert student.summary() == {"symbol_delay_ms": 0.0, "symbol_delay_p90_ms": 0.0, "symbol_delay_utts": 1}
+    assert student.summary() == {"symbol_delay_ms": 0.0, "symbol_delay_p90_ms": 0.0, "symbol_delay_utts": 1,
+                                 "symbol_offset_frames": 0}

@@ -61,6 +61,31 @@ def test_kd_ignores_padding_and_shifted_frames():
     assert shifted.item() == pytest.approx(ref.item(), rel=1e-4)
 
 
+def test_delay_window_matches_each_utterance_at_its_own_delay():
+    """A student that fires 1 frame (utterance a) and 2 frames (b) after the teacher: a fixed shift
+    fits one of them, the window fits both exactly, and KD never rewards a wrong delay."""
+    torch.manual_seed(0)
+    teacher = (3 * torch.randn(2, 12, 5)).log_softmax(-1)
+    idx = torch.arange(5).expand(2, 12, 5)
+    student = torch.stack([torch.cat([teacher[0, :1].expand(1, -1), teacher[0, :-1]]),
+                           torch.cat([teacher[1, :1].expand(2, -1), teacher[1, :-2]])])
+    lengths = torch.tensor([12, 12])
+    window = kd_loss(student, lengths, teacher, idx, shift_frames=0, delay_window=3)
+    assert window.item() == pytest.approx(0.0, abs=1e-4)
+    for shift in (0, 1, 2):
+        assert kd_loss(student, lengths, teacher, idx, shift_frames=shift).item() > 1.0
+    # the window equals the fixed shift of each utterance alone
+    for b, shift in ((0, 1), (1, 2)):
+        noisy = student[b:b + 1] + 0.3 * torch.randn(1, 12, 5)
+        one = kd_loss(noisy, lengths[:1], teacher[b:b + 1], idx[:1], delay_window=3)
+        fixed = kd_loss(noisy, lengths[:1], teacher[b:b + 1], idx[:1], shift_frames=shift)
+        assert 0.0 < one.item() == pytest.approx(fixed.item(), rel=1e-5)
+    # the chosen delay is not differentiated through: gradients flow to the student only
+    s = student.clone().requires_grad_(True)
+    kd_loss(s + 0.1 * torch.randn_like(s), lengths, teacher, idx, delay_window=3).backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all()
+
+
 def test_blank_weight_scales_blank_dominated_frames():
     s = torch.zeros(1, 2, 3)
     t = torch.tensor([[[0.98, 0.01, 0.01], [0.1, 0.8, 0.1]]]).log()

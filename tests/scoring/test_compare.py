@@ -30,9 +30,9 @@ def _fold(root: Path, name: str, hyps: dict[str, list[str]], refs: list[str]) ->
     (fold / "report.json").write_text(json.dumps(report))
 
 
-def _cfg(tmp_path: Path, runs: list[Path], folds: bool):
+def _cfg(tmp_path: Path, runs: list[Path], folds: bool, sweep: str | None = None):
     return OmegaConf.create({"runs": [str(r) for r in runs], "folds": folds, "exp_dir": str(tmp_path / "cmp"),
-                             "score": {"resamples": 500, "seed": 0}})
+                             "score": {"resamples": 500, "seed": 0}, "sweep": sweep})
 
 
 def test_folds_pool_a_consistent_gain_and_not_a_tie(tmp_path):
@@ -64,3 +64,25 @@ def test_folds_need_their_decodes(tmp_path):
     (tmp_path / "alice" / "decode" / "student_kd" / "test.jsonl").unlink()
     with pytest.raises(Exception, match="has no decode .*student_kd"):
         compare(_cfg(tmp_path, [tmp_path / "alice"], folds=True))
+
+
+def test_sweep_tabulates_each_students_dev_gain_against_the_teachers_gap(tmp_path):
+    refs = ["one", "two"] * 10
+    runs = []
+    for name, teacher, kd in (("strong", 0.10, 0.15), ("weak", 0.40, 0.35)):
+        _fold(tmp_path, name, {"student_ctc": refs, "student_kd": refs, "student_kd_plain": refs}, refs)
+        report = json.loads((tmp_path / name / "report.json").read_text())
+        report["systems"] = {"teacher": {"dev_wer": teacher}, "student_ctc": {"dev_wer": 0.30},
+                             "student_kd": {"dev_wer": kd}, "student_kd_plain": {"dev_wer": None}}
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
+        runs.append(tmp_path / name)
+    compare(_cfg(tmp_path, runs, folds=False, sweep="student_ctc"))
+    sweep = json.loads((tmp_path / "cmp" / "compare.json").read_text())["sweep"]
+    strong, weak = (sweep["runs"][str(r)] for r in runs)
+    assert strong["teacher_gap"] == pytest.approx(0.20)
+    assert strong["gains"] == {"student_kd": pytest.approx(0.15)}
+    assert weak["teacher_gap"] == pytest.approx(-0.10) and weak["gains"]["student_kd"] == pytest.approx(-0.05)
+    assert f"| {runs[1]} | -10.00 | -5.00 |" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert (tmp_path / "cmp" / "compare_sweep.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="sweep: no run.s report.json has the dev WER"):
+        compare(_cfg(tmp_path, runs, folds=False, sweep="nope"))
