@@ -109,3 +109,21 @@ def test_decode_stage_measures_a_student_against_the_teacher_alignments(tmp_path
     decode_offline(bundle, dataset, None, student.add)
     assert student.summary() == {"symbol_delay_ms": 0.0, "symbol_delay_p90_ms": 0.0, "symbol_delay_utts": 1,
                                  "symbol_offset_frames": 0}
+
+
+def test_a_fixed_shift_that_no_longer_fits_the_decoded_chunk_is_reported(caplog):
+    from types import SimpleNamespace
+
+    from asr_kd.stages.decode import warn_stale_shift
+
+    plan = SimpleNamespace(systems={
+        "fixed": SimpleNamespace(objective={"shift_frames": 2}),
+        "window": SimpleNamespace(objective={"shift_frames": 0, "delay_window": 2}),
+        "ctc": SimpleNamespace(objective={}),
+    })
+    with caplog.at_level("WARNING"):
+        for system, offset in (("fixed", 2), ("window", 0), ("window", 2), ("ctc", 5), ("fixed", None)):
+            warn_stale_shift(plan, system, f"{system}_streaming", "test", offset)
+        assert not caplog.records
+        warn_stale_shift(plan, "fixed", "fixed_streaming", "test", 4)  # e.g. streamed at a smaller chunk
+    assert "fixed was trained on targets delayed 2 frame(s), but fixed_streaming on test emits 4" in caplog.text
