@@ -126,4 +126,5 @@ def test_a_fixed_shift_that_no_longer_fits_the_decoded_chunk_is_reported(caplog)
             warn_stale_shift(plan, system, f"{system}_streaming", "test", offset)
         assert not caplog.records
         warn_stale_shift(plan, "fixed", "fixed_streaming", "test", 4)  # e.g. streamed at a smaller chunk
-    assert "fixed was trained on targets delayed 2 frame(s), but fixed_streaming on test emits 4" in caplog.text
+    assert "fixed was trained on targets delayed 2 frame(s), but fixed_streaming on test emits 4" \
+        in caplog.text
