@@ -93,6 +93,7 @@ class Target:
 
     @property
     def budget(self) -> dict:
+        """target.json's ``budget``: the limits and the device's threads."""
         return {"size_mb": self.size_mb, "latency_ms": self.latency_ms, "rtf": self.rtf,
                 "threads": self.threads, "max_hours": self.max_hours}
 
