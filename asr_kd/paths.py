@@ -131,6 +131,11 @@ class ExpPaths:
     def report_curves_png(self) -> Path:
         return self.root / "report_curves.png"
 
+    @property
+    def target_json(self) -> Path:
+        """The budget's outcome (asr_kd.scoring.target): every candidate and the winner."""
+        return self.root / "target.json"
+
     def export_dir(self, system: str) -> Path:
         return self.root / "export" / system
 

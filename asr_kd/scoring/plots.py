@@ -65,12 +65,18 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 def plot_pareto(report: dict, path: str | os.PathLike) -> None:
     """WER against parameters, RTF and (streamed decodes) latency; one colour per test set, the Pareto
     front of each test set drawn as a step line. Points carry a system's number, not its name (long
-    names overlap where systems crowd), and the key below the panels names each number."""
+    names overlap where systems crowd), and the key below the panels names each number. With a budget
+    (``report["target"]``), a size panel too, each limit a dashed line with its feasible side shaded,
+    and the winner's deployed decode circled."""
     plt = _pyplot()
     from matplotlib import ticker
 
     costs = [("params", "parameters", "log"), ("rtf", "RTF (CPU s / audio s)", "log"),
              ("latency_ms", "algorithmic latency ms", "linear")]
+    target = report.get("target")
+    if target:
+        costs.append(("size_mb", "size MB (graph file; fp32 weights)", "log"))
+    winner = (target or {}).get("winner") or {}
     systems = sorted({name for rows in report["test_sets"].values() for name in rows})
     number = {name: i + 1 for i, name in enumerate(systems)}
     columns = 4
@@ -88,6 +94,10 @@ def plot_pareto(report: dict, path: str | os.PathLike) -> None:
                             textcoords="offset points", ha="left" if right else "right", va="center")
             front = pareto_front([(x, y) for x, y, _ in points])
             ax.step([p[0] for p in front], [p[1] for p in front], where="post", color=colour, alpha=0.5)
+            for x, y, name in points:
+                if name == winner.get("decode"):
+                    ax.scatter([x], [y], s=160, facecolors="none", edgecolors="black", linewidths=1.5,
+                               label="budget winner" if test_set == next(iter(report["test_sets"])) else None)
         ax.set_xscale(scale)
         if scale == "log":  # a few readable ticks, not every minor one in scientific notation
             ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -96,7 +106,14 @@ def plot_pareto(report: dict, path: str | os.PathLike) -> None:
         ax.set_xlabel(label)
         ax.set_ylabel("WER %")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+        limit = (target or {}).get("budget", {}).get(key)
+        if limit is not None:  # after the scale: the shaded side starts at the panel's left edge
+            left = min(ax.get_xlim()[0], limit / 2)
+            ax.axvline(limit, color="green", linestyle="--", linewidth=1)
+            ax.axvspan(left, limit, color="green", alpha=0.08, label=f"budget {key} <= {limit:g}")
+            ax.set_xlim(left=left)
+        if ax is axes[0] or target:
+            ax.legend(fontsize="small")
     key = [f"{number[name]:>2}  {name}" for name in systems]
     for c in range(columns):
         fig.text(0.02 + c / columns, 0.01, "\n".join(key[c * key_rows:(c + 1) * key_rows]),

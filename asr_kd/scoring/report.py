@@ -16,7 +16,8 @@ systems, size, speed and provenance, as JSON and Markdown (plots: asr_kd.scoring
      "teacher": {"architecture", "sha", "input", "sample_rate", "frame_shift_ms", "vocabulary",
                  "params", "config"},
      "provenance": {"commit", "dirty", "overrides", "config", "torch", "torchaudio", "python", "cpu",
-                    "gpu", "threads", "stage_wall_s", "corpus_sha"}}
+                    "gpu", "threads", "stage_wall_s", "corpus_sha"},
+     ["target": target.json's content (a budget was set; asr_kd.scoring.target)]}
 
 Keys, once:
 
@@ -80,6 +81,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr_kd.scoring.significance import Bootstrap, Comparison
+from asr_kd.scoring.target import target_markdown
 from asr_kd.scoring.wer import UtteranceErrors, utterance_errors
 from asr_kd.utils import read_jsonl
 
@@ -257,6 +259,8 @@ def render_markdown(report: dict) -> str:
             lines += ["", f"Paired comparisons (bootstrap by {blocked_by.get(test_set, 'utterance')}):", ""]
             lines += [f"- {v}" for v in verdicts]
         lines.append("")
+    if report.get("target"):
+        lines += target_markdown(report["target"])
     if "bootstrap" in report:
         b = report["bootstrap"]
         lines += [f"Intervals: {b['interval']} bootstrap, {b['resamples']} resamples, seed {b['seed']}; "

@@ -215,14 +215,15 @@ class ModelToFit:
 
 def fit_and_save(stamp: StageStamp, fit: ModelToFit, objective: Objective, train_set: UtteranceDataset,
                  dev_set: str, train_cfg: TrainConfig, name: str, meta: dict | None = None,
-                 after_save: Callable[[], None] | None = None) -> dict[str, float]:
-    """Train ``fit.model`` (asr_kd.training.loop.train: resumable under the unit's fingerprint), save
-    it as the bundle ``models/<name>/model.pt`` with ``meta`` and its dev metrics, run ``after_save``,
-    then mark ``stamp`` done (rank 0); returns the dev metrics."""
+                 after_save: Callable[[], None] | None = None,
+                 stop: Callable[[int, dict[str, float]], str | None] | None = None) -> dict[str, float]:
+    """Train ``fit.model`` (asr_kd.training.loop.train: resumable under the unit's fingerprint, ended
+    early when ``stop`` says so), save it as the bundle ``models/<name>/model.pt`` with ``meta`` and its
+    dev metrics, run ``after_save``, then mark ``stamp`` done (rank 0); returns the dev metrics."""
     paths = fit.paths
     dev = UtteranceDataset.from_exp(paths, dev_set, fit.cmvn, fit.tokenizer)
     metrics = train(fit.model, objective, train_set, dev, train_cfg, paths.model_dir(name), name=name,
-                    resume_key=stamp.fingerprint)
+                    resume_key=stamp.fingerprint, stop=stop)
     if is_main_process():
         save_bundle(paths.checkpoint(name), fit.model, fit.model_config, fit.tokenizer, fit.frontend,
                     fit.cmvn, {"dev": metrics, **(meta or {})})

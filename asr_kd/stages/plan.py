@@ -33,6 +33,14 @@ the fold teacher ``teacher/fold<i>of<K>`` that never trained on it) and ``ensemb
 are units of their own, trained only when such a cache is asked for (asr_kd.stages.teacher).
 A unit's fingerprint hashes its settings and its upstream units' fingerprints, so a stage knows,
 before it reads anything, whether what is on disk was made for the settings configured now.
+
+**Distil to a budget.** With a limit in ``target`` (asr_kd.scoring.target), the plan adds candidate
+systems ``cand_<student>_c<chunk>`` (each of ``target.students`` at each of ``target.chunks``,
+``dynamic_chunks`` off), trained like ``systems.<target.like>`` (its objective, splits, cache, train),
+after the systems of the config; candidates whose latency or size bound misses the budget, or that do
+not fit in ``target.max_hours``, are dropped before training (``Plan.candidates`` keeps them with the
+reason). The kept ones are exported too, and the score unit depends on ``target``. With every limit
+null, nothing here changes: no candidate, and every fingerprint as before.
 """
 
 from __future__ import annotations
@@ -47,13 +55,16 @@ from omegaconf import DictConfig, OmegaConf
 from asr_kd.config import check_targets, check_types, compose_option, instantiate, to_dict
 from asr_kd.data.dataset import parse_split
 from asr_kd.data.views import view_settings
+from asr_kd.decoding.streaming import algorithmic_latency_ms
 from asr_kd.distill.objectives import Objective
 from asr_kd.distill.teacher_cache import TEACHER_RULES, CacheSettings, CacheSpec, cache_name
 from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.export.onnx import FORMAT_VERSION as EXPORT_FORMAT
 from asr_kd.models.adapters import is_pretrained
+from asr_kd.models.bundle import count_parameters
 from asr_kd.paths import ExpPaths
 from asr_kd.scoring.report import VARIANTS
+from asr_kd.scoring.target import Candidate, Target, choose_candidates
 from asr_kd.stages import PIPELINE
 from asr_kd.training.loop import TrainConfig
 from asr_kd.utils import file_hash, fingerprint, path_hash
@@ -188,6 +199,46 @@ class Plan:
         _check_decode_names(list(nodes))
         for name, node in nodes.items():
             self.systems[name] = self._resolve(name, node)
+        self.target: Target | None = None  # set when a budget is (asr_kd.scoring.target)
+        self.candidates: list[Candidate] = []  # every candidate, dropped ones with their reason
+        if cfg.get("target") is not None:
+            target = Target(**to_dict(check_types(Target, cfg.target, "target")))
+            if target.active:
+                self.target = target
+                self.systems.update(self._candidate_systems(target, nodes))
+
+    def _candidate_systems(self, target: Target, nodes: dict[str, DictConfig]) -> dict[str, System]:
+        """The candidates of ``target`` (``Plan.candidates``), and the systems of those kept: each of
+        ``target.students`` at each of ``target.chunks``, trained like ``systems.<target.like>``."""
+        if target.like not in nodes:
+            raise ConfigError(f"target.like: candidates are trained like a system of the run, and "
+                              f"{target.like!r} is none; systems: {', '.join(nodes)}")
+        like = nodes[target.like]
+        base = OmegaConf.masked_copy(like, [k for k in like if k != "student"])
+        frontend = to_dict(self.cfg.features.frontend)
+        systems, candidates = {}, []
+        for student in target.students:
+            compose_option("student", student, "target.students")  # an unknown name lists the options
+            for chunk in target.chunks:
+                name = f"cand_{student}_c{chunk}"
+                if name in nodes:
+                    raise ConfigError(f"systems.{name}: the name of a target candidate; rename the system")
+                node = OmegaConf.merge(base, {"student": {"from": student, "model": {
+                    "chunk_frames": chunk, "dynamic_chunks": None}}})
+                system = self._resolve(name, node)
+                model = instantiate(system.student["model"], vocab_size=2, input_dim=frontend["num_mel_bins"])
+                systems[name] = system
+                candidates.append(Candidate(name, student, chunk, count_parameters(model),
+                                            algorithmic_latency_ms(model, frontend, chunk),
+                                            system.train["steps"] * target.step_seconds))
+        self.candidates = choose_candidates(target, candidates)
+        kept = [c.name for c in self.candidates if c.dropped is None]
+        if not kept:
+            reasons = "; ".join(f"{c.name}: {c.dropped}" for c in self.candidates)
+            raise ConfigError(f"target: no candidate can meet {target.describe()} (before training: "
+                              f"{reasons}); loosen the budget or widen target.students / target.chunks")
+        _check_decode_names([*nodes, *kept])
+        return {name: systems[name] for name in kept}
 
     def _resolve(self, name: str, node: DictConfig) -> System:
         where = f"systems.{name}"
@@ -321,6 +372,8 @@ class Plan:
 
     def _score_unit(self, _: str) -> tuple[dict, tuple[str, ...]]:
         settings = {"test_sets": list(self.cfg.test_sets), "score": to_dict(self.cfg.get("score"))}
+        if self.target is not None:  # target.json is part of the score (absent: fingerprint as before)
+            settings["target"] = to_dict(self.cfg.target)
         return settings, (*(f"decode/{name}" for name in self.decoded),
                           *(f"export/{name}" for name in self.exported))
 
@@ -339,12 +392,14 @@ class Plan:
 
     @property
     def export_names(self) -> list[str]:
-        """``export.systems``, checked: a list of names."""
+        """``export.systems``, checked: a list of names; with a target, the kept candidates after them
+        (their measured size, latency and RTF decide the winner)."""
         names = self.cfg.get("export", {}).get("systems") or []
         if isinstance(names, str) or not all(isinstance(n, str) for n in names):
             raise ConfigError(f"export.systems must be a list of system names, e.g. [student_kd], "
                               f"not {names!r}")
-        return list(names)
+        kept = [c.name for c in self.candidates if c.dropped is None]
+        return list(dict.fromkeys([*names, *kept]))
 
     @cached_property
     def exported(self) -> list[str]:

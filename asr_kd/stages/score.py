@@ -6,7 +6,9 @@ Reads:  ``decode/<system>/<set>.jsonl``, ``data/<set>.jsonl`` (speakers), ``mode
         ``models/<system>/train_log.jsonl`` (curves), ``stamps/`` (wall times).
 Writes: ``report.json`` (contract in asr_kd.scoring.report), ``report.md``, ``report.png`` (WER per
         system), ``report_pareto.png`` (WER against parameters, RTF, latency), ``report_curves.png``
-        (training curves), ``decode/<system>/<set>.align.txt`` (each utterance's alignment, jiwer).
+        (training curves), ``decode/<system>/<set>.align.txt`` (each utterance's alignment, jiwer);
+        with a budget (``target.*``), ``target.json`` (contract in asr_kd.scoring.target: every
+        candidate met or missed on its measured numbers, and the winner), also in the report.
 Run:    ``asr-kd stage=score [score.resamples=1000] [score.seed=0]
         [score.compare=[[student_kd_lm,student_kd]]]``
 
@@ -34,11 +36,13 @@ from asr_kd.scoring.report import (
     render_markdown,
     score_test_set,
 )
+from asr_kd.scoring.target import GRAPH_SUFFIXES, LIMITS, Measured, dev_wers, select
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan
 from asr_kd.utils import atomic_path, read_json, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
+
 
 def load_decodes(paths: ExpPaths, test_set: str, systems: list[str]) -> dict[str, Decode]:
     """Every decode of ``test_set`` by ``systems`` (all variants), scored per utterance; writes each
@@ -56,8 +60,29 @@ def load_decodes(paths: ExpPaths, test_set: str, systems: list[str]) -> dict[str
 
 def final_dev_wer(train_log: Path) -> float | None:
     """The dev WER of a model's last evaluation in its training log (``None``: not trained here)."""
-    rows = [r for r in read_jsonl(train_log) if "dev_wer" in r] if train_log.exists() else []
-    return rows[-1]["dev_wer"] if rows else None
+    wers = dev_wers(read_jsonl(train_log)) if train_log.exists() else {}
+    return wers[max(wers)] if wers else None
+
+
+def measure_candidates(paths: ExpPaths, plan: Plan, report: dict) -> dict[str, Measured]:
+    """The measured numbers of each trained candidate: its training log's last dev WER (and early
+    stop), and per exported graph its size, latency and worst RTF over the test sets (report rows)."""
+    measured = {}
+    for c in plan.candidates:
+        log_path = paths.model_dir(c.name) / "train_log.jsonl"
+        if c.dropped is not None or not log_path.exists():
+            continue
+        rows = read_jsonl(log_path)
+        wers = dev_wers(rows)
+        stopped = next((r["stopped"] for r in reversed(rows) if "stopped" in r), None)
+        graphs = {}
+        for graph, suffixes in GRAPH_SUFFIXES.items():
+            for decode in (f"{c.name}{s}" for s in suffixes):
+                entries = [t[decode] for t in report["test_sets"].values() if decode in t]
+                if entries:
+                    graphs[graph] = {"decode": decode, **{k: max(e[k] for e in entries) for k in LIMITS}}
+        measured[c.name] = Measured(wers[max(wers)] if wers else None, stopped, graphs)
+    return measured
 
 
 def run(cfg: DictConfig) -> None:
@@ -101,6 +126,11 @@ def run(cfg: DictConfig) -> None:
                            "min_speakers": cfg.score.min_speakers, "interval": "percentile",
                            "blocked_by": blocked_by}
     report["provenance"] = provenance(cfg, paths.stamp("score").parent)
+    if plan.target is not None:
+        outcome = select(plan.target, plan.candidates, measure_candidates(paths, plan, report))
+        write_json(paths.target_json, outcome)
+        report["target"] = outcome
+        (log.info if outcome["winner"] else log.warning)("%s", outcome["message"])
     write_json(paths.report_json, report)
     with atomic_path(paths.report_md) as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")

@@ -14,11 +14,18 @@ A system is a config (asr_kd.stages.plan): its objective (``conf/distill/*``: ``
 ...), its student, its training settings and its cache. Each system has its own fingerprint, so a
 system already trained for the same settings and inputs is skipped: adding one system to a study
 trains that system only.
+
+With a budget (``target.size_mb=0.5 target.latency_ms=400``, asr_kd.scoring.target), the candidate
+systems ``cand_<student>_c<chunk>`` are trained after the others, in the plan's order; each drop before
+training is logged with its reason, and with ``target.early_stop`` a candidate whose first dev WER is
+that many times the best earlier candidate's at the same step stops there (``"stopped"`` in its
+``train_log.jsonl``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from omegaconf import DictConfig
 
@@ -31,8 +38,10 @@ from asr_kd.distill.teacher_cache import load_cache_teachers, open_cache
 from asr_kd.errors import ConfigError
 from asr_kd.models.bundle import count_parameters
 from asr_kd.paths import ExpPaths
+from asr_kd.scoring.target import dev_wers, hopeless
 from asr_kd.stages.base import ModelToFit, StageStamp, fit_and_save
 from asr_kd.stages.plan import Plan, System
+from asr_kd.utils import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +77,34 @@ def train_system(cfg: DictConfig, plan: Plan, system: System) -> None:
         if lm_weight is not None:
             decode_pseudo_labels(cfg, paths, system, teacher, train_set, tokenizer, lm_weight)
     fit_and_save(stamp, fit, objective, train_set, cfg.dev_set, train_cfg, system.name,
-                 {"system": system.config})
+                 {"system": system.config}, stop=early_stop(plan, paths, system.name))
+
+
+StopRule = Callable[[int, dict[str, float]], str | None]
+
+
+def early_stop(plan: Plan, paths: ExpPaths, name: str) -> StopRule | None:
+    """For a target candidate (``target.early_stop`` set): stop at its first dev evaluation when its
+    WER exceeds ``early_stop`` x the best of the other candidates' logged at the same step."""
+    ratio = plan.target.early_stop if plan.target is not None else None
+    if ratio is None or name not in {c.name for c in plan.candidates}:
+        return None
+    others = [c.name for c in plan.candidates if c.dropped is None and c.name != name]
+    evaluations = []
+
+    def stop(step: int, metrics: dict[str, float]) -> str | None:
+        evaluations.append(step)
+        if len(evaluations) > 1:  # the first evaluation only
+            return None
+        logs = {o: p for o in others if (p := paths.model_dir(o) / "train_log.jsonl").exists()}
+        at_step = {o: wer for o, p in logs.items() if (wer := dev_wers(read_jsonl(p)).get(step)) is not None}
+        best = min(at_step, key=at_step.get, default=None)
+        if best is None or not hopeless(metrics["wer"], at_step[best], ratio):
+            return None
+        return (f"dev WER {100 * metrics['wer']:.2f} % at step {step} > {ratio:g} x {best}'s "
+                f"{100 * at_step[best]:.2f} %")
+
+    return stop
 
 
 def decode_pseudo_labels(cfg: DictConfig, paths: ExpPaths, system: System, teacher: CachedTargets,
@@ -88,7 +124,29 @@ def decode_pseudo_labels(cfg: DictConfig, paths: ExpPaths, system: System, teach
     log.info("%s: %d pseudo-labels decoded with the LM", system.name, count)
 
 
+def log_candidates(plan: Plan) -> None:
+    """The target's candidates: each drop before training with its reason, each kept one with its
+    projected training time and where the s/step comes from."""
+    target = plan.target
+    kept = [c for c in plan.candidates if c.dropped is None]
+    log.info("target: %s; %d of %d candidates trained, projected %.2f h (%g s/step from "
+             "target.step_seconds%s)", target.describe(), len(kept), len(plan.candidates),
+             sum(c.projected_s for c in kept) / 3600, target.step_seconds,
+             f", max_hours {target.max_hours:g}" if target.max_hours else "")
+    for c in plan.candidates:
+        if c.dropped is not None:
+            log.info("target: %s dropped before training: %s", c.name, c.dropped)
+        else:
+            log.info("target: %s kept: %d parameters, latency %.0f ms, %.0f s projected", c.name, c.params,
+                     c.latency_ms, c.projected_s)
+    if target.threads != 1:
+        log.warning("target.threads=%d: stage export measures RTF on 1 thread; that RTF is checked",
+                    target.threads)
+
+
 def run(cfg: DictConfig) -> None:
     plan = Plan(cfg)
+    if plan.target is not None:
+        log_candidates(plan)
     for system in plan.systems.values():
         train_system(cfg, plan, system)

@@ -227,7 +227,8 @@ class _MetricsLog:
             f.write(json.dumps({"step": step, **values}) + "\n")
         if self.tb is not None:
             for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
+                if isinstance(v, (int, float)):  # numbers; a note (``stopped``) is in the JSON line only
+                    self.tb.add_scalar(k, v, step)
             self.tb.flush()  # on disk at once, like the JSON line: a killed run keeps what it logged
 
     def close(self) -> None:
@@ -381,8 +382,13 @@ def train(
     out_dir: str | os.PathLike,
     name: str = "model",
     resume_key: str = "",
+    stop: Callable[[int, dict[str, float]], str | None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place for ``cfg.steps`` steps; returns the final dev metrics.
+
+    ``stop(step, dev_metrics)``, asked after each dev evaluation before the last step, may end
+    training there with a reason, logged as ``{"step", "stopped": reason}`` in ``train_log.jsonl``
+    (early stopping of hopeless candidates, asr_kd.scoring.target).
 
     The model trains on ``cfg.device`` and is handed back on the CPU, in eval mode. Random streams
     are seeded from ``cfg.seed`` (+ the rank) before the first step; seed before building the model
@@ -436,7 +442,8 @@ def train(
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {name}", disable=rank != 0, dynamic_ncols=True)
     start, audio_seconds, skipped = time.perf_counter(), 0.0, 0
     frame_shift = train_set.frame_shift_s  # seconds of audio per feature frame (the throughput's clock)
-    while step < cfg.steps:
+    stopped = False
+    while step < cfg.steps and not stopped:
         loader.batch_sampler.set_epoch(epoch, start=position)
         for batch in loader:
             if step >= cfg.steps:
@@ -469,10 +476,18 @@ def train(
                         "x_realtime": audio_seconds / max(elapsed, 1e-9),
                     },
                 )
+            reason = None
             if (step % cfg.eval_every == 0 or step == cfg.steps) and dev_set is not None and rank == 0:
                 dev_metrics = evaluate_wer(core, dev_set)
                 metrics.write(step, {f"dev_{k}": v for k, v in dev_metrics.items() if k != "words"})
                 log.info("%s step %d: dev WER %.2f%%", name, step, 100 * dev_metrics["wer"])
+                reason = stop(step, dev_metrics) if stop is not None and step < cfg.steps else None
+            if stop is not None and step % cfg.eval_every == 0 and step < cfg.steps \
+                    and _rank0_says(reason is not None, device, world):
+                metrics.write(step, {"stopped": reason})
+                log.info("%s: stopped at step %d: %s", name, step, reason)
+                stopped = True
+                break
             if step < cfg.steps and checkpoints.due(step, device, world):
                 rng = _gather(_rng_state(device), world)
                 checkpoints.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),

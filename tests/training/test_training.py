@@ -9,6 +9,7 @@ import json
 import random
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -117,6 +118,30 @@ def _run(tmp_path, key, kill_at=None):
     with contextlib.suppress(_Killed):
         train(_Linear(), objective, _TinySet(), None, cfg, tmp_path, resume_key=key)
     return len(calls)
+
+
+class _TinyDev(_TinySet):
+    """:class:`_TinySet` with transcripts and a tokenizer: a dev set ``evaluate_wer`` can score."""
+
+    def __init__(self):
+        super().__init__()
+        self.utts = [SimpleNamespace(id=item["id"], text="a b a") for item in self.items]
+        self.tokenizer = SimpleNamespace(decode=lambda ids: " ".join("_ab"[i] for i in ids))
+
+
+def test_stop_ends_training_at_an_evaluation_and_logs_why(tmp_path):
+    asked = []
+
+    def stop(step, metrics):
+        asked.append(step)
+        return "hopeless" if step == 4 else None
+
+    cfg = config(steps=10, max_frames=24, warmup_steps=1, eval_every=2, checkpoint_every=0,
+                 checkpoint_minutes=0, num_workers=0, spec_augment=None)
+    metrics = train(_Linear(), _ctc_objective, _TinySet(), _TinyDev(), cfg, tmp_path, stop=stop)
+    rows = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert asked == [2, 4] and "wer" in metrics
+    assert rows[-1] == {"step": 4, "stopped": "hopeless"} and max(r["step"] for r in rows) == 4
 
 
 def _names(folder):
