@@ -75,7 +75,7 @@ def _main(cfg: DictConfig) -> None:
             cfg.overrides = list(HydraConfig.get().overrides.task)
         part = cfg.stage == "cache" and cfg.cache.get("part") is not None  # beside its other parts
         with nullcontext() if cfg.stage in _READ_ONLY else exp_dir_lock(Path(cfg.exp_dir).absolute(), part):
-            if cfg.stage in (*PIPELINE, "all"):
+            if cfg.stage in (*PIPELINE, "all", "check"):
                 from asr_kd.stages.plan import Plan
 
                 Plan(cfg)  # every system, objective and training setting checked before any work
