@@ -334,6 +334,12 @@ class _Audio:
         return max(1, round(seconds * 1000 / self.cfg.features.frontend.frame_shift_ms))
 
 
+def resumed_step(folder: Path) -> int:
+    """The step a training run in ``folder`` resumes from: its newest ``ckpt-<step>.pt`` (0: none)."""
+    steps = [int(p.stem.split("-")[1]) for p in folder.glob("ckpt-[0-9]*.pt")]
+    return max(steps, default=0)
+
+
 def projection(cfg: DictConfig, plan: Plan, paths: ExpPaths) -> dict:
     """Projected seconds of every unit whose stamp is not up to date, and their total."""
     audio, rates = _Audio(cfg, paths), to_dict(cfg.check.rates)
@@ -349,17 +355,20 @@ def projection(cfg: DictConfig, plan: Plan, paths: ExpPaths) -> dict:
         return fixed + per_hour * hours, f"{fixed:g} s + {per_hour:g} s/h x {hours:.3f} h " \
             f"(check.rates.{kind})"
 
-    def training(model: dict, train_cfg: TrainConfig) -> tuple[float, str]:
+    def training(model: dict, train_cfg: TrainConfig, folder: Path) -> tuple[float, str]:
         key = fingerprint([model, dataclasses.asdict(train_cfg)])
         if key not in benches:
             benches[key] = seconds_per_step(model, train_cfg, audio.frames("train"), frontend.num_mel_bins,
                                             vocab, cfg.check.bench_steps)
         per_step, per_frame = benches[key]
-        evals = math.ceil(train_cfg.steps / train_cfg.eval_every)
+        done = resumed_step(folder)
+        steps = max(train_cfg.steps - done, 0)
+        evals = math.ceil(train_cfg.steps / train_cfg.eval_every) - done // train_cfg.eval_every
         eval_s = audio.hours(cfg.dev_set) * 3.6e6 / frontend.frame_shift_ms * per_frame
         fixed = rates["train"][0]  # loading, building and saving
-        return (fixed + train_cfg.steps * per_step + evals * eval_s,
-                f"{train_cfg.steps:,} steps x {per_step:.4f} s (timed here) + {evals} dev evals x "
+        resumed = f" (resumes at step {done:,})" if done else ""
+        return (fixed + steps * per_step + evals * eval_s,
+                f"{steps:,} steps{resumed} x {per_step:.4f} s (timed here) + {evals} dev evals x "
                 f"{eval_s:.1f} s + {fixed:g} s (check.rates.train)")
 
     def estimate(unit: str) -> tuple[float, str]:
@@ -373,12 +382,13 @@ def projection(cfg: DictConfig, plan: Plan, paths: ExpPaths) -> dict:
             if "train" not in settings:  # a pretrained or given checkpoint: described, not trained
                 return rate("teacher_import", 0.0)
             return training(settings.get("model") or settings["teacher"]["model"],
-                            TrainConfig(**{**plan.teacher_train, **settings["train"]}))
+                            TrainConfig(**{**plan.teacher_train, **settings["train"]}),
+                            paths.model_dir(unit.replace("/", "_")))
         if kind == "cache":
             return rate("cache", audio.hours(unit.split("/")[2]))
         if kind == "student":
             system = plan.systems[rest]
-            return training(system.student["model"], system.train_config())
+            return training(system.student["model"], system.train_config(), paths.model_dir(rest))
         return rate(kind, test_hours)  # decode, export, score: the test sets
 
     remaining = {}

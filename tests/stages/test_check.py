@@ -141,6 +141,8 @@ def test_run_writes_check_json_and_projects_only_the_units_not_up_to_date(tmp_pa
     write_json(ExpPaths(tmp_path).stamp("student/student_ctc"), {"fingerprint": "made for other settings"})
     dev_wer(tmp_path, "teacher", 0.5)
     dev_wer(tmp_path, "student_ctc", 0.5)
+    ExpPaths(tmp_path).model_dir("student_kd").mkdir(parents=True)
+    (ExpPaths(tmp_path).model_dir("student_kd") / "ckpt-00000015.pt").write_bytes(b"")  # a killed run
     facts = check.run(cfg)
     assert json.loads((tmp_path / "check.json").read_text()) == facts
     projected = facts["projection"]["units"]
@@ -152,6 +154,7 @@ def test_run_writes_check_json_and_projects_only_the_units_not_up_to_date(tmp_pa
     total = sum(u["seconds"] for u in projected.values())
     assert facts["projection"]["total_s"] == pytest.approx(total, abs=0.2)
     assert "20 steps x" in projected["student/student_ctc"]["how"]  # smoke: train.student.steps=20
+    assert "5 steps (resumes at step 15) x" in projected["student/student_kd"]["how"]
     assert NOT_BETTER in " ".join(facts["warnings"]) and "cache/teacher_k16/train: 0 of 60" in " ".join(
         facts["warnings"])
     screen = capsys.readouterr().out
