@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Teacher-strength sweep for the strong-teacher regime (conf/study/teacher_knows_more.yaml): the same
 # distilled students from teachers trained for fewer steps, each in an experiment directory of its own
-# that shares the corpus, features and CTC-only baseline of $BASE (hard links: one file system; greedy
-# decodes, no export: the sweep reads dev WERs), then
+# that shares the corpus, features and CTC-only baseline of $BASE (hard links: one file system; no
+# export), then
 # `stage=compare sweep=student_ctc_q` over them: each teacher's dev gap to the CTC-only student against each
 # distilled student's dev gain (compare.md, compare_sweep.png; recipes/demo/RESULTS.md).
 #
@@ -24,7 +24,7 @@ for steps in ${STEPS:-400 800}; do
   done
   echo "=== teacher at $steps steps: $exp ($(date +%H:%M:%S))"
   asr-kd stage=all study=teacher_knows_more exp_dir="$exp" train.teacher.steps="$steps" \
-    train.teacher.eval_every="$steps" "${drop[@]/#/\~systems.}" decode=greedy "export.systems=[]" "$@" > /dev/null
+    train.teacher.eval_every="$steps" "${drop[@]/#/\~systems.}" "export.systems=[]" "score.compare=[]" "$@" > /dev/null
   runs="$runs,$exp"
 done
 asr-kd stage=compare "runs=[$runs]" sweep=student_ctc_q exp_dir="$base/teacher_sweep"
