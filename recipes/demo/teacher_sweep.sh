@@ -2,9 +2,9 @@
 # Teacher-strength sweep for the strong-teacher regime (conf/study/teacher_knows_more.yaml): the same
 # distilled students from teachers trained for fewer steps, each in an experiment directory of its own
 # that shares the corpus, features and CTC-only baseline of $BASE (hard links: one file system; no
-# export), then
-# `stage=compare sweep=student_ctc_q` over them: each teacher's dev gap to the CTC-only student against each
-# distilled student's dev gain (compare.md, compare_sweep.png; recipes/demo/RESULTS.md).
+# export), then `stage=compare sweep=student_ctc_q` over them all: each teacher's dev gap to the
+# CTC-only student against each distilled student's dev gain (compare.md, compare_sweep.png;
+# recipes/demo/RESULTS.md, "Teacher-strength sweep").
 #
 #   [BASE=exp/demo] [STEPS="400 800"] [DROP="student_both_aligned_q"] bash recipes/demo/teacher_sweep.sh [overrides...]
 #
