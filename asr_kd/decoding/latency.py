@@ -152,6 +152,10 @@ class SymbolDelays:
         self.delays_ms: list[float] = []
         self.utterances = 0  # measured: aligned on both models, with the same tokens
 
+    def fresh(self) -> SymbolDelays:
+        """An empty collector with the same reference (another decode of the same test set)."""
+        return SymbolDelays(self.tokenizer, self.frame_ms, self.reference)
+
     def add(self, utt_id: str, text: str, log_probs: torch.Tensor) -> None:
         """Align ``text`` on ``log_probs`` (T, V); skip it where it cannot be aligned on either model."""
         ids = encode(self.tokenizer, text)

@@ -35,11 +35,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from asr_kd.errors import ConfigError
+from asr_kd.utils import read_jsonl
 
 __all__ = ["Target", "Candidate", "Measured", "LIMITS", "GRAPH_SUFFIXES", "bound_misses",
-           "choose_candidates", "dev_wers", "hopeless", "select", "check_contract", "target_markdown"]
+           "choose_candidates", "dev_wers", "last_dev_wer", "hopeless", "select", "check_contract",
+           "target_markdown"]
 
 #: The limits of a budget: ``target.<key>`` -> the measured number it bounds.
 LIMITS = ("size_mb", "latency_ms", "rtf")
@@ -168,6 +171,12 @@ def choose_candidates(target: Target, candidates: Sequence[Candidate]) -> list[C
 def dev_wers(rows: Sequence[dict]) -> dict[int, float]:
     """step -> dev WER of a ``train_log.jsonl`` (a resumed run's repeated steps keep their last value)."""
     return {r["step"]: r["dev_wer"] for r in rows if "dev_wer" in r}
+
+
+def last_dev_wer(train_log: Path) -> tuple[float, int] | None:
+    """``(dev WER, step)`` of the last evaluation in a model's ``train_log.jsonl`` (None: none yet)."""
+    wers = dev_wers(read_jsonl(train_log)) if train_log.exists() else {}
+    return (wers[max(wers)], max(wers)) if wers else None
 
 
 def hopeless(wer: float, best: float | None, ratio: float | None) -> bool:

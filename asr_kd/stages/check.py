@@ -46,6 +46,7 @@ from asr_kd.decoding.latency import frame_offset
 from asr_kd.distill.cache import missing_shards, read_index
 from asr_kd.distill.objectives import CTCOnly
 from asr_kd.paths import ExpPaths
+from asr_kd.scoring.target import last_dev_wer
 from asr_kd.stages.base import ModelToFit, exp_paths
 from asr_kd.stages.plan import Plan, System
 from asr_kd.training.distributed import resolve_device
@@ -98,14 +99,6 @@ def baseline(plan: Plan) -> System:
     (probed with CTC)."""
     names = plan.baselines or list(plan.systems)
     return plan.systems[names[0]]
-
-
-def last_dev_wer(log_file: Path) -> tuple[float, int] | None:
-    """``(dev WER, step)`` of the last row of a ``train_log.jsonl`` that holds one; None if none does."""
-    if not log_file.exists():
-        return None
-    rows = [row for row in read_jsonl(log_file) if "dev_wer" in row]
-    return (rows[-1]["dev_wer"], rows[-1]["step"]) if rows else None
 
 
 def teacher_vs_student(cfg: DictConfig, plan: Plan, paths: ExpPaths, margin: float, probe_steps: int) -> dict:

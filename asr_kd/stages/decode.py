@@ -124,8 +124,9 @@ def decode_system(cfg: DictConfig, plan: Plan, system: str) -> None:
             if bundle.streaming and cfg.decode.streaming:
                 args = (bundle, dataset, cfg.decode.piece_ms, cfg.decode.chunk_frames)
                 runs[f"{system}_streaming"] = (decode_streaming, args)
+            measured = symbol_delays(paths, system, test_set, bundle)  # the teacher's alignments, read once
             for name, (decode, args) in runs.items():
-                delays = None if name.endswith("_lm") else symbol_delays(paths, system, test_set, bundle)
+                delays = None if measured is None or name.endswith("_lm") else measured.fresh()
                 rows = decode(*args, on_scores=delays and delays.add)
                 summary = summarize(rows)
                 if name.endswith("_lm"):

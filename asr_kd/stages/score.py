@@ -36,7 +36,7 @@ from asr_kd.scoring.report import (
     render_markdown,
     score_test_set,
 )
-from asr_kd.scoring.target import GRAPH_SUFFIXES, LIMITS, Measured, dev_wers, select
+from asr_kd.scoring.target import GRAPH_SUFFIXES, LIMITS, Measured, last_dev_wer, select
 from asr_kd.stages.base import StageStamp
 from asr_kd.stages.plan import Plan
 from asr_kd.utils import atomic_path, read_json, read_jsonl, write_json
@@ -58,30 +58,29 @@ def load_decodes(paths: ExpPaths, test_set: str, systems: list[str]) -> dict[str
     return decodes
 
 
-def final_dev_wer(train_log: Path) -> float | None:
-    """The dev WER of a model's last evaluation in its training log (``None``: not trained here)."""
-    wers = dev_wers(read_jsonl(train_log)) if train_log.exists() else {}
-    return wers[max(wers)] if wers else None
+def dev_wer(train_log: Path) -> float | None:
+    """The dev WER of a model's last evaluation (``None``: not trained here)."""
+    last = last_dev_wer(train_log)
+    return None if last is None else last[0]
 
 
 def measure_candidates(paths: ExpPaths, plan: Plan, report: dict) -> dict[str, Measured]:
-    """The measured numbers of each trained candidate: its training log's last dev WER (and early
-    stop), and per exported graph its size, latency and worst RTF over the test sets (report rows)."""
+    """The measured numbers of each trained candidate: its last dev WER (report.json ``systems``), its
+    early stop (training log), and per exported graph its size, latency and worst RTF over the test
+    sets (report rows)."""
     measured = {}
     for c in plan.candidates:
         log_path = paths.model_dir(c.name) / "train_log.jsonl"
         if c.dropped is not None or not log_path.exists():
             continue
-        rows = read_jsonl(log_path)
-        wers = dev_wers(rows)
-        stopped = next((r["stopped"] for r in reversed(rows) if "stopped" in r), None)
+        stopped = next((r["stopped"] for r in reversed(read_jsonl(log_path)) if "stopped" in r), None)
         graphs = {}
         for graph, suffixes in GRAPH_SUFFIXES.items():
             for decode in (f"{c.name}{s}" for s in suffixes):
                 entries = [t[decode] for t in report["test_sets"].values() if decode in t]
                 if entries:
                     graphs[graph] = {"decode": decode, **{k: max(e[k] for e in entries) for k in LIMITS}}
-        measured[c.name] = Measured(wers[max(wers)] if wers else None, stopped, graphs)
+        measured[c.name] = Measured(report["systems"].get(c.name, {}).get("dev_wer"), stopped, graphs)
     return measured
 
 
@@ -105,7 +104,7 @@ def run(cfg: DictConfig) -> None:
         config = plan.systems[system].config if system in plan.systems else plan.settings("teacher")
         sizes[system] = {"params": params, "size_mb": 4 * params / 1e6,
                          "kind": "streaming" if streaming else "offline", "config": config,
-                         "dev_wer": final_dev_wer(paths.model_dir(system) / "train_log.jsonl")}
+                         "dev_wer": dev_wer(paths.model_dir(system) / "train_log.jsonl")}
     report = {"test_sets": {}, "systems": sizes, "comparisons": [], "teacher": teacher}
     blocked_by = {}
     for test_set in cfg.test_sets:
