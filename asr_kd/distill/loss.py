@@ -5,7 +5,8 @@ Distillation terms:
 
 * ``kd``: frame-level KL to the teacher (below). ``shift_frames`` delays the targets for a
   streaming student that emits later than the offline teacher (``delay_window``: by the best of a
-  window of delays, per utterance); ``blank_weight`` <
+  window of delays, per utterance, or per token with ``delay_per="token"``: asr_kd.distill.warp);
+  ``blank_weight`` <
   1 with ``blank_threshold`` down-weights blank-dominated frames (``blank_weight = 0``: KD on
   the teacher's spike frames only); with ``symmetric`` a frame is blank-dominated only when the
   student's blank probability exceeds the threshold too, so a student that fires where the
@@ -34,6 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from asr_kd.distill.warp import student_agrees, warp_targets
 from asr_kd.errors import UserError
 
 __all__ = ["ctc_loss", "kd_loss", "guided_ctc_loss", "align_teacher", "FrameRateMismatchError"]
@@ -92,6 +94,8 @@ def kd_loss(
     blank_threshold: float = 0.9,
     symmetric: bool = False,
     delay_window: int = 0,
+    delay_per: str = "utterance",
+    require_agreement: bool = False,
 ) -> torch.Tensor:
     """KL(teacher_T || student_T) per frame, summed over valid frames, averaged over the batch.
 
@@ -102,7 +106,13 @@ def kd_loss(
     the shift in ``shift_frames .. shift_frames + delay_window`` where its mean KL per frame is
     lowest (the choice is not differentiated), so a student whose emissions lag by a varying amount
     (chunk size, position in the chunk) is matched where it can fire, as Delayed-KD's alignment
-    buffer does. ``blank_weight`` scales frames where the teacher's blank probability exceeds
+    buffer does. With ``delay_per="token"`` the delay is chosen per token instead
+    (asr_kd.distill.warp): each teacher spike goes where this student's own best CTC path of the
+    teacher's 1-best puts that token, ``shift_frames .. shift_frames + delay_window`` frames later, so a
+    student that waits to hear a word and then spells it quickly is taught where it emits. With
+    ``require_agreement`` an utterance gets KD only once the student's greedy 1-best equals the
+    teacher's (asr_kd.distill.warp.student_agrees), so KD never firms up an untrained student's path.
+    ``blank_weight`` scales frames where the teacher's blank probability exceeds
     ``blank_threshold`` (1.0 = plain KD), and the student's too if ``symmetric``.
     """
     b, t, _ = student_logits.shape
@@ -112,18 +122,28 @@ def kd_loss(
     )
     if topk_mode not in ("residual", "renorm"):
         raise ValueError(f"topk_mode must be 'residual' or 'renorm', not {topk_mode!r}")
+    if delay_per not in ("utterance", "token"):
+        raise ValueError(f"delay_per must be 'utterance' or 'token', not {delay_per!r}")
     s_logp = (student_logits.float() / temperature).log_softmax(-1)
     student_blank = None
     if symmetric:
         student_blank = student_logits.detach().float().softmax(-1)[..., 0] > blank_threshold
     frames = torch.arange(t, device=lengths.device)[None, :]
+    valid = frames < lengths[:, None]
+    if require_agreement:
+        valid &= student_agrees(student_logits, lengths, teacher_values, teacher_indices)[:, None]
+    if delay_per == "token":
+        values, indices, usable = warp_targets(student_logits, lengths, teacher_values, teacher_indices,
+                                               shift_frames, shift_frames + delay_window)
+        candidates = [(values, indices, valid & usable)]
+    else:
+        candidates = [
+            (_delay(teacher_values, shift), _delay(teacher_indices, shift), valid & (frames >= shift))
+            if shift else (teacher_values, teacher_indices, valid)
+            for shift in range(shift_frames, min(shift_frames + delay_window + 1, t))]
     best_kl = best_mean = None
-    for shift in range(shift_frames, shift_frames + delay_window + 1):
-        if shift >= t:
-            break
-        values, indices = (_delay(teacher_values, shift), _delay(teacher_indices, shift)) if shift else (
-            teacher_values, teacher_indices)
-        weights = ((frames < lengths[:, None]) & (frames >= shift)).float()
+    for values, indices, usable in candidates:
+        weights = usable.float()
         if blank_weight != 1.0:
             blank = _blank_prob(values, indices) > blank_threshold
             if student_blank is not None:

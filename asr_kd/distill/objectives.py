@@ -123,7 +123,9 @@ class Distillation(Objective):
 class FrameKD(Distillation):
     """Frame-level KL to the cached teacher posteriors (asr_kd.distill.loss.kd_loss: temperature,
     top-k handling, delayed targets (``shift_frames``, or the best of ``shift_frames ..
-    shift_frames + delay_window`` per utterance), blank weighting; ``symmetric``: a frame is blank-dominated
+    shift_frames + delay_window`` per utterance, or per token with ``delay_per="token"``), blank
+    weighting; ``require_agreement``: KD only on utterances whose student greedy 1-best is already
+    the teacher's; ``symmetric``: a frame is blank-dominated
     only when teacher *and* student say so, the frame selection that lets KD train without CTC,
     Hilmes et al. 2025)."""
 
@@ -134,7 +136,9 @@ class FrameKD(Distillation):
     blank_threshold: float = 0.9
     symmetric: bool = False
     delay_window: int = 0
-    LATER_SETTINGS: ClassVar[dict] = {"delay_window": 0}
+    delay_per: str = "utterance"
+    require_agreement: bool = False
+    LATER_SETTINGS: ClassVar[dict] = {"delay_window": 0, "delay_per": "utterance", "require_agreement": False}
 
     def __post_init__(self):
         super().__post_init__()
@@ -142,6 +146,8 @@ class FrameKD(Distillation):
             raise ConfigError(f"topk_mode must be 'residual' or 'renorm', not {self.topk_mode!r}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, not {self.temperature}")
+        if self.delay_per not in ("utterance", "token"):
+            raise ConfigError(f"delay_per must be 'utterance' or 'token', not {self.delay_per!r}")
         if self.shift_frames < 0 or self.delay_window < 0:
             raise ConfigError(f"shift_frames ({self.shift_frames}) and delay_window ({self.delay_window}) "
                               "must be >= 0 frames")
@@ -149,7 +155,7 @@ class FrameKD(Distillation):
     def term(self, logits, lengths, batch):
         return kd_loss(logits, lengths, batch.teacher_values, batch.teacher_indices, self.temperature,
                        self.topk_mode, self.shift_frames, self.blank_weight, self.blank_threshold,
-                       self.symmetric, self.delay_window)
+                       self.symmetric, self.delay_window, self.delay_per, self.require_agreement)
 
 
 @dataclass

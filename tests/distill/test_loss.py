@@ -215,7 +215,8 @@ def test_symmetric_selection_keeps_frames_where_the_student_fires():
 
 @pytest.mark.parametrize("kwargs,message", [({"alpha": 1.5}, "alpha must lie in"),
                                             ({"topk_mode": "both"}, "topk_mode"),
-                                            ({"temperature": 0.0}, "temperature must be positive")])
+                                            ({"temperature": 0.0}, "temperature must be positive"),
+                                            ({"delay_per": "word"}, "delay_per must be")])
 def test_objectives_refuse_impossible_settings(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         FrameKD(**kwargs)
