@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from asr_kd.distill.warp import student_agrees, warp_targets
+from asr_kd.distill.warp import student_agrees, teacher_best, warp_targets
 from asr_kd.errors import UserError
 
 __all__ = ["ctc_loss", "kd_loss", "guided_ctc_loss", "align_teacher", "FrameRateMismatchError"]
@@ -130,11 +130,13 @@ def kd_loss(
         student_blank = student_logits.detach().float().softmax(-1)[..., 0] > blank_threshold
     frames = torch.arange(t, device=lengths.device)[None, :]
     valid = frames < lengths[:, None]
+    agrees = None
     if require_agreement:
-        valid &= student_agrees(student_logits, lengths, teacher_values, teacher_indices)[:, None]
+        agrees = student_agrees(student_logits, lengths, teacher_values, teacher_indices)
+        valid &= agrees[:, None]
     if delay_per == "token":
         values, indices, usable = warp_targets(student_logits, lengths, teacher_values, teacher_indices,
-                                               shift_frames, shift_frames + delay_window)
+                                               shift_frames, shift_frames + delay_window, active=agrees)
         candidates = [(values, indices, valid & usable)]
     else:
         candidates = [
@@ -193,7 +195,7 @@ def guided_ctc_loss(
     """
     b, t, _ = student_logits.shape
     t = min(t, teacher_values.shape[1])
-    best = teacher_indices[:, :t].gather(-1, teacher_values[:, :t].argmax(-1, keepdim=True))  # (B, T, 1)
+    best = teacher_best(teacher_values[:, :t], teacher_indices[:, :t])[..., None]  # (B, T, 1)
     if shift_frames:
         best = _delay(best, shift_frames)
     frames = torch.arange(t, device=lengths.device)[None, :]

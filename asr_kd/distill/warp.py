@@ -23,7 +23,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["teacher_spikes", "constrained_path", "warp_targets", "student_agrees"]
+from asr_kd.models.ctc import collapse, ctc_greedy
+
+__all__ = ["teacher_best", "teacher_spikes", "constrained_path", "warp_targets", "student_agrees"]
+
+
+def teacher_best(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """The teacher's best token per frame, (B, T), from its top-k ``values`` / ``indices`` (B, T, K)."""
+    return indices.gather(-1, values.argmax(-1, keepdim=True))[..., 0]
 
 
 def teacher_spikes(best: np.ndarray) -> list[tuple[int, int, int]]:
@@ -65,8 +72,9 @@ def constrained_path(
     for step in range(1, t):
         stay, one = alpha, np.concatenate([np.full((b, 1), -np.inf), alpha[:, :-1]], 1)
         two = np.where(skip, np.concatenate([np.full((b, 2), -np.inf), alpha[:, :-2]], 1), -np.inf)
-        move = np.stack([stay, one, two]).argmax(0)
-        best = np.take_along_axis(np.stack([stay, one, two], 2), move[..., None], 2)[..., 0]
+        moves = np.stack([stay, one, two], 2)
+        move = moves.argmax(2)
+        best = np.take_along_axis(moves, move[..., None], 2)[..., 0]
         live = step < lengths
         back[:, step] = np.where(live[:, None], move, 0)
         alpha = np.where(live[:, None], best + emit[:, step], alpha)
@@ -84,26 +92,29 @@ def constrained_path(
 
 def warp_targets(
     student_logits: torch.Tensor, lengths: torch.Tensor, teacher_values: torch.Tensor,
-    teacher_indices: torch.Tensor, min_delay: int, max_delay: int,
+    teacher_indices: torch.Tensor, min_delay: int, max_delay: int, active: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch's top-k targets moved onto each student's emissions (see the module docstring):
     ``(values, indices, usable)``, the first two shaped as the inputs (B, T, K), ``usable`` (B, T) the
     student frames that have a target. An utterance with no path inside the windows (or no spikes)
-    keeps its targets delayed by ``min_delay``, as a fixed shift would."""
+    keeps its targets delayed by ``min_delay``, as a fixed shift would; so does one that ``active``
+    (B,) leaves out (its KD is masked anyway: no path is searched for it)."""
     b, t, _ = teacher_values.shape
     n = lengths.clamp(max=t).cpu().numpy()
-    best = teacher_indices.gather(-1, teacher_values.argmax(-1, keepdim=True))[..., 0].cpu().numpy()
-    spikes = [teacher_spikes(best[i, : n[i]]) for i in range(b)]
-    log_probs = student_logits.detach().float().log_softmax(-1).cpu().numpy()
-    states, found = constrained_path(
-        log_probs, n, [[y for y, _, _ in sp] for sp in spikes],
-        [[first + min_delay for _, first, _ in sp] for sp in spikes],
-        [[first + max_delay for _, first, _ in sp] for sp in spikes])
+    best = teacher_best(teacher_values, teacher_indices).cpu().numpy()
+    searched = np.ones(b, dtype=bool) if active is None else active.cpu().numpy()
+    spikes = [teacher_spikes(best[i, : n[i]]) if searched[i] else [] for i in range(b)]
     frames = np.tile(np.arange(t) - min_delay, (b, 1)).clip(min=0)
     usable = (np.arange(t)[None] >= min_delay) & (np.arange(t)[None] < n[:, None])
-    for i in range(b):
-        if spikes[i] and found[i]:
-            frames[i], usable[i] = _spread(states[i], spikes[i], int(n[i]), t)
+    if any(spikes):
+        log_probs = student_logits.detach().float().log_softmax(-1).cpu().numpy()
+        states, found = constrained_path(
+            log_probs, n, [[y for y, _, _ in sp] for sp in spikes],
+            [[first + min_delay for _, first, _ in sp] for sp in spikes],
+            [[first + max_delay for _, first, _ in sp] for sp in spikes])
+        for i in range(b):
+            if spikes[i] and found[i]:
+                frames[i], usable[i] = _spread(states[i], spikes[i], int(n[i]), t)
     index = torch.from_numpy(frames).to(teacher_values.device)[..., None].expand_as(teacher_values)
     return (teacher_values.gather(1, index), teacher_indices.gather(1, index),
             torch.from_numpy(usable).to(teacher_values.device))
@@ -116,16 +127,11 @@ def student_agrees(
     """(B,) whether each student's greedy 1-best already equals the teacher's (both from their best token
     per frame, ``lengths`` frames). Early in training a student's best path is poor, and KD on it firms
     up a poor alignment; gated by this, KD starts on an utterance once the student finds its words."""
-    n = lengths.clamp(max=teacher_values.shape[1]).tolist()
-    teacher = teacher_indices.gather(-1, teacher_values.argmax(-1, keepdim=True))[..., 0].cpu().numpy()
-    student = student_logits.detach().argmax(-1).cpu().numpy()
-    same = [_tokens(student[i, :m]) == _tokens(teacher[i, :m]) for i, m in enumerate(n)]
+    n = lengths.clamp(max=teacher_values.shape[1])
+    teacher = teacher_best(teacher_values, teacher_indices).tolist()
+    student = ctc_greedy(student_logits.detach(), n)
+    same = [collapse(row[:m]) == own for row, m, own in zip(teacher, n.tolist(), student, strict=True)]
     return torch.tensor(same, device=student_logits.device)
-
-
-def _tokens(best: np.ndarray) -> list[int]:
-    """The greedy 1-best of per-frame best tokens."""
-    return [k for k, _, _ in teacher_spikes(best)]
 
 
 def _spread(

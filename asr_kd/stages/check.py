@@ -50,7 +50,7 @@ from asr_kd.scoring.target import last_dev_wer
 from asr_kd.stages.base import ModelToFit, exp_paths
 from asr_kd.stages.plan import Plan, System
 from asr_kd.training.distributed import resolve_device
-from asr_kd.training.loop import SpecAugment, TrainConfig, make_optimizer, train, train_step
+from asr_kd.training.loop import Checkpointer, SpecAugment, TrainConfig, make_optimizer, train, train_step
 from asr_kd.utils import fingerprint, read_json, read_jsonl, write_json
 
 __all__ = ["run", "units", "seconds_per_step"]
@@ -327,12 +327,6 @@ class _Audio:
         return max(1, round(seconds * 1000 / self.cfg.features.frontend.frame_shift_ms))
 
 
-def resumed_step(folder: Path) -> int:
-    """The step a training run in ``folder`` resumes from: its newest ``ckpt-<step>.pt`` (0: none)."""
-    steps = [int(p.stem.split("-")[1]) for p in folder.glob("ckpt-[0-9]*.pt")]
-    return max(steps, default=0)
-
-
 def projection(cfg: DictConfig, plan: Plan, paths: ExpPaths) -> dict:
     """Projected seconds of every unit whose stamp is not up to date, and their total."""
     audio, rates = _Audio(cfg, paths), to_dict(cfg.check.rates)
@@ -354,7 +348,7 @@ def projection(cfg: DictConfig, plan: Plan, paths: ExpPaths) -> dict:
             benches[key] = seconds_per_step(model, train_cfg, audio.frames("train"), frontend.num_mel_bins,
                                             vocab, cfg.check.bench_steps)
         per_step, per_frame = benches[key]
-        done = resumed_step(folder)
+        done = Checkpointer.newest_step(folder)
         steps = max(train_cfg.steps - done, 0)
         evals = math.ceil(train_cfg.steps / train_cfg.eval_every) - done // train_cfg.eval_every
         eval_s = audio.hours(cfg.dev_set) * 3.6e6 / frontend.frame_shift_ms * per_frame

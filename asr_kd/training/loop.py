@@ -44,7 +44,8 @@ from asr_kd.training import seed_everything
 from asr_kd.training.distributed import barrier, init_distributed, resolve_device
 from asr_kd.utils import write_jsonl
 
-__all__ = ["TrainConfig", "SpecAugment", "train", "train_step", "evaluate_wer", "LossFn", "seed_everything"]
+__all__ = ["TrainConfig", "SpecAugment", "train", "train_step", "evaluate_wer", "LossFn", "seed_everything",
+           "Checkpointer"]
 
 log = logging.getLogger(__name__)
 
@@ -316,13 +317,20 @@ class Checkpointer:
     ``cfg.keep_checkpoints`` kept; read back only when saved under the same ``resume_key``; all
     deleted when training completes."""
 
+    PATTERN = "ckpt-[0-9]*.pt"
+
     def __init__(self, folder: Path, cfg: TrainConfig, resume_key: str, name: str):
         self.folder, self.cfg, self.resume_key, self.name = folder, cfg, resume_key, name
         self.last_saved = time.monotonic()
 
     def _files(self) -> list[Path]:
         """The checkpoints ``ckpt-<step>.pt``, oldest first."""
-        return sorted(self.folder.glob("ckpt-[0-9]*.pt"))
+        return sorted(self.folder.glob(self.PATTERN))
+
+    @staticmethod
+    def newest_step(folder: Path) -> int:
+        """The step of the newest checkpoint in ``folder``, where a run there resumes (0: none)."""
+        return max((int(p.stem.split("-")[1]) for p in folder.glob(Checkpointer.PATTERN)), default=0)
 
     def load(self) -> dict | None:
         """The newest readable checkpoint if it was saved under ``resume_key``, else None. One that
